@@ -1,0 +1,65 @@
+"""Checks of what users pass to techniques: clear errors that name the argument."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def check_model(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        hint = " (pass LoadedModel.net)" if hasattr(model, "net") else ""
+        raise TypeError(f"model must be a torch.nn.Module{hint}, got {type(model).__name__}")
+    return model
+
+
+def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
+    """images: a floating-point (N, C, H, W) batch of finite values, on the model's device."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        hint = " (add a batch dimension with images[None])" if images.dim() == 3 else ""
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}{hint}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point (normalised as the model expects), got {images.dtype}")
+    if images.numel() and not torch.isfinite(images).all():
+        raise ValueError("images contains NaN or infinite values")
+    parameter = next(model.parameters(), None) if model is not None else None
+    if parameter is not None and parameter.device != images.device:
+        raise ValueError(f"images are on {images.device} but the model is on {parameter.device}")
+    return images
+
+
+def resolve_targets(target, batch: int) -> tuple[torch.Tensor, bool]:
+    """Class indices as a (N, K) int64 tensor, and whether the caller asked for K per image.
+
+    target: an int (every image), a list/1-D tensor of N ints, or a list of lists /
+    (N, K) tensor for K classes per image. The upper bound is checked against the logits.
+    """
+    if isinstance(target, bool) or not isinstance(target, (int, Sequence, torch.Tensor)):
+        raise TypeError(f"target must be an int, a list of ints or an integer tensor, got {type(target).__name__}")
+    if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must be an integer tensor, got {target.dtype}")
+        indices = target.detach().to("cpu", torch.int64)
+    elif isinstance(target, int):
+        indices = torch.tensor(target)
+    else:
+        try:
+            indices = torch.tensor(target, dtype=torch.int64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"target must be ints, or equal-length lists of ints per image: {error}") from None
+    if indices.dim() == 0:
+        indices = indices.expand(batch)
+    if indices.dim() > 2 or indices.shape[0] != batch:
+        raise ValueError(f"target must give one class (or one list of classes) per image: "
+                         f"expected {batch} rows, got shape {tuple(indices.shape)}")
+    if indices.numel() and indices.min() < 0:
+        raise ValueError(f"target must be class indices >= 0, got {indices.min().item()}")
+    multi = indices.dim() == 2
+    return (indices if multi else indices[:, None]), multi
+
+
+def check_choice(value, name: str, choices: Sequence) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

@@ -1,0 +1,43 @@
+"""Loads the compiled extension pyfastviz._C and tells which devices its kernels cover.
+
+When the extension is missing, every op falls back to its pure-PyTorch reference and
+one warning (per process) says why.
+"""
+
+import warnings
+
+import torch
+
+try:
+    from pyfastviz import _C  # noqa: F401  (importing registers torch.ops.pyfastviz.*)
+
+    LOAD_ERROR = None
+except ImportError as error:  # not built, or built against another torch
+    LOAD_ERROR = error
+
+_warned = False
+
+
+def native_available() -> bool:
+    """True when pyfastviz._C loaded."""
+    return LOAD_ERROR is None
+
+
+def has_kernel(op_name: str, device_type: str) -> bool:
+    """True when pyfastviz::op_name has a compiled kernel for device_type ("cpu", "cuda")."""
+    if not native_available():
+        return False
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"pyfastviz::{op_name}", key)
+
+
+def warn_fallback(op_name: str, device_type: str) -> None:
+    """Warns once per process that an op runs on its pure-PyTorch reference."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    reason = f"pyfastviz._C did not load ({LOAD_ERROR})" if LOAD_ERROR else (
+        f"pyfastviz._C has no {device_type} kernel for {op_name} (built without it)")
+    warnings.warn(f"{reason}; using the pure-PyTorch reference ops, which are slower. "
+                  "Rebuild with `pip install -e . --no-build-isolation`.", RuntimeWarning, stacklevel=3)

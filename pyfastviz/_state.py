@@ -1,0 +1,17 @@
+"""Context managers that leave the user's model exactly as found."""
+
+from contextlib import contextmanager
+
+from torch import nn
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module):
+    """Runs the body with model.eval(); restores every submodule's training flag, also on error."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training

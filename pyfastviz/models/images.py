@@ -1,0 +1,200 @@
+"""Images in and out: load files and sample photos as RGB PIL images, turn tensors and
+maps back into PIL images, grids and overlays, and save PNGs atomically."""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+SAMPLE_IMAGES = (
+    "chelsea", "coffee", "astronaut", "rocket",  # skimage.data photos
+    "grass", "brick", "gravel",  # skimage.data grayscale textures
+    "china", "flower",  # sklearn.datasets.load_sample_image
+)
+
+_WHITE = (255, 255, 255)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: transparency composited on white, 16/32-bit and float
+    grayscale rescaled to 8 bits (integers by their full range, floats from [0, 1])."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        a = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
+        return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Read any image file PIL can open (any mode, any size; EXIF rotation applied) as RGB."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {str(path)!r}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} is not a readable image ({err})") from err
+
+
+def sample_image(name: str) -> Image.Image:
+    """A real photo that ships with scikit-image or scikit-learn, as RGB; see SAMPLE_IMAGES."""
+    if name not in SAMPLE_IMAGES:
+        raise ValueError(f"unknown sample image {name!r}; known: {', '.join(SAMPLE_IMAGES)}")
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        array = load_sample_image(f"{name}.jpg")
+    else:
+        import skimage.data
+
+        array = getattr(skimage.data, name)()
+    return Image.fromarray(array).convert("RGB")
+
+
+def load_batch(paths_or_images: Sequence[str | os.PathLike | Image.Image], preprocess) -> torch.Tensor:
+    """Files and/or PIL images -> model input (N, 3, S, S) via `preprocess` (a zoo.Preprocess)."""
+    images = [item if isinstance(item, Image.Image) else load_image(item) for item in paths_or_images]
+    return preprocess.batch(images)
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """(3, H, W) tensor with values in [0, 1] (clamped) -> RGB PIL image."""
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise ValueError(f"to_pil expects a (3, H, W) tensor, got shape {tuple(x.shape)}")
+    array = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
+
+
+def tensor_to_pils(x: torch.Tensor) -> list[Image.Image]:
+    """(N, 3, H, W) tensor in [0, 1] -> N RGB PIL images."""
+    if x.dim() != 4:
+        raise ValueError(f"tensor_to_pils expects an (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
+    return [to_pil(image) for image in x]
+
+
+def image_grid(
+    images: Sequence[Image.Image],
+    ncols: int | None = None,
+    pad: int = 2,
+    background: tuple[int, int, int] = _WHITE,
+) -> Image.Image:
+    """Tile images row by row (default ncols: ceil(sqrt(N))) in cells the size of the
+    largest one, each centred, with `pad` pixels between and around cells."""
+    if len(images) == 0:
+        raise ValueError("image_grid needs at least one image")
+    ncols = min(ncols or math.ceil(math.sqrt(len(images))), len(images))
+    if ncols < 1 or pad < 0:
+        raise ValueError(f"image_grid needs ncols >= 1 and pad >= 0, got ncols={ncols}, pad={pad}")
+    nrows = math.ceil(len(images) / ncols)
+    cell_w = max(image.width for image in images)
+    cell_h = max(image.height for image in images)
+    grid = Image.new("RGB", (ncols * (cell_w + pad) + pad, nrows * (cell_h + pad) + pad), background)
+    for i, image in enumerate(images):
+        row, col = divmod(i, ncols)
+        x = pad + col * (cell_w + pad) + (cell_w - image.width) // 2
+        y = pad + row * (cell_h + pad) + (cell_h - image.height) // 2
+        grid.paste(to_rgb(image), (x, y))
+    return grid
+
+
+def normalize_map(m: torch.Tensor) -> torch.Tensor:
+    """(H, W) map -> float (H, W) min-max scaled to [0, 1]; a constant map gives zeros."""
+    if m.dim() != 2:
+        raise ValueError(f"expected an (H, W) map, got shape {tuple(m.shape)}")
+    m = m.detach().float()
+    low, high = m.min(), m.max()
+    if high <= low:
+        return torch.zeros_like(m)
+    return (m - low) / (high - low)
+
+
+# Fallback colormaps when matplotlib is missing: evenly spaced anchors, linearly interpolated.
+_FALLBACK_CMAPS = {
+    "inferno": [(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)],
+    "jet": [(0, 0, 128), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0), (128, 0, 0)],
+    "gray": [(0, 0, 0), (255, 255, 255)],
+}
+
+
+def _colorize(m01: np.ndarray, cmap: str) -> np.ndarray:
+    """(H, W) float array in [0, 1] -> (H, W, 3) uint8 colours from colormap `cmap`."""
+    try:
+        import matplotlib
+    except ImportError:
+        if cmap not in _FALLBACK_CMAPS:
+            raise ValueError(
+                f"colormap {cmap!r} needs matplotlib; without it use one of {sorted(_FALLBACK_CMAPS)}"
+            ) from None
+        anchors = np.asarray(_FALLBACK_CMAPS[cmap], dtype=np.float64)
+        stops = np.linspace(0, 1, len(anchors))
+        rgb = np.stack([np.interp(m01, stops, anchors[:, c]) for c in range(3)], axis=-1)
+        return (rgb + 0.5).astype(np.uint8)
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError:
+        raise ValueError(f"unknown colormap {cmap!r}") from None
+    return (colormap(m01)[..., :3] * 255 + 0.5).astype(np.uint8)
+
+
+def map_to_pil(m: torch.Tensor, cmap: str = "inferno") -> Image.Image:
+    """(H, W) map -> RGB PIL image, min-max normalised then coloured with `cmap`."""
+    return Image.fromarray(_colorize(normalize_map(m).cpu().numpy(), cmap))
+
+
+def gradient_to_pil(g: torch.Tensor, percentile: float = 99.0) -> Image.Image:
+    """(3, H, W) gradient -> RGB PIL image: 0 maps to grey 0.5, the `percentile` of |g|
+    maps to 0.5 away from grey, beyond that is clamped."""
+    if g.dim() != 3 or g.shape[0] != 3:
+        raise ValueError(f"gradient_to_pil expects a (3, H, W) tensor, got shape {tuple(g.shape)}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    g = g.detach().float()
+    magnitude = g.abs().flatten()
+    k = max(1, math.ceil(percentile / 100 * magnitude.numel()))
+    scale = magnitude.kthvalue(k).values
+    if scale <= 0:
+        return to_pil(torch.full_like(g, 0.5))
+    return to_pil(0.5 + 0.5 * g / scale)
+
+
+def heatmap_overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+    """Blend the coloured (h, w) heat map, bilinearly resized to the image size, over the image:
+    (1 - alpha) * image + alpha * colours. Returns an RGB image of the image's size."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    heat = normalize_map(heat)
+    resized = F.interpolate(heat[None, None], size=(image.height, image.width), mode="bilinear", align_corners=False)
+    colours = Image.fromarray(_colorize(resized[0, 0].clamp(0, 1).cpu().numpy(), cmap))
+    return Image.blend(to_rgb(image), colours, alpha)
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Write `image` as PNG at `path`, creating parent folders. Atomic: a temp file in the same
+    folder is renamed into place, so a failed write leaves nothing behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same folder: rename is atomic
+    try:
+        with open(tmp, "xb") as f:  # "x" creates it with the usual (umask) permissions
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

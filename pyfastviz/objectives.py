@@ -1,0 +1,85 @@
+"""What a gradient technique differentiates: class scores, or units of a named layer.
+
+An objective maps a batch to scores of shape (B, K); B may be a whole multiple of the
+N images it was built for (SmoothGrad stacks noisy copies of the batch).
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pyfastviz._inputs import resolve_targets
+from pyfastviz.models import ActivationTap, find_layer
+
+
+class ClassObjective:
+    """Logits of given classes: indices (N, K) -> scores (B, K)."""
+
+    def __init__(self, indices: torch.Tensor):
+        self.indices = indices
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        if logits.dim() != 2:
+            raise ValueError(f"target= needs a model that returns (N, classes) logits, got shape {tuple(logits.shape)}")
+        if self.indices.max() >= logits.shape[1]:
+            raise ValueError(f"target {self.indices.max().item()} is out of range: the model has {logits.shape[1]} classes")
+        indices = self.indices.to(logits.device).repeat(x.shape[0] // self.indices.shape[0], 1)
+        return logits.gather(1, indices)
+
+
+class UnitObjective:
+    """Mean activation of channels of a named layer, or one neuron (channel, row, col) of it."""
+
+    def __init__(self, layer: str, channels: list[int] | None, neuron: tuple[int, int, int] | None):
+        self.layer, self.channels, self.neuron = layer, channels, neuron
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with ActivationTap(model, self.layer, detach=False) as tap:
+            model(x)
+        activation = tap[self.layer]
+        self._check_unit(activation)
+        if self.neuron is not None:
+            channel, row, col = self.neuron
+            return activation[:, channel, row, col][:, None]
+        return activation[:, self.channels].flatten(2).mean(-1) if activation.dim() > 2 else activation[:, self.channels]
+
+    def _check_unit(self, activation: torch.Tensor) -> None:
+        if self.neuron is not None:
+            if activation.dim() != 4:
+                raise ValueError(f"neuron=(channel, row, col) needs a 4-D layer output; {self.layer!r} "
+                                 f"gives shape {tuple(activation.shape)}: use channel=")
+            limits = activation.shape[1:]
+            if any(not 0 <= i < n for i, n in zip(self.neuron, limits)):
+                raise ValueError(f"neuron {self.neuron} is outside {self.layer!r}'s output (C, H, W) = {tuple(limits)}")
+        elif any(not 0 <= c < activation.shape[1] for c in self.channels):
+            raise ValueError(f"channel {self.channels} out of range: {self.layer!r} has {activation.shape[1]} channels")
+
+
+def build_objective(model: nn.Module, images: torch.Tensor, target, layer: str | None,
+                    channel: int | Sequence[int] | None, neuron: tuple[int, int, int] | None):
+    """(objective, multi): multi is True when the caller asked for K scores per image."""
+    if layer is None:
+        if channel is not None or neuron is not None:
+            raise ValueError("channel= and neuron= select a unit of a layer: pass layer= too")
+        if target is None:
+            with torch.no_grad():
+                target = model(images).argmax(1)
+        indices, multi = resolve_targets(target, images.shape[0])
+        return ClassObjective(indices), multi
+    if target is not None:
+        raise ValueError("pass either target= (a class) or layer= with channel=/neuron=, not both")
+    find_layer(model, layer)
+    if (channel is None) == (neuron is None):
+        raise ValueError(f"layer={layer!r} needs exactly one of channel= (int or list) or neuron=(channel, row, col)")
+    if neuron is not None:
+        if len(neuron) != 3 or not all(isinstance(i, int) for i in neuron):
+            raise ValueError(f"neuron must be (channel, row, col) ints, got {neuron!r}")
+        return UnitObjective(layer, None, tuple(neuron)), False
+    multi = not isinstance(channel, int)
+    channels = list(channel) if multi else [channel]
+    if not channels or not all(isinstance(c, int) and not isinstance(c, bool) for c in channels):
+        raise TypeError(f"channel must be an int or a non-empty list of ints, got {channel!r}")
+    return UnitObjective(layer, channels, None), multi
+

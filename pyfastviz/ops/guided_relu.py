@@ -1,0 +1,100 @@
+"""guided_relu: ReLU / ReLU6 whose backward is guided (Springenberg et al. 2015).
+
+Forward y = clamp(x, 0, upper) saves a 1-bit-per-element mask instead of x; backward
+dx = dy * [0 < x < upper] * [dy > 0]. Kernels: csrc/cpu, csrc/cuda; spec: reference.py.
+"""
+
+import torch
+
+from pyfastviz import _native
+from pyfastviz.ops import reference
+from pyfastviz.ops._checks import check_backend, check_float_tensor
+
+OP = "guided_relu"
+
+
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the kernels read x in (mirrors guided_relu_layout in csrc/guided_relu.h)."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def mask_words(numel):
+    """int32 words of the mask for numel elements (mirrors mask_words in csrc/ops.h)."""
+    return (numel + 31) // 32
+
+
+def guided_relu(x: torch.Tensor, upper: float | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """clamp(x, 0, upper) with a guided backward pass.
+
+    x: floating-point tensor of any shape (fp32/fp16/bf16/fp64; channels_last kept).
+    upper: None for ReLU, 6.0 for ReLU6. backend: "auto" (compiled kernel for x's device
+    when there is one, else the reference), "native" or "reference".
+    Returns y, x's shape and dtype.
+    """
+    check_float_tensor(x, "x")
+    if upper is not None and not upper > 0:
+        raise ValueError(f"upper must be a positive number or None, got {upper!r}")
+    if use_native(x, check_backend(backend)):
+        out, _mask = torch.ops.pyfastviz.guided_relu(x, None if upper is None else float(upper))
+        return out
+    return reference.guided_relu(x, upper)
+
+
+def use_native(x: torch.Tensor, backend: str) -> bool:
+    if backend == "reference":
+        return False
+    available = _native.has_kernel(OP, x.device.type)
+    if backend == "native" and not available:
+        raise RuntimeError(f"backend='native' but pyfastviz._C has no {x.device.type} kernel for {OP} "
+                           f"(load error: {_native.LOAD_ERROR})")
+    if not available:
+        _native.warn_fallback(OP, x.device.type)
+    return available
+
+
+def _register() -> None:
+    """Fake kernels, autograd and vmap for the C++ ops (torch.compile, opcheck, is_grads_batched)."""
+    forward_op = torch.ops.pyfastviz.guided_relu.default
+    backward_op = torch.ops.pyfastviz.guided_relu_backward.default
+
+    @torch.library.register_fake(forward_op)
+    def _(x, upper):
+        out = torch.empty_like(x, memory_format=memory_format(x))
+        return out, x.new_empty((mask_words(x.numel()),), dtype=torch.int32)
+
+    @torch.library.register_fake(backward_op)
+    def _(grad_output, mask, channels_last, copies):
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return torch.empty_like(grad_output, memory_format=layout)
+
+    def setup_context(ctx, inputs, output):
+        x, _upper = inputs
+        _out, mask = output
+        ctx.save_for_backward(mask)
+        ctx.channels_last = memory_format(x) == torch.channels_last
+
+    def backward(ctx, grad_out, _grad_mask):
+        (mask,) = ctx.saved_tensors
+        return backward_op(grad_out, mask, ctx.channels_last, 1), None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+
+    def backward_vmap(info, in_dims, grad_output, mask, channels_last, copies):
+        """Batched gradients (is_grads_batched): the K vmapped gradients become K more copies."""
+        grad_dim, mask_dim = in_dims[0], in_dims[1]
+        if mask_dim is not None:
+            raise NotImplementedError("guided_relu_backward: vmap over the mask is not supported")
+        if grad_dim is None:
+            return backward_op(grad_output, mask, channels_last, copies), None
+        grads = grad_output.movedim(grad_dim, 0)
+        batch = grads.shape[0]
+        stacked = grads.reshape(batch * grads.shape[1], *grads.shape[2:]) if grads.dim() > 1 else grads
+        out = backward_op(stacked, mask, channels_last, copies * batch)
+        return out.reshape(grads.shape), 0
+
+    torch.library.register_vmap(backward_op, backward_vmap)
+
+
+if _native.native_available():
+    _register()

@@ -1,0 +1,96 @@
+"""Saliency by backprop (Simonyan et al. 2014), with optional SmoothGrad (Smilkov et al. 2017).
+
+The map is |d score / d image|, maximised over colour channels. Several targets per image
+(e.g. the top-5 classes) come from one forward and one batched backward pass.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyfastviz._inputs import check_choice, check_images, check_model
+from pyfastviz._state import evaluation_mode
+from pyfastviz.objectives import build_objective
+
+REDUCTIONS = ("abs_max", "none")
+
+
+def saliency(model: nn.Module, images: torch.Tensor, target=None, *, layer: str | None = None,
+             channel: int | Sequence[int] | None = None, neuron: tuple[int, int, int] | None = None,
+             reduce: str = "abs_max", samples: int = 0, noise: float = 0.15, seed: int | None = None,
+             batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Vanilla-gradient saliency maps.
+
+    images: (N, C, H, W), preprocessed for the model. target: None (predicted class), an int,
+    N ints, or (N, K) ints for K classes per image. Or layer= with channel= (int or list) or
+    neuron=(c, row, col) to explain a unit of an intermediate layer instead of a class.
+    reduce: "abs_max" -> max over C of |grad|; "none" -> the raw gradient.
+    samples > 0: SmoothGrad, the mean gradient of `samples` copies with Gaussian noise of
+    std noise * (max - min) of each image; batch_size caps images per forward pass.
+    Returns (N, H, W), or (N, K, H, W) for K targets/channels; (N, [K,] C, H, W) if reduce="none".
+    The model is run in eval mode and left as found.
+    """
+    return gradient_maps(model, images, target, layer=layer, channel=channel, neuron=neuron, reduce=reduce,
+                         samples=samples, noise=noise, seed=seed, batch_size=batch_size, progress=progress)
+
+
+def gradient_maps(model, images, target, *, layer, channel, neuron, reduce, samples=0, noise=0.15, seed=None,
+                  batch_size=None, progress=False) -> torch.Tensor:
+    """The gradient core shared by the gradient techniques (guided backprop runs it under its mode)."""
+    check_model(model)
+    check_images(images, model)
+    check_choice(reduce, "reduce", REDUCTIONS)
+    if not isinstance(samples, int) or samples < 0:
+        raise ValueError(f"samples must be an int >= 0, got {samples!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0 (a fraction of each image's value range), got {noise!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    with evaluation_mode(model):
+        objective, multi = build_objective(model, images, target, layer, channel, neuron)
+        if images.shape[0] == 0:
+            grads = images.new_empty((0, 1, *images.shape[1:]))
+        elif samples == 0:
+            grads = input_gradients(model, objective, images)
+        else:
+            grads = smoothgrad(model, objective, images, samples, noise, seed, batch_size, progress)
+    maps = grads.abs().amax(dim=2) if reduce == "abs_max" else grads
+    return maps if multi else maps[:, 0]
+
+
+def input_gradients(model: nn.Module, objective, x: torch.Tensor) -> torch.Tensor:
+    """d scores / d x for each of the objective's K scores: (B, C, H, W) -> (B, K, C, H, W).
+
+    K > 1 uses one batched backward pass (is_grads_batched) over one forward pass.
+    """
+    x = x.detach().requires_grad_(True)
+    scores = objective(model, x)
+    count = scores.shape[1]
+    if count == 1:
+        (grad,) = torch.autograd.grad(scores.sum(), x)
+        return grad[:, None]
+    one_hot = torch.eye(count, dtype=scores.dtype, device=scores.device)[:, None, :].expand(count, *scores.shape)
+    (grads,) = torch.autograd.grad(scores, x, one_hot, is_grads_batched=True)
+    return grads.movedim(0, 1)
+
+
+def smoothgrad(model, objective, images, samples, noise, seed, batch_size, progress) -> torch.Tensor:
+    """Mean input gradient over `samples` noisy copies of images, copies stacked along the batch."""
+    count = images.shape[0]
+    per_pass = max(1, (batch_size or 32) // count)
+    generator = torch.Generator(device=images.device)
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    sigma = noise * (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))
+    total = None
+    with tqdm(total=samples, desc="SmoothGrad", disable=not progress, leave=False) as bar:
+        for start in range(0, samples, per_pass):
+            copies = min(per_pass, samples - start)
+            batch = images.repeat(copies, 1, 1, 1)
+            noisy = batch + sigma.repeat(copies)[:, None, None, None] * torch.randn(
+                batch.shape, generator=generator, device=images.device, dtype=images.dtype)
+            grads = input_gradients(model, objective, noisy).unflatten(0, (copies, count)).sum(0)
+            total = grads if total is None else total + grads
+            bar.update(copies)
+    return total / samples

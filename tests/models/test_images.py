@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pyfastviz.models import (
+    SAMPLE_IMAGES,
+    Preprocess,
+    gradient_to_pil,
+    heatmap_overlay,
+    image_grid,
+    load_batch,
+    load_image,
+    map_to_pil,
+    normalize_map,
+    sample_image,
+    save_png,
+    tensor_to_pils,
+    to_pil,
+)
+
+
+def pixel(image, xy=(0, 0)):
+    return image.getpixel(xy)
+
+
+def test_load_rgba_composites_on_white(tmp_path):
+    rgba = Image.new("RGBA", (5, 3), (255, 0, 0, 0))
+    rgba.putpixel((1, 1), (0, 0, 255, 255))
+    rgba.save(tmp_path / "a.png")
+    image = load_image(tmp_path / "a.png")
+    assert image.mode == "RGB" and image.size == (5, 3)
+    assert pixel(image) == (255, 255, 255)
+    assert pixel(image, (1, 1)) == (0, 0, 255)
+
+
+def test_load_grayscale_and_palette(tmp_path):
+    Image.new("L", (4, 6), 77).save(tmp_path / "l.png")
+    assert pixel(load_image(tmp_path / "l.png")) == (77, 77, 77)
+    palette = Image.new("P", (3, 3), 1)
+    palette.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    palette.save(tmp_path / "p.gif")
+    image = load_image(tmp_path / "p.gif")
+    assert image.mode == "RGB" and pixel(image) == (10, 200, 30)
+
+
+def test_load_16_bit_keeps_full_range(tmp_path):
+    array = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(array).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    image = load_image(tmp_path / "deep.png")
+    assert [pixel(image, (x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def test_load_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "junk.png").write_bytes(b"hello")
+    with pytest.raises(ValueError, match="junk.png.*not a readable image"):
+        load_image(tmp_path / "junk.png")
+
+
+@pytest.mark.parametrize("name", SAMPLE_IMAGES)
+def test_sample_images_are_rgb(name):
+    image = sample_image(name)
+    assert image.mode == "RGB" and min(image.size) >= 256
+
+
+def test_unknown_sample_image():
+    with pytest.raises(ValueError, match="'cat'.*chelsea"):
+        sample_image("cat")
+
+
+def test_load_batch_mixes_paths_and_images(tmp_path):
+    Image.new("RGB", (40, 30), (255, 255, 255)).save(tmp_path / "w.png")
+    x = load_batch([tmp_path / "w.png", str(tmp_path / "w.png"), sample_image("coffee")], Preprocess(16))
+    assert x.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(Preprocess(16).denormalize(x[0]), torch.ones(3, 16, 16))
+
+
+def test_to_pil_round_trip_and_clamp():
+    x = torch.rand(3, 4, 7)
+    image = to_pil(x)
+    assert image.size == (7, 4)
+    back = torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255
+    torch.testing.assert_close(back, x, atol=1 / 255, rtol=0)
+    assert pixel(to_pil(torch.full((3, 2, 2), 9.0))) == (255, 255, 255)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        to_pil(torch.zeros(1, 3, 4, 4))
+    assert len(tensor_to_pils(torch.zeros(5, 3, 2, 2))) == 5
+
+
+def test_image_grid_sizes():
+    small, big = Image.new("RGB", (10, 4), (0, 0, 0)), Image.new("RGB", (6, 8), (0, 0, 0))
+    grid = image_grid([small, big, small], pad=2)  # ncols = ceil(sqrt(3)) = 2 -> 2 x 2 cells of 10 x 8
+    assert grid.size == (2 * 12 + 2, 2 * 10 + 2)
+    assert pixel(grid) == (255, 255, 255) and pixel(grid, (2, 4)) == (0, 0, 0)
+    assert image_grid([small] * 3, ncols=3, pad=0).size == (30, 4)
+    assert image_grid([small] * 2, ncols=5, pad=1).size == (23, 6)
+    with pytest.raises(ValueError, match="at least one"):
+        image_grid([])
+
+
+def test_normalize_map():
+    torch.testing.assert_close(normalize_map(torch.tensor([[2.0, 4.0], [3.0, 6.0]])),
+                               torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
+    torch.testing.assert_close(normalize_map(torch.full((3, 3), 7.0)), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        normalize_map(torch.zeros(1, 3, 3))
+
+
+def test_map_to_pil_with_and_without_matplotlib(monkeypatch):
+    m = torch.arange(12.0).view(3, 4)
+    with_mpl = map_to_pil(m, "gray")
+    assert with_mpl.size == (4, 3)
+    assert pixel(with_mpl) == (0, 0, 0) and pixel(with_mpl, (3, 2)) == (255, 255, 255)
+    hot = map_to_pil(m)  # inferno: dark low end, bright yellow high end
+    assert sum(pixel(hot)) < 30 and pixel(hot, (3, 2))[0] > 240
+    with pytest.raises(ValueError, match="colormap 'nope'"):
+        map_to_pil(m, "nope")
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import now fails
+    fallback = map_to_pil(m)
+    assert sum(pixel(fallback)) < 30 and pixel(fallback, (3, 2))[0] > 240
+    with pytest.raises(ValueError, match="needs matplotlib"):
+        map_to_pil(m, "viridis")
+
+
+def test_gradient_to_pil():
+    g = torch.zeros(3, 10, 10)
+    g[0, 0, :] = torch.linspace(-1, 1, 10)
+    image = np.asarray(gradient_to_pil(g, percentile=100))
+    assert tuple(image[5, 5]) == (128, 128, 128)  # zero gradient -> grey
+    assert image[0, 0, 0] == 0 and image[0, 9, 0] == 255
+    g[0, 0, 0] = -1000.0  # one outlier above the 99th percentile is clamped, the rest keeps contrast
+    image = np.asarray(gradient_to_pil(g))
+    assert image[0, 0, 0] == 0 and image[0, 9, 0] == 255
+    assert image[0, 5, 0] > 140  # 0.11 / 0.78 above grey; scaling by the max would give ~128
+    assert tuple(np.asarray(gradient_to_pil(torch.zeros(3, 4, 4)))[0, 0]) == (128, 128, 128)
+
+
+def test_heatmap_overlay_size_and_blend():
+    image = Image.new("RGB", (50, 30), (0, 0, 0))
+    heat = torch.zeros(7, 7)
+    heat[3, 3] = 1.0
+    overlay = heatmap_overlay(image, heat, alpha=0.5)
+    assert overlay.size == image.size and overlay.mode == "RGB"
+    assert heatmap_overlay(image, heat, alpha=0.0).tobytes() == image.tobytes()
+    assert pixel(overlay, (25, 15))[0] > pixel(overlay, (0, 0))[0]  # jet: hot centre is red
+    with pytest.raises(ValueError, match="alpha"):
+        heatmap_overlay(image, heat, alpha=2)
+
+
+def test_save_png_creates_folders_atomically(tmp_path):
+    target = tmp_path / "a" / "b" / "out.png"
+    assert save_png(Image.new("RGB", (3, 2), (1, 2, 3)), target) == target
+    assert pixel(Image.open(target)) == (1, 2, 3)
+    save_png(Image.new("RGB", (4, 4)), target)  # overwrite in place
+    assert Image.open(target).size == (4, 4)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]
+
+
+def test_save_png_failure_leaves_nothing(tmp_path):
+    with pytest.raises(OSError):
+        save_png(Image.new("CMYK", (3, 3)), tmp_path / "bad.png")  # PNG cannot store CMYK
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,144 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from pyfastviz.models import Preprocess, available_models, load_model, sample_image
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("photo, label", [("chelsea", "Egyptian cat"), ("coffee", "espresso")])
+def test_default_model_classifies_sample_photos(default_model, photo, label):
+    x = default_model.preprocess.batch([sample_image(photo)])
+    with torch.no_grad():
+        top = default_model.top_classes(default_model.net(x), k=3)
+    assert top[0][0][0] == label
+    assert [p for _, p in top[0]] == sorted((p for _, p in top[0]), reverse=True)
+
+
+def test_default_model_state(default_model):
+    net = default_model.net
+    assert default_model.name == "efficientnet_lite0" and default_model.name in available_models()
+    assert not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    assert isinstance(net._blocks[1]._swish, torch.nn.ReLU6)
+    assert len(default_model.class_names) == 1000
+
+
+def test_default_model_accepts_other_sizes(default_model):
+    with torch.no_grad():
+        assert default_model.net(torch.zeros(2, 3, 193, 250)).shape == (2, 1000)
+
+
+def test_class_index(default_model):
+    assert default_model.class_index("Egyptian cat") == 285
+    assert default_model.class_index("egyptian CAT") == 285
+    assert default_model.class_index(285) == 285
+    # "Cardigan" (the corgi) and "cardigan" (the sweater) differ only by case
+    assert default_model.class_index("Cardigan") != default_model.class_index("cardigan")
+    with pytest.raises(ValueError, match="ambiguous"):
+        default_model.class_index("CARDIGAN")
+    with pytest.raises(ValueError, match="out of range"):
+        default_model.class_index(1000)
+
+
+def test_class_index_bad_name_lists_close_names(default_model):
+    with pytest.raises(ValueError, match="name_or_index='Egyptain cat'") as info:
+        default_model.class_index("Egyptain cat")
+    assert "'Egyptian cat'" in str(info.value)
+
+
+def test_preprocess_shapes_and_inverse():
+    pre = Preprocess(64)
+    image = sample_image("rocket")  # 640 x 427, landscape
+    x = pre(image)
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+    assert pre.batch([image, image.convert("L")]).shape == (2, 3, 64, 64)
+    assert pre.batch([]).shape == (0, 3, 64, 64)
+    x01 = torch.rand(2, 3, 5, 5)
+    torch.testing.assert_close(pre.denormalize(pre.normalize(x01)), x01)
+    low, high = pre.valid_range()
+    assert low.shape == high.shape == (3, 1, 1)
+    torch.testing.assert_close(pre.denormalize(low.expand(3, 2, 2)), torch.zeros(3, 2, 2))
+    torch.testing.assert_close(pre.denormalize(high.expand(3, 2, 2)), torch.ones(3, 2, 2))
+    assert pre.denormalize(torch.full((3, 2, 2), 100.0)).max() == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        pre.normalize(torch.zeros(4, 8, 8))
+
+
+def test_preprocess_centre_crops_the_shorter_side():
+    from PIL import Image
+
+    image = Image.new("RGB", (300, 100), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 100, 100))  # left third blue: cropped away
+    x = Preprocess(50, mean=(0, 0, 0), std=(1, 1, 1))(image)
+    assert torch.allclose(x[:, :, 5:-5], torch.tensor([1.0, 0, 0]).view(3, 1, 1))
+
+
+def test_preprocess_antialiases():
+    from PIL import Image
+
+    checker = Image.fromarray(((np.indices((400, 400)).sum(0) % 2) * 255).astype(np.uint8))
+    x = Preprocess(50, mean=(0, 0, 0), std=(1, 1, 1))(checker)
+    assert (x - 0.5).abs().max() < 0.05  # 1-pixel checkerboard shrunk 8x averages to grey
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="name='vgg61'.*vgg16"):
+        load_model("vgg61")
+
+
+def test_torchvision_arch_without_weights_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError) as info:
+        load_model("squeezenet1_1")
+    message = str(info.value)
+    assert "squeezenet1_1-b8a52dc0.pth" in message
+    assert str(tmp_path / "checkpoints") in message
+    assert "weights_path=" in message
+
+
+def test_torchvision_arch_from_weights_file(tmp_path):
+    reference = torchvision.models.squeezenet1_1(weights=None)
+    path = tmp_path / "squeeze.pth"
+    torch.save(reference.state_dict(), path)
+    loaded = load_model("squeezenet1_1", weights_path=path)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(loaded.net.state_dict()[key], value)
+    assert not loaded.net.training
+    assert loaded.preprocess == Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert loaded.class_names[285] == "Egyptian cat"
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.net(x), reference.eval()(x))
+
+
+def test_torchvision_arch_from_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    os.makedirs(tmp_path / "checkpoints")
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(),
+               tmp_path / "checkpoints" / "squeezenet1_1-b8a52dc0.pth")
+    assert load_model("squeezenet1_1").name == "squeezenet1_1"
+
+
+def test_corrupt_weights_file_names_the_path(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="broken.pth"):
+        load_model("squeezenet1_1", weights_path=path)
+    with pytest.raises(ValueError, match="broken.pth"):
+        load_model(weights_path=path)
+
+
+def test_mismatched_weights_file_names_the_path(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="resnet18.pth"):
+        load_model("squeezenet1_1", weights_path=path)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_model("squeezenet1_1", weights_path=tmp_path / "nope.pth")
