@@ -15,6 +15,15 @@ try:
 except ImportError as error:  # not built, or built against another torch
     LOAD_ERROR = error
 
+
+
+def _ops_with_kernels(dispatch_key: str) -> frozenset[str]:
+    names = torch._C._dispatch_get_registrations_for_dispatch_key(dispatch_key)
+    return frozenset(name.split("::", 1)[1] for name in names if name.startswith("pyfastviz::"))
+
+
+# Read once at import: a plain lookup at dispatch time also traces under torch.compile.
+KERNELS = {"cpu": _ops_with_kernels("CPU"), "cuda": _ops_with_kernels("CUDA")} if LOAD_ERROR is None else {}
 _warned = False
 
 
@@ -25,10 +34,7 @@ def native_available() -> bool:
 
 def has_kernel(op_name: str, device_type: str) -> bool:
     """True when pyfastviz::op_name has a compiled kernel for device_type ("cpu", "cuda")."""
-    if not native_available():
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"pyfastviz::{op_name}", key)
+    return native_available() and op_name in KERNELS.get(device_type, ())
 
 
 def warn_fallback(op_name: str, device_type: str) -> None:

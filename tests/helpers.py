@@ -1,0 +1,64 @@
+"""Small models and checks shared by the technique tests."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import _get_current_function_mode_stack
+
+
+class FunctionalReLUNet(nn.Module):
+    """A small CNN whose activations are functional calls, not modules, of every ReLU form."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 8, 3), nn.Conv2d(8, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x)).clone()
+        x = self.bn(x).relu_()
+        x = F.relu6(self.conv3(x), inplace=True)
+        return self.fc(x.mean((2, 3)))
+
+
+class ModuleReLUNet(nn.Module):
+    """FunctionalReLUNet's twin with nn.ReLU/nn.ReLU6 modules (what module hooks can see)."""
+
+    def __init__(self, functional: FunctionalReLUNet):
+        super().__init__()
+        self.body = nn.Sequential(functional.conv1, nn.ReLU(), functional.conv2, nn.ReLU(inplace=True),
+                                  functional.bn, nn.ReLU(inplace=True), functional.conv3, nn.ReLU6())
+        self.fc = functional.fc
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+def model_state(model: nn.Module):
+    """Everything a technique must leave as it found: modes, flags, hooks, grads, buffers."""
+    return {
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad is None for p in model.parameters()],
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
+        "modules": [type(m) for m in model.modules()],
+        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
+        "buffers": [b.clone() for b in model.buffers()],
+        "function_modes": len(_get_current_function_mode_stack()),
+    }
+
+
+def assert_same_state(before, after):
+    buffers_before, buffers_after = before.pop("buffers"), after.pop("buffers")
+    assert before == after
+    assert all(torch.equal(a, b) for a, b in zip(buffers_before, buffers_after))
+
+
+def quadrant_shares(heat):
+    """Fractions of a non-negative (H, W) map's mass in its 4 quadrants, reading order."""
+    half_h, half_w = heat.shape[0] // 2, heat.shape[1] // 2
+    total = heat.sum()
+    return [float(heat[r * half_h:(r + 1) * half_h, c * half_w:(c + 1) * half_w].sum() / total)
+            for r in range(2) for c in range(2)]

@@ -1,0 +1,199 @@
+"""guided_relu against its pure-PyTorch reference: values, gradients, dtypes, layouts, registration."""
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from pyfastviz import _native, ops
+from pyfastviz.ops import reference
+from pyfastviz.ops.guided_relu import mask_words
+
+pytestmark = pytest.mark.skipif(not _native.native_available(), reason="pyfastviz._C not built")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+SHAPES = [(0,), (0, 3, 4, 4), (1,), (31,), (32,), (33,), (1000,), (2, 3, 5, 7), (3, 65), (1, 1, 1, 1)]
+UPPERS = [None, 6.0, 1.5]
+
+
+def native_and_reference(x, upper, grad):
+    """(y, dx) from the kernel and from the reference, on independent copies of x."""
+    results = []
+    for backend in ("native", "reference"):
+        leaf = x.detach().clone().requires_grad_(True)
+        y = ops.guided_relu(leaf, upper, backend=backend)
+        (dx,) = torch.autograd.grad(y, leaf, grad) if y.numel() else (torch.zeros_like(leaf),)
+        results.append((y, dx))
+    return results
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("upper", UPPERS)
+def test_values_and_gradients_match_reference(dtype, shape, upper):
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=gen) * 4).to(dtype)
+    grad = torch.randn(shape, generator=gen).to(dtype)
+    (y, dx), (y_ref, dx_ref) = native_and_reference(x, upper, grad)
+    assert y.dtype == dtype and y.shape == x.shape
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(dx, dx_ref, rtol=0, atol=0)
+
+
+def test_guided_gradient_rule_at_the_edges():
+    x = torch.tensor([-1.0, 0.0, 0.5, 6.0, 7.0, 3.0, 3.0, float("nan")], requires_grad=True)
+    grad = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -2.0, 2.0, 1.0])
+    y = ops.guided_relu(x, 6.0, backend="native")
+    (dx,) = torch.autograd.grad(y, x, grad)
+    assert torch.equal(y[:7], torch.tensor([0.0, 0.0, 0.5, 6.0, 6.0, 3.0, 3.0])) and y[7].isnan()
+    # passes only where 0 < x < 6 and grad > 0
+    assert torch.equal(dx, torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0, 0.0]))
+
+
+def test_mask_is_one_bit_per_element_in_memory_order():
+    x = torch.randn(2, 3, 11, 13)
+    out, mask = torch.ops.pyfastviz.guided_relu(x, 6.0)
+    assert mask.dtype == torch.int32 and mask.numel() == mask_words(x.numel()) == (x.numel() + 31) // 32
+    bits = torch.arange(x.numel())
+    words = mask.to(torch.int64) & 0xFFFFFFFF
+    unpacked = (words[bits // 32] >> (bits % 32)) & 1
+    assert torch.equal(unpacked.bool(), reference.relu_passes_gradient(x, 6.0).flatten())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_is_kept_and_read_in_place(dtype):
+    x = torch.randn(2, 5, 6, 7).to(dtype).to(memory_format=torch.channels_last)
+    grad = torch.randn(2, 5, 6, 7).to(dtype)  # contiguous grad against a channels_last mask
+    (y, dx), (y_ref, dx_ref) = native_and_reference(x, None, grad)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref)
+
+
+@pytest.mark.parametrize("make", [
+    lambda t: t.transpose(1, 3),
+    lambda t: t[:, :, ::2, 1:],
+    lambda t: t.expand(3, -1, -1, -1)[1:],
+])
+def test_non_contiguous_input(make):
+    x = make(torch.randn(1, 4, 9, 10))
+    grad = make(torch.randn(1, 4, 9, 10))
+    (y, dx), (y_ref, dx_ref) = native_and_reference(x, 6.0, grad)
+    assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batched_gradients_equal_one_by_one(channels_last):
+    x = torch.randn(2, 3, 5, 4)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    grads = torch.randn(4, 2, 3, 5, 4)
+    y = ops.guided_relu(x, 6.0, backend="native")
+    (batched,) = torch.autograd.grad(y, x, grads, is_grads_batched=True)
+    singles = [torch.autograd.grad(ops.guided_relu(x, 6.0, backend="native"), x, g)[0] for g in grads]
+    assert torch.equal(batched, torch.stack(singles))
+
+
+def test_gradcheck_in_float64():
+    # With one-hot (positive) output gradients the guided backward is ReLU6's true derivative.
+    x = torch.tensor([-2.0, -0.5, 0.3, 1.7, 5.2, 6.5, 9.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: ops.guided_relu(t, 6.0, backend="native"), (x,))
+    assert torch.autograd.gradcheck(lambda t: ops.guided_relu(t, backend="native"), (x,))
+
+
+@pytest.mark.parametrize("args", [
+    (torch.randn(3, 4), 6.0),
+    (torch.randn(2, 3, 4, 5), None),
+    (torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last), 6.0),
+    (torch.randn(33, dtype=torch.float16), None),
+    (torch.randn(0, 3), 6.0),
+])
+def test_opcheck(args):
+    x, upper = args
+    torch.library.opcheck(torch.ops.pyfastviz.guided_relu.default, (x.requires_grad_(True), upper))
+    mask = torch.ops.pyfastviz.guided_relu(x.detach(), upper)[1]
+    torch.library.opcheck(torch.ops.pyfastviz.guided_relu_backward.default, (torch.randn(x.shape), mask, False, 1))
+
+
+def test_works_under_torch_compile():
+    def block(t):
+        return ops.guided_relu(t * 2.0 + 1.0, 6.0, backend="native").sum(dim=1)
+
+    compiled = torch.compile(block, fullgraph=True, dynamic=False)
+    x = torch.randn(4, 8, requires_grad=True)
+    grad = torch.randn(4)
+    (dx,) = torch.autograd.grad(compiled(x), x, grad)
+    (dx_eager,) = torch.autograd.grad(block(x), x, grad)
+    torch.testing.assert_close(compiled(x), block(x))
+    torch.testing.assert_close(dx, dx_eager)
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        ops.guided_relu(torch.ones(3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        ops.guided_relu([1.0, 2.0])
+    with pytest.raises(ValueError, match="upper must be a positive number"):
+        ops.guided_relu(torch.ones(3), upper=0.0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.guided_relu(torch.ones(3), backend="fast")
+
+
+def test_missing_extension_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(_native, "LOAD_ERROR", ImportError("simulated"))
+    monkeypatch.setattr(_native, "_warned", False)
+    x = torch.randn(10)
+    with pytest.warns(RuntimeWarning, match="simulated"):
+        y = ops.guided_relu(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.guided_relu(x)  # the second call is silent
+    assert torch.equal(y, torch.relu(x))
+    with pytest.raises(RuntimeError, match="backend='native'"):
+        ops.guided_relu(x, backend="native")
+
+
+def test_package_imports_and_runs_without_the_extension():
+    code = (
+        "import sys, warnings; sys.modules['pyfastviz._C'] = None\n"
+        "import torch, pyfastviz\n"
+        "from pyfastviz.guided import guided_backprop\n"
+        "net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    out = guided_backprop(net, torch.randn(2, 3, 8, 8), 1)\n"
+        "print(tuple(out.shape), sum('reference' in str(w.message) for w in caught))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["(2,", "3,", "8,", "8)", "1"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("numel", [1, 31, 33, 4097, (1 << 22) + 17])
+@pytest.mark.parametrize("upper", [None, 6.0])
+def test_cuda_matches_cpu_kernel_and_reference(dtype, numel, upper):
+    x = (torch.randn(numel) * 4).to(dtype)
+    grad = torch.randn(numel).to(dtype)
+    (y, dx), (y_ref, dx_ref) = native_and_reference(x.cuda(), upper, grad.cuda())
+    (y_cpu, dx_cpu), _ = native_and_reference(x, upper, grad)
+    assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref)
+    assert torch.equal(y.cpu(), y_cpu) and torch.equal(dx.cpu(), dx_cpu)
+    _, mask = torch.ops.pyfastviz.guided_relu(x.cuda(), upper)
+    _, mask_cpu = torch.ops.pyfastviz.guided_relu(x, upper)
+    assert torch.equal(mask.cpu(), mask_cpu)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_channels_last_batched_and_opcheck():
+    x = torch.randn(2, 5, 6, 7, device="cuda").to(memory_format=torch.channels_last).requires_grad_(True)
+    grads = torch.randn(3, 2, 5, 6, 7, device="cuda")
+    (batched,) = torch.autograd.grad(ops.guided_relu(x, 6.0, backend="native"), x, grads, is_grads_batched=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(reference.guided_relu(x_ref, 6.0), x_ref, grads, is_grads_batched=True)
+    assert torch.equal(batched, expected)
+    torch.library.opcheck(torch.ops.pyfastviz.guided_relu.default, (x, 6.0))
