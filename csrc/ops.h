@@ -25,23 +25,29 @@ PFV_HOST_DEVICE int64_t mask_words(int64_t numel) {
 
 PFV_HOST_DEVICE int64_t mask_word_index(int64_t i) { return i >> 5; }
 
-PFV_HOST_DEVICE uint32_t mask_bit(int64_t i) { return 1u << (i & 31); }
+PFV_HOST_DEVICE bool mask_passes(uint32_t word, int64_t i) { return (word >> (i & 31)) & 1u; }
 
+// Element i's contribution to its mask word: branch-free, as the sign of x is random.
+PFV_HOST_DEVICE uint32_t mask_bit_if(bool passes, int64_t i) {
+  return static_cast<uint32_t>(passes) << (i & 31);
+}
+
+// Bitwise & and | (not && and ||): no branch on the data, so loops vectorise.
 template <typename T>
 PFV_HOST_DEVICE bool relu_passes_gradient(T x, T upper, bool has_upper) {
-  return x > T(0) && (!has_upper || x < upper);
+  return (x > T(0)) & (!has_upper | (x < upper));
 }
 
 // NaN stays NaN, as in torch.relu / torch.nn.functional.hardtanh.
 template <typename T>
 PFV_HOST_DEVICE T clamped_relu(T x, T upper, bool has_upper) {
-  if (x <= T(0)) return T(0);
-  return (has_upper && x > upper) ? upper : x;
+  const T floored = x <= T(0) ? T(0) : x;
+  return (has_upper & (floored > upper)) ? upper : floored;
 }
 
 template <typename T>
 PFV_HOST_DEVICE T guided_gradient(T grad, bool passes) {
-  return (passes && grad > T(0)) ? grad : T(0);
+  return (passes & (grad > T(0))) ? grad : T(0);
 }
 
 }  // namespace pyfastviz

@@ -46,7 +46,7 @@ __global__ void guided_relu_backward_kernel(const scalar_t* __restrict__ grad, s
                                             int64_t copies) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const bool passes = words[mask_word_index(i)] & mask_bit(i);
+    const bool passes = mask_passes(words[mask_word_index(i)], i);
     for (int64_t k = 0; k < copies; ++k) {
       dx[k * n + i] = guided_gradient(grad[k * n + i], passes);
     }

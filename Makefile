@@ -1,0 +1,42 @@
+# The README's commands. Everything installs into .venv; nothing else needs typing first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# CUDA kernels are compiled when nvcc and a CUDA build of torch are present.
+export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+PINNED := torch==2.14.1 torchvision==0.29.1 triton==3.8.0
+NATIVE_SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+
+.PHONY: venv build demo test gpu-test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel ninja
+	$(PIP) install -q $(PINNED)
+	$(PIP) install -q -e ".[test]" --no-build-isolation
+	touch $@
+
+# Rebuild pyfastviz._C whenever a native source changes.
+build: $(VENV)/.built
+$(VENV)/.built: $(VENV)/.installed $(NATIVE_SOURCES)
+	$(PIP) install -q -e . --no-build-isolation --no-deps
+	touch $@
+
+demo: build
+	$(VENV)/bin/pyfastviz demo
+
+test: build
+	$(PY) -m pytest -m "not cuda" -p no:cacheprovider
+	@if grep -rqs "mark.triton" tests; then TRITON_INTERPRET=1 $(PY) -m pytest -m triton -p no:cacheprovider; fi
+
+gpu-test: build
+	$(PY) -m pytest -m cuda -p no:cacheprovider
+
+bench: build
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf build pyfastviz/_C*.so pyfastviz-demo bench-results.json $(VENV)/.built
