@@ -1,0 +1,101 @@
+"""The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images.
+
+Errors users can fix (a missing or unreadable image, an unknown class or model) print one
+line `pyfastviz: error: ...` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pyfastviz.guided import guided_backprop
+from pyfastviz.models import available_models, gradient_to_pil, load_image, load_model, save_png, to_pil
+from pyfastviz.report import run_demo
+from pyfastviz.report.demo import saliency_image, saliency_overlay
+from pyfastviz.saliency import saliency
+
+METHODS = ("gradient", "guided")
+
+
+def _parser() -> argparse.ArgumentParser:
+    model_help = f"model (default: %(default)s; one of {', '.join(available_models())})"
+    parser = argparse.ArgumentParser(prog="pyfastviz", description="Visualizing and understanding CNNs in PyTorch.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="build the HTML gallery of every technique on sample photos",
+                               description="Build the HTML gallery of every technique on sample photos.")
+    demo.add_argument("--out", default="pyfastviz-demo", metavar="DIR", help="output folder (default: %(default)s)")
+    demo.add_argument("--full", action="store_true", help="paper-quality settings (slower)")
+    demo.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+
+    sal = commands.add_parser("saliency", help="saliency maps of image files",
+                              description="Write <stem>_<method>.png and <stem>_<method>_overlay.png per image.")
+    sal.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    sal.add_argument("--method", choices=METHODS, default="gradient",
+                     help="gradient: vanilla gradient (Simonyan et al.), guided: guided backprop "
+                          "(default: %(default)s)")
+    sal.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+    sal.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    sal.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
+    sal.add_argument("--smoothgrad", type=int, default=0, metavar="N",
+                     help="average the gradient over N noisy copies (SmoothGrad; --method gradient only)")
+    sal.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> None:
+    index = run_demo(args.out, full=args.full, model_name=args.model)
+    print(f"Gallery written to {index}")
+
+
+def _saliency(args: argparse.Namespace) -> None:
+    if args.smoothgrad < 0 or (args.smoothgrad and args.method != "gradient"):
+        raise ValueError("--smoothgrad N needs N >= 0 and --method gradient")
+    paths = [Path(p) for p in args.images]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) < len(stems):
+        raise ValueError(f"two images share a file name stem; outputs would collide: {', '.join(map(str, paths))}")
+    images = [load_image(p) for p in paths]  # fail on a bad file before loading the model
+    model = load_model(args.model, weights_path=args.weights)
+    target = None
+    if args.target is not None:
+        target = model.class_index(int(args.target) if args.target.strip().isdigit() else args.target)
+    out = Path(args.out)
+    for path, image in zip(paths, images):
+        x = model.preprocess(image)[None]
+        with torch.no_grad():
+            probs = model.net(x).softmax(dim=1)[0]
+        cls = int(probs.argmax()) if target is None else target
+        if args.method == "gradient":
+            heat = saliency(model.net, x, cls, samples=args.smoothgrad, progress=args.smoothgrad > 0)[0]
+            picture = saliency_image(heat)
+        else:
+            grad = guided_backprop(model.net, x, cls)[0]
+            heat, picture = grad.abs().amax(dim=0), gradient_to_pil(grad)
+        photo = to_pil(model.preprocess.denormalize(x[0]))
+        print(f"{path}: class {cls} {model.class_names[cls]!r} (p={probs[cls]:.3f})")
+        print(save_png(picture, out / f"{path.stem}_{args.method}.png"))
+        print(save_png(saliency_overlay(photo, heat), out / f"{path.stem}_{args.method}_overlay.png"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse already printed
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        {"demo": _demo, "saliency": _saliency}[args.command](args)
+    except (OSError, ValueError) as err:
+        print(f"pyfastviz: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The demo page: every technique on the default model and the sample photos, one gallery
+section per technique. A new technique adds one builder `(DemoContext) -> Section` to SECTIONS."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+from tqdm.auto import tqdm
+
+from pyfastviz.guided import guided_backprop
+from pyfastviz.models import (
+    ActivationTap,
+    LoadedModel,
+    gradient_to_pil,
+    heatmap_overlay,
+    layer_names,
+    load_model,
+    map_to_pil,
+    sample_image,
+    save_png,
+    to_pil,
+)
+from pyfastviz.saliency import saliency
+
+from .gallery import Figure, Section, write_gallery
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
+MIDDLE_LAYERS = {"efficientnet_lite0": "_blocks.10"}  # else the convolution 2/3 of the way in
+
+
+def _clip(m: torch.Tensor, percentile: float) -> torch.Tensor:
+    """The map capped at its `percentile`: else a few extreme pixels take the whole colour range."""
+    m = m.detach().float()
+    return m.clamp(max=torch.quantile(m.flatten(), percentile / 100))
+
+
+def saliency_image(m: torch.Tensor, percentile: float = 99.0) -> Image.Image:
+    """(H, W) saliency map -> grey image, white from its `percentile` up."""
+    return map_to_pil(_clip(m, percentile), cmap="gray")
+
+
+def saliency_overlay(photo: Image.Image, m: torch.Tensor, percentile: float = 99.0, sigma: float = 3.0) -> Image.Image:
+    """The saliency map, capped at its `percentile` and Gaussian-blurred (`sigma` pixels), over the photo."""
+    blurred = gaussian_blur(_clip(m, percentile)[None], kernel_size=2 * round(3 * sigma) + 1, sigma=sigma)[0]
+    return heatmap_overlay(photo, blurred)
+
+
+@dataclass
+class DemoContext:
+    """What every section builder gets: the model, the page folder, the settings, and the
+    sample photos preprocessed once (with the model's predictions) for all sections."""
+
+    model: LoadedModel
+    out_dir: Path
+    full: bool = False
+    progress: bool = True
+
+    @cached_property
+    def inputs(self) -> torch.Tensor:
+        """The photos as model input, (N, 3, S, S), in PHOTOS order."""
+        return self.model.preprocess.batch([sample_image(name) for name in PHOTOS])
+
+    @cached_property
+    def photos(self) -> list[Image.Image]:
+        """The photos as the model sees them (resized, centre-cropped), as PIL images."""
+        return [to_pil(x) for x in self.model.preprocess.denormalize(self.inputs)]
+
+    @cached_property
+    def middle_layer(self) -> str:
+        """A layer two thirds of the way into the model, for sections about intermediate units."""
+        if self.model.name in MIDDLE_LAYERS:
+            return MIDDLE_LAYERS[self.model.name]
+        convs = layer_names(self.model.net, nn.Conv2d)
+        return convs[len(convs) * 2 // 3]
+
+    @cached_property
+    def probs(self) -> torch.Tensor:
+        """Softmax class probabilities, (N, num_classes)."""
+        with torch.no_grad():
+            return self.model.net(self.inputs).softmax(dim=1)
+
+    @cached_property
+    def predicted(self) -> torch.Tensor:
+        """The predicted class of each photo, (N,)."""
+        return self.probs.argmax(dim=1)
+
+    def label(self, i: int, cls: int | None = None) -> str:
+        """'class name (probability)' of photo i, for its predicted class by default."""
+        cls = int(self.predicted[i]) if cls is None else cls
+        return f"{self.model.class_names[cls]} ({self.probs[i, cls]:.2f})"
+
+    def photo(self, i: int) -> Figure:
+        """Photo i as the model sees it, captioned with its prediction (shared by all sections)."""
+        return self.save(self.photos[i], f"photos/{PHOTOS[i]}.png", f"{PHOTOS[i]}: {self.label(i)}")
+
+    def save(self, image: Image.Image, relpath: str, caption: str) -> Figure:
+        """Save `image` as PNG at `relpath` under the page folder; its Figure."""
+        save_png(image, self.out_dir / relpath)
+        return Figure(relpath, caption)
+
+
+def saliency_section(ctx: DemoContext) -> Section:
+    """Vanilla gradient and SmoothGrad maps of the predicted class; one photo's top-5 classes."""
+    net, x = ctx.model.net, ctx.inputs
+    samples = 50 if ctx.full else 8
+    maps = saliency(net, x, progress=False)
+    smooth = saliency(net, x, samples=samples, seed=0, progress=ctx.progress)
+    figures = []
+    for i, name in enumerate(PHOTOS):
+        figures += [
+            ctx.photo(i),
+            ctx.save(saliency_image(maps[i]), f"saliency/{name}_map.png", f"gradient: {ctx.label(i)}"),
+            ctx.save(saliency_overlay(ctx.photos[i], maps[i]), f"saliency/{name}_overlay.png",
+                     "gradient, blurred, over the photo"),
+            ctx.save(saliency_image(smooth[i]), f"saliency/{name}_smoothgrad.png",
+                     f"SmoothGrad, {samples} samples"),
+        ]
+    top5 = ctx.probs[:1].topk(5, dim=1).indices  # (1, 5): the first photo's top-5 classes
+    top_maps = saliency(net, x[:1], top5, progress=False)[0]
+    for rank, (cls, m) in enumerate(zip(top5[0].tolist(), top_maps), start=1):
+        figures.append(ctx.save(saliency_image(m), f"saliency/{PHOTOS[0]}_top{rank}.png",
+                                f"top-{rank}: {ctx.label(0, cls)}"))
+    return Section(
+        "Saliency by backprop (vanilla gradient)",
+        "Simonyan et al. (2014): the magnitude of the gradient of the class score with respect to "
+        "each pixel (max over colour channels) shows which pixels change the score most. Per photo: "
+        f"the input, its map for the predicted class, an overlay, and SmoothGrad (Smilkov et al. 2017, "
+        f"the mean gradient over {samples} noisy copies). Then the {PHOTOS[0]} photo's top-5 "
+        "classes, from one call with a (1, 5) target.",
+        figures,
+    )
+
+
+def guided_section(ctx: DemoContext) -> Section:
+    """Guided backprop of the predicted class, and of each photo's most active channel of a
+    middle layer (with where that channel fires)."""
+    net, x, layer = ctx.model.net, ctx.inputs, ctx.middle_layer
+    guided = guided_backprop(net, x)
+    with ActivationTap(net, layer) as tap, torch.no_grad():
+        net(x)
+    activation = tap[layer]  # (N, C, h, w)
+    channels = activation.mean(dim=(2, 3)).argmax(dim=1).tolist()
+    figures = []
+    for i, name in enumerate(PHOTOS):
+        c = channels[i]
+        unit = guided_backprop(net, x[i : i + 1], layer=layer, channel=c)[0]
+        figures += [
+            ctx.photo(i),
+            ctx.save(gradient_to_pil(guided[i]), f"guided/{name}_class.png", f"guided: {ctx.label(i)}"),
+            ctx.save(heatmap_overlay(ctx.photos[i], activation[i, c]), f"guided/{name}_channel_activation.png",
+                     f"{layer} channel {c}: activation"),
+            ctx.save(gradient_to_pil(unit), f"guided/{name}_channel.png", f"guided: {layer} channel {c}"),
+        ]
+    return Section(
+        "Guided backprop",
+        "Springenberg et al. (2015): the gradient with every ReLU passing back only positive gradients "
+        "where its input was positive, which keeps the image structure that excites the unit. Per photo: "
+        f"the input, guided backprop of the predicted class, where the most active channel of layer "
+        f"{layer} fires, and guided backprop of that channel (its mean activation).",
+        figures,
+    )
+
+
+SECTIONS = [saliency_section, guided_section]
+
+
+def run_demo(
+    out_dir: str | os.PathLike = "pyfastviz-demo",
+    full: bool = False,
+    model_name: str = "efficientnet_lite0",
+    progress: bool = True,
+) -> Path:
+    """Build the gallery of every technique in SECTIONS into `out_dir`; returns its index.html.
+    Quick by default; `full=True` uses paper-quality settings (slower)."""
+    out_dir = Path(out_dir).resolve()
+    ctx = DemoContext(load_model(model_name), out_dir, full=full, progress=progress)
+    sections = [build(ctx) for build in tqdm(SECTIONS, desc="pyfastviz demo", disable=not progress)]
+    intro = (
+        f"Model: {ctx.model.name}, ImageNet classes, {ctx.model.preprocess.size} px input; "
+        f"sample photos from scikit-image and scikit-learn; {'full' if full else 'quick'} settings."
+    )
+    return write_gallery(out_dir, "pyfastviz demo", sections, intro)
