@@ -13,9 +13,17 @@ from pathlib import Path
 import torch
 
 from pyfastviz.guided import guided_backprop
-from pyfastviz.models import available_models, gradient_to_pil, load_image, load_model, save_png, to_pil
+from pyfastviz.models import (
+    available_models,
+    gradient_to_pil,
+    load_image,
+    load_model,
+    saliency_overlay,
+    saliency_to_pil,
+    save_png,
+    to_pil,
+)
 from pyfastviz.report import run_demo
-from pyfastviz.report.demo import saliency_image, saliency_overlay
 from pyfastviz.saliency import saliency
 
 METHODS = ("gradient", "guided")
@@ -72,7 +80,7 @@ def _saliency(args: argparse.Namespace) -> None:
         cls = int(probs.argmax()) if target is None else target
         if args.method == "gradient":
             heat = saliency(model.net, x, cls, samples=args.smoothgrad, progress=args.smoothgrad > 0)[0]
-            picture = saliency_image(heat)
+            picture = saliency_to_pil(heat)
         else:
             grad = guided_backprop(model.net, x, cls)[0]
             heat, picture = grad.abs().amax(dim=0), gradient_to_pil(grad)

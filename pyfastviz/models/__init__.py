@@ -9,6 +9,8 @@ from .images import (
     load_image,
     map_to_pil,
     normalize_map,
+    saliency_overlay,
+    saliency_to_pil,
     sample_image,
     save_png,
     tensor_to_pils,
@@ -21,5 +23,6 @@ __all__ = [
     "load_model", "available_models", "LoadedModel", "Preprocess",
     "find_layer", "ActivationTap", "layer_names",
     "load_image", "sample_image", "SAMPLE_IMAGES", "load_batch", "to_pil", "tensor_to_pils",
-    "image_grid", "normalize_map", "map_to_pil", "gradient_to_pil", "heatmap_overlay", "save_png",
+    "image_grid", "normalize_map", "map_to_pil", "gradient_to_pil", "heatmap_overlay", "saliency_to_pil",
+    "saliency_overlay", "save_png",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torchvision.transforms.functional import gaussian_blur
 
 SAMPLE_IMAGES = (
     "chelsea", "coffee", "astronaut", "rocket",  # skimage.data photos
@@ -182,6 +183,23 @@ def heatmap_overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5, 
     resized = F.interpolate(heat[None, None], size=(image.height, image.width), mode="bilinear", align_corners=False)
     colours = Image.fromarray(_colorize(resized[0, 0].clamp(0, 1).cpu().numpy(), cmap))
     return Image.blend(to_rgb(image), colours, alpha)
+
+
+def _clip(m: torch.Tensor, percentile: float) -> torch.Tensor:
+    """The map capped at its `percentile`: else a few extreme pixels take the whole colour range."""
+    m = m.detach().float()
+    return m.clamp(max=torch.quantile(m.flatten(), percentile / 100))
+
+
+def saliency_to_pil(m: torch.Tensor, percentile: float = 99.0) -> Image.Image:
+    """(H, W) saliency map -> grey image, white from its `percentile` up."""
+    return map_to_pil(_clip(m, percentile), cmap="gray")
+
+
+def saliency_overlay(photo: Image.Image, m: torch.Tensor, percentile: float = 99.0, sigma: float = 3.0) -> Image.Image:
+    """The saliency map, capped at its `percentile` and Gaussian-blurred (`sigma` pixels), over the photo."""
+    blurred = gaussian_blur(_clip(m, percentile)[None], kernel_size=2 * round(3 * sigma) + 1, sigma=sigma)[0]
+    return heatmap_overlay(photo, blurred)
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from pyfastviz.guided import guided_backprop
@@ -22,8 +21,9 @@ from pyfastviz.models import (
     heatmap_overlay,
     layer_names,
     load_model,
-    map_to_pil,
     sample_image,
+    saliency_overlay,
+    saliency_to_pil,
     save_png,
     to_pil,
 )
@@ -33,23 +33,6 @@ from .gallery import Figure, Section, write_gallery
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
 MIDDLE_LAYERS = {"efficientnet_lite0": "_blocks.10"}  # else the convolution 2/3 of the way in
-
-
-def _clip(m: torch.Tensor, percentile: float) -> torch.Tensor:
-    """The map capped at its `percentile`: else a few extreme pixels take the whole colour range."""
-    m = m.detach().float()
-    return m.clamp(max=torch.quantile(m.flatten(), percentile / 100))
-
-
-def saliency_image(m: torch.Tensor, percentile: float = 99.0) -> Image.Image:
-    """(H, W) saliency map -> grey image, white from its `percentile` up."""
-    return map_to_pil(_clip(m, percentile), cmap="gray")
-
-
-def saliency_overlay(photo: Image.Image, m: torch.Tensor, percentile: float = 99.0, sigma: float = 3.0) -> Image.Image:
-    """The saliency map, capped at its `percentile` and Gaussian-blurred (`sigma` pixels), over the photo."""
-    blurred = gaussian_blur(_clip(m, percentile)[None], kernel_size=2 * round(3 * sigma) + 1, sigma=sigma)[0]
-    return heatmap_overlay(photo, blurred)
 
 
 @dataclass
@@ -116,16 +99,16 @@ def saliency_section(ctx: DemoContext) -> Section:
     for i, name in enumerate(PHOTOS):
         figures += [
             ctx.photo(i),
-            ctx.save(saliency_image(maps[i]), f"saliency/{name}_map.png", f"gradient: {ctx.label(i)}"),
+            ctx.save(saliency_to_pil(maps[i]), f"saliency/{name}_map.png", f"gradient: {ctx.label(i)}"),
             ctx.save(saliency_overlay(ctx.photos[i], maps[i]), f"saliency/{name}_overlay.png",
                      "gradient, blurred, over the photo"),
-            ctx.save(saliency_image(smooth[i]), f"saliency/{name}_smoothgrad.png",
+            ctx.save(saliency_to_pil(smooth[i]), f"saliency/{name}_smoothgrad.png",
                      f"SmoothGrad, {samples} samples"),
         ]
     top5 = ctx.probs[:1].topk(5, dim=1).indices  # (1, 5): the first photo's top-5 classes
     top_maps = saliency(net, x[:1], top5, progress=False)[0]
     for rank, (cls, m) in enumerate(zip(top5[0].tolist(), top_maps), start=1):
-        figures.append(ctx.save(saliency_image(m), f"saliency/{PHOTOS[0]}_top{rank}.png",
+        figures.append(ctx.save(saliency_to_pil(m), f"saliency/{PHOTOS[0]}_top{rank}.png",
                                 f"top-{rank}: {ctx.label(0, cls)}"))
     return Section(
         "Saliency by backprop (vanilla gradient)",

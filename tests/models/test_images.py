@@ -163,3 +163,14 @@ def test_save_png_failure_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         save_png(Image.new("CMYK", (3, 3)), tmp_path / "bad.png")  # PNG cannot store CMYK
     assert list(tmp_path.iterdir()) == []
+
+
+def test_saliency_to_pil_caps_outliers_so_the_map_stays_visible():
+    from pyfastviz.models import saliency_overlay, saliency_to_pil
+
+    heat = torch.rand(32, 32) * 0.1
+    heat[0, 0] = 1000.0  # one extreme pixel would turn a min-max map black
+    grey = np.asarray(saliency_to_pil(heat, percentile=99.0))
+    assert grey.shape == (32, 32, 3) and np.median(grey) > 60
+    assert np.median(np.asarray(map_to_pil(heat, cmap="gray"))) < 5
+    assert saliency_overlay(Image.new("RGB", (50, 40)), heat).size == (50, 40)
