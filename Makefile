@@ -28,15 +28,18 @@ $(VENV)/.built: $(VENV)/.installed $(NATIVE_SOURCES)
 demo: build
 	$(VENV)/bin/pyfastviz demo
 
+# The benchmarks run once, untimed, so their code cannot rot; then the whole suite.
 test: build
+	$(PY) -m pytest benchmarks --benchmark-disable -q -p no:cacheprovider
 	$(PY) -m pytest -m "not cuda" -p no:cacheprovider
 	@if grep -rqs "mark.triton" tests; then TRITON_INTERPRET=1 $(PY) -m pytest -m triton -p no:cacheprovider; fi
 
 gpu-test: build
 	$(PY) -m pytest -m cuda -p no:cacheprovider
 
+BENCH_ARGS ?=
 bench: build
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build pyfastviz/_C*.so pyfastviz-demo bench-results.json $(VENV)/.built

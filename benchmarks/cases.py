@@ -1,0 +1,188 @@
+"""The benchmark cases, defined once: benchmarks/run.py (the table) and
+benchmarks/test_bench_guided.py (pytest-benchmark) both build their work from here.
+
+A case knows its sizes and how to build the callables to time; it does no timing itself.
+Each case gives a "reference" callable (pure PyTorch: pyfastviz/ops/reference.py, or the
+classic hook-based guided backprop) and a "pyfastviz" callable, doing the same work.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyfastviz import _native, ops
+from pyfastviz.guided import guided_backprop, guided_backprop_hooks
+from pyfastviz.ops import reference
+from pyfastviz.saliency import saliency
+
+MASK_BYTES_PER_ELEMENT = 1 / 8  # the native guided_relu keeps 1 bit per element
+
+
+# ---- ops ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """guided_relu forward or backward on one activation-shaped tensor, three ways.
+
+    backward: "pyfastviz", the native kernel (grad * mask bit * [grad > 0]); "reference",
+    reference.guided_relu_backward (the spec: ReLU's backward written in PyTorch ops, then
+    clamp(min=0)); "hooks", what the classic hook method actually runs: autograd's fused
+    ReLU backward (threshold_backward / hardtanh_backward) and the hook's clamp(min=0).
+    forward: "pyfastviz", the native kernel (clamp + 1-bit mask); "reference", torch.relu /
+    clamp plus the bool mask reference.guided_relu saves; "hooks", the plain activation.
+    """
+
+    direction: str  # "forward" | "backward"
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    upper: float | None = None  # None: ReLU; 6.0: ReLU6
+
+    @property
+    def name(self) -> str:
+        return f"guided_relu{'6' if self.upper == 6.0 else ''} {self.direction}"
+
+    @property
+    def numel(self) -> int:
+        return int(torch.Size(self.shape).numel())
+
+    def bytes_moved(self) -> int:
+        """Bytes the native kernel must move, the basis of its GB/s.
+
+        forward reads x, writes y and the mask bits; backward reads grad and the mask bits
+        and writes dx. Either way 2 * itemsize + 1/8 bytes per element.
+        """
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return round(self.numel * (2 * itemsize + MASK_BYTES_PER_ELEMENT))
+
+    def available(self, device: str | torch.device) -> bool:
+        """True when pyfastviz._C has a guided_relu kernel for device (else nothing to compare)."""
+        return _native.has_kernel("guided_relu", torch.device(device).type)
+
+    def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
+        """{"reference": fn, "hooks": fn, "pyfastviz": fn}, inputs allocated on device."""
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(self.shape, generator=gen, device=device, dtype=self.dtype) * 4
+        upper = self.upper
+        if self.direction == "forward":
+            return {
+                "reference": lambda: (_activation(x, upper), reference.relu_passes_gradient(x, upper)),
+                "hooks": lambda: _activation(x, upper),
+                "pyfastviz": lambda: torch.ops.pyfastviz.guided_relu(x, upper),
+            }
+        grad = torch.randn(self.shape, generator=gen, device=device, dtype=self.dtype)
+        y, mask = torch.ops.pyfastviz.guided_relu(x, upper)
+        return {
+            "reference": lambda: reference.guided_relu_backward(grad, x, upper),
+            "hooks": lambda: _hook_backward(grad, x, y, upper),
+            "pyfastviz": lambda: torch.ops.pyfastviz.guided_relu_backward(grad, mask, False, 1),
+        }
+
+    def saving_forwards(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """The forward of each method on a leaf that requires grad, to measure what it saves.
+
+        hooks: the plain activation the classic hook method runs (torch.relu saves its output,
+        F.relu6 its input); reference: reference.guided_relu (bool mask); pyfastviz: the op.
+        """
+        upper = self.upper
+        return {
+            "hooks": lambda x: _activation(x, upper),
+            "reference": lambda x: reference.guided_relu(x, upper),
+            "pyfastviz": lambda x: ops.guided_relu(x, upper, backend="native"),
+        }
+
+    def leaf(self, device: str | torch.device) -> torch.Tensor:
+        """A random input of the case's shape that requires grad (for saving_forwards)."""
+        return torch.randn(self.shape, device=device, dtype=self.dtype).requires_grad_(True)
+
+
+def _activation(x: torch.Tensor, upper: float | None) -> torch.Tensor:
+    return torch.relu(x) if upper is None else F.relu6(x) if upper == 6.0 else torch.clamp(x, 0.0, upper)
+
+
+def _hook_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, upper: float | None) -> torch.Tensor:
+    """Autograd's own backward of relu (from its saved output) / relu6 (from its saved input),
+    then the hook's clamp(min=0) on the result."""
+    if upper is None:
+        relu_grad = torch.ops.aten.threshold_backward(grad, y, 0)
+    else:
+        relu_grad = torch.ops.aten.hardtanh_backward(grad, x, 0.0, upper)
+    return relu_grad.clamp_(min=0)
+
+
+def op_cases(quick: bool) -> list[OpCase]:
+    """quick: 1M and 8M fp32 elements (CPU, CI smoke). Full: 32M and 64M, fp32 and bf16."""
+    if quick:
+        sizes, dtypes = (1, 8), (torch.float32,)
+    else:
+        sizes, dtypes = (32, 64), (torch.float32, torch.bfloat16)
+    return [
+        OpCase(direction, (n, 64, 128, 128), dtype)  # n * 2**20 elements, activation-shaped
+        for dtype in dtypes
+        for n in sizes
+        for direction in ("backward", "forward")
+    ]
+
+
+# ---- techniques -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TechniqueCase:
+    """Guided backprop on a whole model: pyfastviz (TorchFunctionMode routing ReLU/ReLU6 to the
+    guided_relu op) against the classic hook method (reference) and the vanilla gradient
+    (saliency, the floor: one forward and one backward, nothing guided)."""
+
+    model: str  # "vgg16" (random weights: fine for speed) | "efficientnet_lite0" (pretrained default)
+    batch: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        return f"guided_backprop {self.model}"
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, 3, self.size, self.size)
+
+    def build_model(self, device: str | torch.device) -> nn.Module:
+        if self.model == "vgg16":
+            import torchvision
+
+            torch.manual_seed(0)
+            return torchvision.models.vgg16(weights=None).requires_grad_(False).eval().to(device)
+        from pyfastviz.models import load_model
+
+        return load_model(self.model, device=device).net
+
+    def build(self, device: str | torch.device, model: nn.Module | None = None) -> dict[str, Callable[[], object]]:
+        """{"reference": hooks, "pyfastviz": guided_backprop, "vanilla": saliency}, one call each."""
+        model = model if model is not None else self.build_model(device)
+        gen = torch.Generator(device=device).manual_seed(0)
+        images = torch.randn(self.shape, generator=gen, device=device)
+        target = [(7 * i) % 1000 for i in range(self.batch)]  # fixed classes: no argmax dependence
+        return {
+            "reference": lambda: guided_backprop_hooks(model, images, target),
+            "pyfastviz": lambda: _quiet(guided_backprop, model, images, target),
+            "vanilla": lambda: saliency(model, images, target, reduce="none", progress=False),
+        }
+
+
+def _quiet(fn, *args):
+    with warnings.catch_warnings():  # "left X unguided" warnings would repeat every call
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(*args)
+
+
+def technique_cases(quick: bool) -> list[TechniqueCase]:
+    """quick: VGG16 batch 2 at 112 px, EfficientNet-Lite0 batch 2 at 224 px.
+    Full: VGG16 batch 16 at 224 px, EfficientNet-Lite0 batch 8 at 224 px."""
+    if quick:
+        return [TechniqueCase("vgg16", 2, 112), TechniqueCase("efficientnet_lite0", 2, 224)]
+    return [TechniqueCase("vgg16", 16, 224), TechniqueCase("efficientnet_lite0", 8, 224)]

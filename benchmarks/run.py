@@ -1,0 +1,346 @@
+"""Benchmark table: pyfastviz against its pure-PyTorch references, same run, same device.
+
+    python benchmarks/run.py [--device cpu|cuda|auto] [--quick] [--repeat N] [--json PATH]
+    python -m benchmarks.run ...
+
+Op rows (guided_relu forward/backward): median time of the reference (ops/reference.py)
+and of the native kernel, speedup = reference / pyfastviz; the same against what the
+classic hook method runs (autograd's fused ReLU backward + clamp; the plain ReLU forward);
+the kernel's achieved GB/s (bytes it must move, see cases.OpCase.bytes_moved) and on CUDA
+its fraction of the device's peak bandwidth; the bytes per element each method saves for
+backward.
+Technique rows (guided backprop on a model): the hook-based reference, pyfastviz and the
+vanilla gradient; time per call, and memory: on CUDA torch.cuda.max_memory_allocated of the
+call, on CPU the bytes the forward pass saves for backward (unique storages packed by
+torch.autograd.graph.saved_tensors_hooks, model parameters excluded).
+The header also gives x.clone() GB/s of the largest op size, a practical bandwidth ceiling.
+Timing: warmup calls, then rounds that call every method once in turn (so a slow spell
+on a shared machine hits all of them), median per method. CUDA: events around each call;
+CPU: time.perf_counter.
+Prints Markdown tables and writes the same rows, with device/torch/date/commit, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import cases  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 2**20
+
+# Peak DRAM bandwidth (bytes/s) by device name, for when the properties lack clock/bus width.
+# Most specific names first.
+PEAK_BANDWIDTH_BY_NAME = [
+    ("H200", 4.8e12),
+    ("H100 PCIe", 2.0e12),
+    ("H100", 3.35e12),  # SXM
+    ("A100", 2.0e12),
+]
+
+
+# ---- machine facts --------------------------------------------------------------------------
+
+
+def resolve_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    return choice
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+def peak_bandwidth(device: str) -> float | None:
+    """Peak DRAM bandwidth in bytes/s: 2 (DDR) * memory clock * bus width, else by name, else None."""
+    if device != "cuda":
+        return None
+    props = torch.cuda.get_device_properties()
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:
+        return 2 * clock_khz * 1e3 * bus_bits / 8
+    return next((bw for key, bw in PEAK_BANDWIDTH_BY_NAME if key in props.name), None)
+
+
+def git_commit() -> tuple[str | None, bool]:
+    """(short commit, working tree has changes)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return git("rev-parse", "--short", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return None, False
+
+
+# ---- measuring ------------------------------------------------------------------------------
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_one(fn, device: str) -> float:
+    """Milliseconds of one call of fn."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def sample_times(fns: dict, device: str, warmup: int, repeat: int) -> dict[str, list[float]]:
+    """ms of each call per method; each round calls every method once, in turn."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    synchronize(device)
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            times[name].append(time_one(fn, device))
+    return times
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def saved_bytes(fn, exclude=()) -> int:
+    """Bytes of the distinct storages autograd saves for backward while fn runs.
+
+    Storages in `exclude` (e.g. the model's parameters) are not counted; a storage saved by
+    several nodes (a ReLU output that the next conv also saves) is counted once.
+    """
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def copy_bandwidth(device: str, numel: int) -> float:
+    """GB/s of x.clone() on numel fp32 elements (reads + writes): a practical ceiling to compare with."""
+    x = torch.ones(numel, device=device)
+    ms = statistics.median(sample_times({"clone": x.clone}, device, warmup=3, repeat=20)["clone"])
+    return 2 * x.nbytes / (ms * 1e-3) / 1e9
+
+
+def peak_allocated(fn, device: str) -> int:
+    """torch.cuda.max_memory_allocated over one call of fn (weights and inputs included)."""
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated()
+
+
+# ---- rows -----------------------------------------------------------------------------------
+
+
+def op_row(case: cases.OpCase, device: str, repeat: int, peak_bw: float | None) -> dict:
+    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": str(case.dtype).removeprefix("torch.")}
+    if not case.available(device):
+        return {**row, "skipped": f"pyfastviz._C has no {device} kernel for guided_relu"}
+    samples = sample_times(case.build(device), device, warmup=3, repeat=repeat)
+    ms = medians(samples)
+    gbps = case.bytes_moved() / (ms["pyfastviz"] * 1e-3) / 1e9
+    row |= {
+        "reference_ms": ms["reference"],
+        "hooks_ms": ms["hooks"],
+        "pyfastviz_ms": ms["pyfastviz"],
+        "speedup": ms["reference"] / ms["pyfastviz"],
+        "speedup_vs_hooks": ms["hooks"] / ms["pyfastviz"],
+        "bytes_moved": case.bytes_moved(),
+        "pyfastviz_GBps": gbps,
+        "peak_bandwidth_fraction": gbps * 1e9 / peak_bw if peak_bw else None,
+        "samples_ms": samples,
+    }
+    if case.direction == "forward":  # what each method keeps for the backward pass
+        leaf = case.leaf(device)
+        row["saved_bytes_per_element"] = {
+            method: saved_bytes(lambda f=forward: f(leaf)) / case.numel
+            for method, forward in case.saving_forwards().items()
+        }
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def technique_row(case: cases.TechniqueCase, device: str, repeat: int) -> dict:
+    model = case.build_model(device)
+    fns = case.build(device, model)
+    samples = sample_times(fns, device, warmup=1, repeat=repeat)
+    ms = medians(samples)
+    if device == "cuda":
+        metric = "cuda_max_allocated_MiB"
+        memory = {name: peak_allocated(fn, device) / MiB for name, fn in fns.items()}
+    else:
+        metric = "saved_for_backward_MiB"
+        weights = [*model.parameters(), *model.buffers()]
+        memory = {name: saved_bytes(fn, exclude=weights) / MiB for name, fn in fns.items()}
+    return {
+        "kind": "technique", "name": case.name, "shape": list(case.shape), "dtype": "float32",
+        "reference": "guided_backprop_hooks", "baseline": "saliency (vanilla gradient)",
+        "reference_ms": ms["reference"],
+        "pyfastviz_ms": ms["pyfastviz"],
+        "speedup": ms["reference"] / ms["pyfastviz"],
+        "vanilla_ms": ms["vanilla"],
+        "memory_metric": metric,
+        "memory": memory,
+        "samples_ms": samples,
+    }
+
+
+# ---- output ---------------------------------------------------------------------------------
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def fmt(value, spec: str = ".2f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def shape_text(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def header(meta: dict) -> str:
+    """The two lines above the tables: device, bandwidths, software, load, commit, date, sizes."""
+    peak = f"peak {meta['peak_bandwidth_GBps']:.0f} GB/s, " if meta["peak_bandwidth_GBps"] else ""
+    load = f", load average {meta['loadavg_before']:.2f} before the run" if meta["loadavg_before"] is not None else ""
+    dirty = " (dirty)" if meta["dirty"] else ""
+    copy = f"x.clone() of {meta['copy_MiB']:.0f} MiB: {meta['copy_GBps']:.1f} GB/s"
+    return (f"\ndevice: {meta['device_name']} ({peak}{copy})\n"
+            f"torch {meta['torch']}{load}, commit {meta['commit']}{dirty}, {meta['date']}, "
+            f"{'quick' if meta['quick'] else 'full'} sizes, medians of {meta['repeat']['op']} (ops) / "
+            f"{meta['repeat']['technique']} (techniques)\n")
+
+
+def op_table(rows: list[dict]) -> str:
+    header = ["op", "shape", "dtype", "reference ms", "pyfastviz ms", "speedup", "hook method ms", "vs hook method",
+              "pyfastviz GB/s", "% of peak BW", "saved B/elem: hooks / ref / pyfastviz"]
+    body = []
+    for r in rows:
+        if "skipped" in r:
+            body.append([r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * 7])
+            continue
+        saved = r.get("saved_bytes_per_element")
+        body.append([
+            r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),
+            fmt(r["speedup"]) + "x", fmt(r["hooks_ms"], ".3f"), fmt(r["speedup_vs_hooks"]) + "x",
+            fmt(r["pyfastviz_GBps"], ".1f"),
+            fmt(r["peak_bandwidth_fraction"] and 100 * r["peak_bandwidth_fraction"], ".0f"),
+            " / ".join(format(saved[k], "g") for k in ("hooks", "reference", "pyfastviz")) if saved else "",
+        ])
+    return markdown(header, body)
+
+
+def technique_table(rows: list[dict]) -> str:
+    unit = "peak MiB (cuda max allocated)" if rows and rows[0]["memory_metric"].startswith("cuda") else "saved MiB"
+    header = ["technique", "input shape", "dtype", "hooks (reference) ms", "pyfastviz ms", "speedup",
+              "vanilla gradient ms", f"{unit}: hooks / pyfastviz / vanilla"]
+    body = [[
+        r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".1f"), fmt(r["pyfastviz_ms"], ".1f"),
+        fmt(r["speedup"]) + "x", fmt(r["vanilla_ms"], ".1f"),
+        " / ".join(fmt(r["memory"][k], ".1f") for k in ("reference", "pyfastviz", "vanilla")),
+    ] for r in rows]
+    return markdown(header, body)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke, small CPUs)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed rounds per case (default: 20 for ops, 5 for techniques)")
+    parser.add_argument("--json", default="bench-results.json", help="where to write the rows")
+    args = parser.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    device = resolve_device(args.device)
+    op_repeat = args.repeat or 20
+    technique_repeat = args.repeat or 5
+    peak_bw = peak_bandwidth(device)
+    commit, dirty = git_commit()
+    meta = {
+        "device": device,
+        "device_name": device_name(device),
+        "peak_bandwidth_GBps": peak_bw / 1e9 if peak_bw else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit,
+        "dirty": dirty,
+        "loadavg_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # others' work skews CPU times
+        "quick": args.quick,
+        "repeat": {"op": op_repeat, "technique": technique_repeat},
+    }
+
+    started = time.perf_counter()
+    copy_numel = max(case.numel for case in cases.op_cases(args.quick))  # fp32 copy of the largest op size
+    meta["copy_MiB"], meta["copy_GBps"] = copy_numel * 4 / MiB, copy_bandwidth(device, copy_numel)
+    op_rows, technique_rows = [], []
+    for case in cases.op_cases(args.quick):
+        print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
+        op_rows.append(op_row(case, device, op_repeat, peak_bw))
+    for case in cases.technique_cases(args.quick):
+        print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
+        technique_rows.append(technique_row(case, device, technique_repeat))
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+
+    print(header(meta))
+    print(op_table(op_rows) + "\n")
+    print(technique_table(technique_rows))
+    Path(args.json).write_text(json.dumps({"meta": meta, "rows": op_rows + technique_rows}, indent=2) + "\n")
+    print(f"\nwrote {args.json} ({meta['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
