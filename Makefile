@@ -31,7 +31,7 @@ demo: build
 # The benchmarks run once, untimed, so their code cannot rot; then the whole suite.
 test: build
 	$(PY) -m pytest benchmarks --benchmark-disable -q -p no:cacheprovider
-	$(PY) -m pytest -m "not cuda" -p no:cacheprovider
+	$(PY) -m pytest -m "not cuda and not triton" -p no:cacheprovider
 	@if grep -rqs "mark.triton" tests; then TRITON_INTERPRET=1 $(PY) -m pytest -m triton -p no:cacheprovider; fi
 
 gpu-test: build
