@@ -51,3 +51,91 @@ PFV_HOST_DEVICE T guided_gradient(T grad, bool passes) {
 }
 
 }  // namespace pyfastviz
+
+namespace pyfastviz {
+
+// ---- occlusion ---------------------------------------------------------------------
+// A window of extent window[d] slides over one image of size[d] (d = channel, row, col)
+// in steps of stride[d]; count[d] positions per dimension, as Captum's Occlusion: the
+// last window may run past the edge and is cropped there. Positions are numbered
+// row-major over (count[0], count[1], count[2]).
+
+struct OcclusionGeometry {
+  int64_t size[3];
+  int64_t window[3];
+  int64_t stride[3];
+  int64_t count[3];
+};
+
+PFV_HOST_DEVICE int64_t occlusion_positions_along(int64_t size, int64_t window, int64_t stride) {
+  return (size - window + stride - 1) / stride + 1;
+}
+
+PFV_HOST_DEVICE int64_t occlusion_image_numel(const OcclusionGeometry& g) {
+  return g.size[0] * g.size[1] * g.size[2];
+}
+
+// (channel, row, col) of element j of one image stored contiguous (C, H, W) or channels_last (H, W, C).
+PFV_HOST_DEVICE void occlusion_element_index(const OcclusionGeometry& g, bool channels_last, int64_t j,
+                                             int64_t index[3]) {
+  if (channels_last) {
+    index[0] = j % g.size[0];
+    index[2] = (j / g.size[0]) % g.size[2];
+    index[1] = j / (g.size[0] * g.size[2]);
+  } else {
+    index[2] = j % g.size[2];
+    index[1] = (j / g.size[2]) % g.size[1];
+    index[0] = j / (g.size[1] * g.size[2]);
+  }
+}
+
+PFV_HOST_DEVICE int64_t occlusion_element_offset(const OcclusionGeometry& g, bool channels_last, int64_t c,
+                                                 int64_t h, int64_t w) {
+  return channels_last ? (h * g.size[2] + w) * g.size[0] + c : (c * g.size[1] + h) * g.size[2] + w;
+}
+
+// First covered index of position p along each dimension.
+PFV_HOST_DEVICE void occlusion_window_start(const OcclusionGeometry& g, int64_t position, int64_t start[3]) {
+  for (int d = 2; d >= 0; --d) {
+    start[d] = (position % g.count[d]) * g.stride[d];
+    position /= g.count[d];
+  }
+}
+
+PFV_HOST_DEVICE bool occlusion_covers(const OcclusionGeometry& g, const int64_t start[3], const int64_t index[3]) {
+  bool inside = true;
+  for (int d = 0; d < 3; ++d) inside &= (index[d] >= start[d]) & (index[d] < start[d] + g.window[d]);
+  return inside;
+}
+
+// Positions along dimension d whose window covers index x: first..last (none when first > last).
+PFV_HOST_DEVICE void occlusion_covering(const OcclusionGeometry& g, int d, int64_t x, int64_t* first,
+                                        int64_t* last) {
+  const int64_t low = x - g.window[d] + 1;
+  *first = low <= 0 ? 0 : (low + g.stride[d] - 1) / g.stride[d];
+  const int64_t high = x / g.stride[d];
+  *last = high < g.count[d] - 1 ? high : g.count[d] - 1;
+}
+
+// Captum's attribution of one pixel: the mean score drop over the positions covering it
+// (0 where none does, which only a stride larger than the window leaves).
+template <typename acc_t, typename scalar_t>
+PFV_HOST_DEVICE acc_t occlusion_pixel_mean(const OcclusionGeometry& g, const scalar_t* drops, int64_t c, int64_t h,
+                                           int64_t w) {
+  int64_t first[3], last[3];
+  const int64_t index[3] = {c, h, w};
+  for (int d = 0; d < 3; ++d) occlusion_covering(g, d, index[d], &first[d], &last[d]);
+  acc_t total = acc_t(0);
+  int64_t covering = 0;
+  for (int64_t pc = first[0]; pc <= last[0]; ++pc) {
+    for (int64_t ph = first[1]; ph <= last[1]; ++ph) {
+      for (int64_t pw = first[2]; pw <= last[2]; ++pw) {
+        total += static_cast<acc_t>(drops[(pc * g.count[1] + ph) * g.count[2] + pw]);
+        ++covering;
+      }
+    }
+  }
+  return covering ? total / static_cast<acc_t>(covering) : acc_t(0);
+}
+
+}  // namespace pyfastviz

@@ -47,3 +47,17 @@ def warn_fallback(op_name: str, device_type: str) -> None:
         f"pyfastviz._C has no {device_type} kernel for {op_name} (built without it)")
     warnings.warn(f"{reason}; using the pure-PyTorch reference ops, which are slower. "
                   "Rebuild with `pip install -e . --no-build-isolation`.", RuntimeWarning, stacklevel=3)
+
+
+def use_native(op_name: str, device_type: str, backend: str) -> bool:
+    """Whether op_name runs its compiled kernel: backend "auto" (when there is one for the
+    device, else the reference, with one warning), "native" (or raise) or "reference"."""
+    if backend == "reference":
+        return False
+    available = has_kernel(op_name, device_type)
+    if backend == "native" and not available:
+        raise RuntimeError(f"backend='native' but pyfastviz._C has no {device_type} kernel for {op_name} "
+                           f"(load error: {LOAD_ERROR})")
+    if not available:
+        warn_fallback(op_name, device_type)
+    return available

@@ -35,22 +35,10 @@ def guided_relu(x: torch.Tensor, upper: float | None = None, *, backend: str = "
     check_float_tensor(x, "x")
     if upper is not None and not upper > 0:
         raise ValueError(f"upper must be a positive number or None, got {upper!r}")
-    if use_native(x, check_backend(backend)):
+    if _native.use_native(OP, x.device.type, check_backend(backend)):
         out, _mask = torch.ops.pyfastviz.guided_relu(x, None if upper is None else float(upper))
         return out
     return reference.guided_relu(x, upper)
-
-
-def use_native(x: torch.Tensor, backend: str) -> bool:
-    if backend == "reference":
-        return False
-    available = _native.has_kernel(OP, x.device.type)
-    if backend == "native" and not available:
-        raise RuntimeError(f"backend='native' but pyfastviz._C has no {x.device.type} kernel for {OP} "
-                           f"(load error: {_native.LOAD_ERROR})")
-    if not available:
-        _native.warn_fallback(OP, x.device.type)
-    return available
 
 
 def _register() -> None:

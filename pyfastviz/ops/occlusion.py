@@ -1,0 +1,68 @@
+"""occlusion_batch / occlusion_scatter: the two halves of occlusion saliency around the model.
+
+occlusion_batch writes a chunk of occluded copies of the images straight into a
+preallocated batch (one launch per chunk); occlusion_scatter turns each window position's
+score drop into a heat map, averaging where windows overlap, as Captum's Occlusion does.
+Windows and strides are (channels, rows, cols). Kernels: csrc/; spec: reference.py.
+"""
+
+import torch
+
+from pyfastviz import _native
+from pyfastviz.ops import reference
+from pyfastviz.ops._checks import check_backend, check_float_tensor
+
+BATCH_OP, SCATTER_OP = "occlusion_batch", "occlusion_scatter"
+
+
+def check_geometry(size, window, stride) -> None:
+    """size, window, stride: 3 ints each (channels, rows, cols); window within size."""
+    for name, values in (("window", window), ("stride", stride)):
+        if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ValueError(f"{name} must be positive ints (channels, rows, cols), got {tuple(values)}")
+    if any(w > s for w, s in zip(window, size)):
+        raise ValueError(f"window {tuple(window)} is larger than the image {tuple(size)} (channels, rows, cols)")
+
+
+def positions(size, window, stride) -> int:
+    """Number of window positions."""
+    counts = reference.occlusion_counts(size, window, stride)
+    return counts[0] * counts[1] * counts[2]
+
+
+def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride, first: int, out: torch.Tensor,
+                    *, backend: str = "auto") -> None:
+    """Fills out (rows, C, H, W) with occluded copies: row r is image r % N of images (N, C, H, W)
+    with window position first + r // N replaced by baseline (N, C, H, W). images, baseline and
+    out share dtype and layout (contiguous or channels_last)."""
+    check_float_tensor(images, "images")
+    check_geometry(images.shape[1:], window, stride)
+    if _native.use_native(BATCH_OP, out.device.type, check_backend(backend)):
+        torch.ops.pyfastviz.occlusion_batch(images, baseline, list(window), list(stride), first, out)
+    else:
+        out.copy_(reference.occlusion_batch(images, baseline, window, stride, first, out.shape[0] // images.shape[0]))
+
+
+def occlusion_scatter(drops: torch.Tensor, window, stride, size, *, backend: str = "auto") -> torch.Tensor:
+    """Score drops (R, P) -> heat maps (R, C, H, W) for images of `size` (C, H, W)."""
+    check_float_tensor(drops, "drops")
+    check_geometry(size, window, stride)
+    if drops.dim() != 2 or drops.shape[1] != positions(size, window, stride):
+        raise ValueError(f"drops must be (rows, {positions(size, window, stride)}), got {tuple(drops.shape)}")
+    if _native.use_native(SCATTER_OP, drops.device.type, check_backend(backend)):
+        return torch.ops.pyfastviz.occlusion_scatter(drops, list(window), list(stride), list(size))
+    return reference.occlusion_scatter(drops, window, stride, size)
+
+
+def _register() -> None:
+    @torch.library.register_fake("pyfastviz::occlusion_batch")
+    def _(images, baseline, window, stride, first, out):
+        return None
+
+    @torch.library.register_fake("pyfastviz::occlusion_scatter")
+    def _(drops, window, stride, size):
+        return drops.new_empty((drops.shape[0], *size))
+
+
+if _native.native_available():
+    _register()
