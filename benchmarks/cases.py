@@ -8,6 +8,7 @@ classic hook-based guided backprop) and a "pyfastviz" callable, doing the same w
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pyfastviz.guided import guided_backprop, guided_backprop_hooks
 from pyfastviz.ops import reference
 from pyfastviz.saliency import saliency
 
+# The module, not the function pyfastviz.ops exports under the same name.
+_gram_module = importlib.import_module("pyfastviz.ops.gram")
 MASK_BYTES_PER_ELEMENT = 1 / 8  # the native guided_relu keeps 1 bit per element
 
 
@@ -128,6 +131,60 @@ def op_cases(quick: bool) -> list[OpCase]:
         for n in sizes
         for direction in ("backward", "forward")
     ]
+
+
+@dataclass(frozen=True)
+class GramCase:
+    """gram forward or backward on one feature map, two ways: "reference" (reference.gram /
+    reference.gram_backward: a batched matmul in PyTorch) and "pyfastviz" (the Triton kernel,
+    pyfastviz::gram / pyfastviz::gram_backward). fp32 runs IEEE on both sides (no TF32)."""
+
+    direction: str  # "forward" | "backward"
+    shape: tuple[int, int, int, int]  # (N, C, H, W)
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return f"gram {self.direction}"
+
+    def flops(self) -> int:
+        """2 N C^2 H W: the multiply-adds of a full F @ F^T (forward; the kernel does about
+        half of them, one triangle) or of (dG + dG^T) @ F (backward)."""
+        n, c, h, w = self.shape
+        return 2 * n * c * c * h * w
+
+    def available(self, device: str | torch.device) -> bool:
+        """True on CUDA with Triton importable (there is no CPU kernel: CPU runs the reference)."""
+        return torch.device(device).type == "cuda" and _gram_module.triton_available()
+
+    def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
+        """{"reference": fn, "pyfastviz": fn}, inputs allocated on device."""
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(self.shape, generator=gen, device=device, dtype=self.dtype)
+        scale = _gram_module.scale(x, normalize=True)
+        if self.direction == "forward":
+            return {
+                "reference": lambda: reference.gram(x),
+                "pyfastviz": lambda: torch.ops.pyfastviz.gram(x, scale, False),
+            }
+        n, c = self.shape[:2]
+        grad = torch.randn((n, c, c), generator=gen, device=device, dtype=self.dtype)
+        return {
+            "reference": lambda: reference.gram_backward(grad, x),
+            "pyfastviz": lambda: torch.ops.pyfastviz.gram_backward(grad, x, scale, False),
+        }
+
+
+def gram_cases(quick: bool) -> list[GramCase]:
+    """The feature maps of style transfer on VGG (relu1_1 .. relu4_1 of one image).
+    quick: a 128 px image's relu1_1 and relu3_1, fp32. Full: a 512 px image's four, fp32 and bf16."""
+    if quick:
+        shapes, dtypes = [(1, 64, 128, 128), (1, 256, 32, 32)], (torch.float32,)
+    else:
+        shapes = [(1, 64, 512, 512), (1, 128, 256, 256), (1, 256, 128, 128), (1, 512, 64, 64)]
+        dtypes = (torch.float32, torch.bfloat16)
+    return [GramCase(direction, shape, dtype) for dtype in dtypes for shape in shapes
+            for direction in ("forward", "backward")]
 
 
 # ---- techniques -----------------------------------------------------------------------------

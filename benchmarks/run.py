@@ -9,6 +9,9 @@ classic hook method runs (autograd's fused ReLU backward + clamp; the plain ReLU
 the kernel's achieved GB/s (bytes it must move, see cases.OpCase.bytes_moved) and on CUDA
 its fraction of the device's peak bandwidth; the bytes per element each method saves for
 backward.
+Gram rows (gram forward/backward on VGG feature-map shapes, kernels/gram.py): median time of
+the reference (a batched matmul) and of the Triton kernel, speedup, and both as TFLOP/s of
+the full 2*N*C^2*H*W product; CUDA only (skipped on CPU, where gram runs the reference).
 Technique rows (guided backprop on a model): the hook-based reference, pyfastviz and the
 vanilla gradient; time per call, and memory: on CUDA torch.cuda.max_memory_allocated of the
 call, on CPU the bytes the forward pass saves for backward (unique storages packed by
@@ -207,6 +210,26 @@ def op_row(case: cases.OpCase, device: str, repeat: int, peak_bw: float | None) 
     return row
 
 
+def gram_row(case: cases.GramCase, device: str, repeat: int) -> dict:
+    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": str(case.dtype).removeprefix("torch.")}
+    if not case.available(device):
+        return {**row, "skipped": f"no {device} kernel for gram (Triton kernel, CUDA only)"}
+    samples = sample_times(case.build(device), device, warmup=3, repeat=repeat)
+    ms = medians(samples)
+    row |= {
+        "reference_ms": ms["reference"],
+        "pyfastviz_ms": ms["pyfastviz"],
+        "speedup": ms["reference"] / ms["pyfastviz"],
+        "flops": case.flops(),
+        "reference_TFLOPs": case.flops() / (ms["reference"] * 1e-3) / 1e12,
+        "pyfastviz_TFLOPs": case.flops() / (ms["pyfastviz"] * 1e-3) / 1e12,
+        "samples_ms": samples,
+    }
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
 def technique_row(case: cases.TechniqueCase, device: str, repeat: int) -> dict:
     model = case.build_model(device)
     fns = case.build(device, model)
@@ -280,6 +303,21 @@ def op_table(rows: list[dict]) -> str:
     return markdown(header, body)
 
 
+def gram_table(rows: list[dict]) -> str:
+    header = ["op", "shape", "dtype", "reference ms", "pyfastviz ms", "speedup", "reference TFLOP/s",
+              "pyfastviz TFLOP/s"]
+    body = []
+    for r in rows:
+        if "skipped" in r:
+            body.append([r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * 4])
+            continue
+        body.append([
+            r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),
+            fmt(r["speedup"]) + "x", fmt(r["reference_TFLOPs"], ".1f"), fmt(r["pyfastviz_TFLOPs"], ".1f"),
+        ])
+    return markdown(header, body)
+
+
 def technique_table(rows: list[dict]) -> str:
     unit = "peak MiB (cuda max allocated)" if rows and rows[0]["memory_metric"].startswith("cuda") else "saved MiB"
     header = ["technique", "input shape", "dtype", "hooks (reference) ms", "pyfastviz ms", "speedup",
@@ -329,6 +367,10 @@ def main(argv=None) -> int:
     for case in cases.op_cases(args.quick):
         print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
         op_rows.append(op_row(case, device, op_repeat, peak_bw))
+    gram_rows = []
+    for case in cases.gram_cases(args.quick):
+        print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
+        gram_rows.append(gram_row(case, device, op_repeat))
     for case in cases.technique_cases(args.quick):
         print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
         technique_rows.append(technique_row(case, device, technique_repeat))
@@ -336,8 +378,9 @@ def main(argv=None) -> int:
 
     print(header(meta))
     print(op_table(op_rows) + "\n")
+    print(gram_table(gram_rows) + "\n")
     print(technique_table(technique_rows))
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": op_rows + technique_rows}, indent=2) + "\n")
+    Path(args.json).write_text(json.dumps({"meta": meta, "rows": op_rows + gram_rows + technique_rows}, indent=2) + "\n")
     print(f"\nwrote {args.json} ({meta['seconds']} s)")
     return 0
 

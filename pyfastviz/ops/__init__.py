@@ -4,6 +4,8 @@ Each op takes backend="auto" | "native" | "reference"; reference.py is the spec.
 """
 
 from pyfastviz.ops import reference
+from pyfastviz.ops.gram import gram, gram_style_loss
 from pyfastviz.ops.guided_relu import guided_relu
+from pyfastviz.ops.occlusion import occlusion_batch, occlusion_scatter
 
-__all__ = ["guided_relu", "reference"]
+__all__ = ["gram", "gram_style_loss", "guided_relu", "occlusion_batch", "occlusion_scatter", "reference"]

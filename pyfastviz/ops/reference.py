@@ -40,3 +40,83 @@ def guided_relu_backward(grad: torch.Tensor, x: torch.Tensor, upper: float | Non
     """The two-pass backward the hook-based method computes: ReLU's backward, then clamp(min=0)."""
     relu_grad = torch.where(relu_passes_gradient(x, upper), grad, torch.zeros_like(grad))
     return relu_grad.clamp(min=0)
+
+
+def gram(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Reference Gram matrices: G = F @ F^T / (C*H*W), F = features (N, C, H, W) viewed as (N, C, H*W).
+
+    Divides by 1 instead when normalize=False or C*H*W == 0. fp16/bf16 are multiplied in
+    fp32 and G rounded once to features' dtype (what the kernel's fp32 accumulation gives);
+    fp32/fp64 in their own precision. Returns (N, C, C) in features' dtype.
+    """
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    if f.dtype not in (torch.float32, torch.float64):
+        f = f.float()
+    g = f @ f.mT
+    if normalize and c * h * w:
+        g = g / (c * h * w)
+    return g.to(features.dtype)
+
+
+def gram_backward(grad: torch.Tensor, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Reference gradient of gram: dF = (dG + dG^T) @ F / (C*H*W), features' shape and dtype."""
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    compute = f.dtype if f.dtype in (torch.float32, torch.float64) else torch.float32
+    f, grad = f.to(compute), grad.to(compute)
+    df = (grad + grad.mT) @ f
+    if normalize and c * h * w:
+        df = df / (c * h * w)
+    return df.reshape(features.shape).to(features.dtype)
+
+
+def gram_style_loss(features: torch.Tensor, target: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Reference style loss per image: sum over i, j of (G - target)^2, G = gram(features) before
+    any rounding (fp32 for fp32/fp16/bf16 features, fp64 for fp64). target: (C, C) or (N, C, C).
+    Returns (N,) in that fp32 / fp64."""
+    n, c, h, w = features.shape
+    compute = torch.float64 if features.dtype == torch.float64 else torch.float32
+    f = features.reshape(n, c, h * w).to(compute)
+    g = f @ f.mT
+    if normalize and c * h * w:
+        g = g / (c * h * w)
+    return (g - target.to(compute)).square().sum((1, 2))
+
+
+def occlusion_counts(size, window, stride) -> tuple[int, ...]:
+    """Window positions per dimension: ceil((size - window) / stride) + 1 (Captum's rule)."""
+    return tuple((s - w + t - 1) // t + 1 for s, w, t in zip(size, window, stride))
+
+
+def occlusion_box(position: int, size, window, stride) -> tuple[slice, ...]:
+    """The slices (channel, row, col) of one window position, numbered row-major; cropped at the edge."""
+    counts = occlusion_counts(size, window, stride)
+    starts = []
+    for count, step in zip(reversed(counts), reversed(stride)):
+        starts.append((position % count) * step)
+        position //= count
+    return tuple(slice(start, start + w) for start, w in zip(reversed(starts), window))
+
+
+def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride, first: int, count: int) -> torch.Tensor:
+    """Occluded copies (count * N, C, H, W): row r is image r % N with position first + r // N
+    (see occlusion_box) taken from baseline (N, C, H, W)."""
+    n = images.shape[0]
+    out = images.repeat(count, 1, 1, 1)
+    for k in range(count):
+        box = occlusion_box(first + k, images.shape[1:], window, stride)
+        out[(slice(k * n, (k + 1) * n), *box)] = baseline[(slice(None), *box)]
+    return out
+
+
+def occlusion_scatter(drops: torch.Tensor, window, stride, size) -> torch.Tensor:
+    """Score drops (R, P) -> (R, C, H, W): each pixel's mean drop over the positions whose window
+    covers it, as Captum's Occlusion; 0 where no window does (a stride larger than the window)."""
+    total = drops.new_zeros((drops.shape[0], *size))
+    covering = drops.new_zeros(tuple(size))
+    for position in range(drops.shape[1]):
+        box = occlusion_box(position, size, window, stride)
+        total[(slice(None), *box)] += drops[:, position, None, None, None]
+        covering[box] += 1
+    return torch.where(covering > 0, total / covering.clamp(min=1), torch.zeros_like(total))

@@ -1,0 +1,227 @@
+"""The Triton Gram kernel (kernels/gram.py) against reference.gram: values, gradients, dtypes,
+odd shapes, layouts, split-K, registration. Runs on CPU tensors under TRITON_INTERPRET=1
+(`make test` does: TRITON_INTERPRET=1 pytest -m triton), or on a CUDA GPU.
+
+Tolerances (kernel and reference both accumulate in fp32 and round once to the output dtype):
+fp32 rtol 1e-5; fp16 rtol 2e-3 (2 ulp); bf16 rtol 1.6e-2 (2 ulp); plus an absolute term of
+that rtol times the largest |expected| for entries near zero. Gradients: the kernel rounds
+dG + dG^T to fp16/bf16 before its dot product, the reference does not, so 2x those.
+Style loss: fp32 in every case (G is never rounded), rtol 1e-5; its gradients as gram's.
+"""
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from pyfastviz.kernels import gram as kernels  # noqa: E402
+from pyfastviz.ops import reference  # noqa: E402
+from pyfastviz.ops.gram import gram, gram_style_loss  # noqa: E402
+
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
+                       reason="needs TRITON_INTERPRET=1 (set before triton is imported) or a CUDA GPU"),
+]
+
+DEVICE = "cuda" if os.environ.get("TRITON_INTERPRET") != "1" and torch.cuda.is_available() else "cpu"
+RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+DTYPES = list(RTOL)
+# (C, H, W): C in 1, 3, 63, 65; H*W in 1, 63, 65, 1000
+SHAPES = [(c, h, w) for c in (1, 3, 63, 65) for (h, w) in ((1, 1), (7, 9), (5, 13), (25, 40))]
+
+
+def close(actual, expected, rtol):
+    atol = rtol * expected.abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+
+
+def features(shape, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen).to(device=DEVICE, dtype=dtype)
+
+
+def triton_and_reference(x, grad, **kwargs):
+    """(G, dF) from the kernel and from the reference, on independent leaves made from x."""
+    results = []
+    for backend in ("triton", "reference"):
+        leaf = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+        if x.stride() != leaf.stride():  # clone drops non-dense strides: use x itself
+            leaf = x.detach().requires_grad_(True)
+        g = gram(leaf, backend=backend, **kwargs)
+        (df,) = torch.autograd.grad(g, leaf, grad) if g.numel() else (torch.zeros_like(leaf),)
+        results.append((g, df))
+    return results
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "C{}xHW{}".format(s[0], s[1] * s[2]))
+def test_values_and_gradients_match_reference(dtype, shape):
+    c = shape[0]
+    x = features((2, *shape), dtype)
+    grad = features((2, c, c), dtype, seed=1)
+    (g, df), (g_ref, df_ref) = triton_and_reference(x, grad)
+    assert g.shape == (2, c, c) and g.dtype == dtype and df.dtype == dtype and df.shape == x.shape
+    close(g, g_ref, RTOL[dtype])
+    close(df, df_ref, RTOL[dtype] * (1 if dtype == torch.float32 else 2))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_batch_of_eight_and_normalize(normalize):
+    x = features((8, 20, 6, 7))
+    grad = features((8, 20, 20), seed=1)
+    (g, df), (g_ref, df_ref) = triton_and_reference(x, grad, normalize=normalize)
+    close(g, g_ref, RTOL[torch.float32])
+    close(df, df_ref, RTOL[torch.float32])
+    per_image = torch.stack([gram(x[i:i + 1], normalize=normalize, backend="triton")[0] for i in range(8)])
+    assert torch.equal(g, per_image)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5, 5), (2, 0, 5, 5), (2, 3, 0, 4)])
+def test_empty_inputs(shape):
+    x = features(shape)
+    n, c = shape[:2]
+    grad = features((n, c, c), seed=1)
+    (g, df), (g_ref, df_ref) = triton_and_reference(x, grad)
+    assert g.shape == (n, c, c) and torch.equal(g, g_ref)  # H*W == 0: the empty sum, zeros
+    assert df.shape == x.shape and torch.equal(df, df_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_channels_last_is_read_in_place_and_its_gradient_kept(dtype):
+    x = features((2, 37, 6, 11), dtype).to(memory_format=torch.channels_last)
+    assert kernels._spatial(x)[3]  # h and w merge into one stride: read through x's strides, no copy
+    grad = features((2, 37, 37), dtype, seed=1)
+    (g, df), (g_ref, df_ref) = triton_and_reference(x, grad)
+    close(g, g_ref, RTOL[dtype])
+    close(df, df_ref, 2 * RTOL[dtype])
+    assert df.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("make", [
+    lambda t: t.transpose(2, 3),                       # H and W swapped: strides don't merge
+    lambda t: t[:, 1::2, ::2, 1:],                     # sliced in every dim
+    lambda t: t[:1].expand(3, -1, -1, -1),             # batch stride 0
+    lambda t: t.permute(0, 1, 3, 2)[..., :1],          # W == 1
+], ids=["transposed", "sliced", "expanded", "w1"])
+def test_non_contiguous_input(make):
+    x = make(features((3, 34, 9, 10)))
+    c = x.shape[1]
+    grad = features((x.shape[0], c, c), seed=1).transpose(1, 2)  # a non-contiguous grad too
+    (g, df), (g_ref, df_ref) = triton_and_reference(x, grad)
+    close(g, g_ref, RTOL[torch.float32])
+    close(df, df_ref, RTOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_output_is_exactly_symmetric(dtype):
+    for split in (1, 3):
+        g = kernels.gram_forward(features((2, 70, 9, 11), dtype), 1.0, False, split=split)
+        assert torch.equal(g, g.mT)
+
+
+@pytest.mark.parametrize("split", [1, 2, 5])
+def test_split_k_slices_agree(split):
+    x = features((2, 40, 10, 30))
+    expected = reference.gram(x, normalize=False)
+    close(kernels.gram_forward(x, 1.0, False, split=split), expected, RTOL[torch.float32])
+
+
+def test_deterministic_mode_uses_one_slice(monkeypatch):
+    assert kernels.choose_split(1, 64, 512 * 512, 64, 64, torch.device(DEVICE)) > 1
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    assert kernels.choose_split(1, 64, 512 * 512, 64, 64, torch.device(DEVICE)) == 1
+
+
+def test_allow_tf32_runs_and_stays_close():
+    x = features((2, 24, 8, 8))
+    close(gram(x, allow_tf32=True, backend="triton"), reference.gram(x), 2e-3)
+
+
+@pytest.mark.parametrize("args", [
+    (features((2, 5, 4, 6)), 1 / 120, False),
+    (features((1, 33, 3, 7)).to(memory_format=torch.channels_last), 1.0, False),
+    (features((2, 3, 4, 5)).transpose(2, 3), 0.5, True),
+    (features((3, 17, 2, 2), torch.float16), 1 / 68, False),
+    (features((0, 3, 4, 4)), 1.0, False),
+], ids=["fp32", "channels_last", "transposed", "fp16", "empty"])
+def test_opcheck(args):
+    x, scale, tf32 = args
+    torch.library.opcheck(torch.ops.pyfastviz.gram.default, (x.requires_grad_(True), scale, tf32))
+    c = x.shape[1]
+    grad = torch.randn(x.shape[0], c, c, dtype=x.dtype, device=x.device)
+    torch.library.opcheck(torch.ops.pyfastviz.gram_backward.default, (grad, x.detach(), scale, tf32))
+
+
+def test_works_under_torch_compile():
+    def style_term(t, target):
+        return (gram(t * 2.0, backend="triton") - target).square().sum()
+
+    compiled = torch.compile(style_term, fullgraph=True, dynamic=False)
+    x = features((2, 6, 5, 7)).requires_grad_(True)
+    target = features((2, 6, 6), seed=1) * 0.1
+    loss, loss_eager = compiled(x, target), style_term(x, target)
+    (dx,) = torch.autograd.grad(loss, x)
+    (dx_eager,) = torch.autograd.grad(loss_eager, x)
+    torch.testing.assert_close(loss, loss_eager)
+    torch.testing.assert_close(dx, dx_eager)
+
+
+# ---- fused style loss -----------------------------------------------------------------------
+
+
+def style_triton_and_reference(x, target, grad):
+    """(loss, dF, dT) from the kernel and from the reference, on independent leaves."""
+    results = []
+    for backend in ("triton", "reference"):
+        leaf = x.detach().clone().requires_grad_(True)
+        t = target.detach().clone().requires_grad_(True)
+        loss = gram_style_loss(leaf, t, backend=backend)
+        results.append((loss, *torch.autograd.grad(loss, (leaf, t), grad)))
+    return results
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 9), (65, 5, 13), (40, 25, 40)], ids=str)
+@pytest.mark.parametrize("per_image_target", [False, True], ids=["shared_target", "per_image_target"])
+def test_style_loss_matches_reference(dtype, shape, per_image_target):
+    c = shape[0]
+    x = features((2, *shape), dtype)
+    target = features((2, c, c) if per_image_target else (c, c), dtype, seed=1) * 0.05
+    grad = torch.tensor([0.7, -1.3], device=DEVICE)
+    (loss, df, dt), (loss_ref, df_ref, dt_ref) = style_triton_and_reference(x, target, grad)
+    assert loss.shape == (2,) and loss.dtype == torch.float32
+    assert df.dtype == dtype and dt.dtype == dtype and dt.shape == target.shape
+    close(loss, loss_ref, 1e-5)
+    close(df, df_ref, RTOL[dtype] * (1 if dtype == torch.float32 else 2))
+    close(dt, dt_ref, RTOL[dtype])
+
+
+def test_style_loss_forward_never_writes_the_gram_matrix(monkeypatch):
+    x = features((2, 20, 6, 6))
+    expected = gram_style_loss(x, torch.zeros(20, 20), backend="reference")
+    monkeypatch.setattr(kernels, "gram_forward", lambda *a, **k: pytest.fail("the forward wrote G"))
+    close(gram_style_loss(x, torch.zeros(20, 20), backend="triton"), expected, 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5, 5), (2, 3, 0, 4)])
+def test_style_loss_empty_inputs(shape):
+    x = features(shape)
+    target = features((shape[1], shape[1]), seed=1)
+    (loss, df, dt), (loss_ref, df_ref, dt_ref) = style_triton_and_reference(x, target, features((shape[0],), seed=2))
+    assert loss.shape == (shape[0],)
+    close(loss, loss_ref, 1e-5)
+    assert torch.equal(df, df_ref)
+    close(dt, dt_ref, 1e-5)
+
+
+def test_style_loss_channels_last_and_opcheck():
+    x = features((2, 17, 5, 6)).to(memory_format=torch.channels_last)
+    target = features((17, 17), seed=1) * 0.05
+    (loss, df, _), (loss_ref, df_ref, _) = style_triton_and_reference(x, target, torch.ones(2, device=DEVICE))
+    close(loss, loss_ref, 1e-5)
+    close(df, df_ref, 1e-5)
+    args = (x.detach().requires_grad_(True), target.expand(2, 17, 17).clone().requires_grad_(True), 1 / 510, False)
+    torch.library.opcheck(torch.ops.pyfastviz.gram_style_loss.default, args)
