@@ -1,4 +1,5 @@
-"""The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images.
+"""The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images,
+`filters`, `activations`, `embed` and `neighbours` look inside the model.
 
 Errors users can fix (a missing or unreadable image, an unknown class or model) print one
 line `pyfastviz: error: ...` to stderr and exit with status 2.
@@ -8,11 +9,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
+from pyfastviz.data import ImageFolder, image_loader
 from pyfastviz.guided import guided_backprop
+from pyfastviz.inspect import (
+    activation_grid,
+    activations,
+    embedding_image,
+    extract_features,
+    filter_grid,
+    nearest_neighbours,
+    neighbours_figure,
+    pca,
+    tsne,
+)
 from pyfastviz.models import (
     available_models,
     gradient_to_pil,
@@ -52,6 +66,26 @@ def _parser() -> argparse.ArgumentParser:
     sal.add_argument("--smoothgrad", type=int, default=0, metavar="N",
                      help="average the gradient over N noisy copies (SmoothGrad; --method gradient only)")
     sal.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    def inspect_command(name: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=description[0].lower() + description[1:-1], description=description)
+        sub.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+        sub.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+        sub.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
+        return sub
+
+    inspect_command("filters", "Write the model's first-layer filters as a PNG grid.")
+    act = inspect_command("activations", "Write the strongest feature maps of a layer for one image.")
+    act.add_argument("image", metavar="IMAGE", help="image file")
+    act.add_argument("--layer", required=True, metavar="NAME", help="layer name (model.named_modules())")
+    act.add_argument("--top", type=int, default=16, metavar="K", help="channels shown (default: %(default)s)")
+    embed = inspect_command("embed", "Write a 2-D map of the images in a folder, by their penultimate features.")
+    embed.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
+    embed.add_argument("--method", choices=("tsne", "pca"), default="tsne", help="default: %(default)s")
+    near = inspect_command("neighbours", "Write a query image's nearest neighbours among a folder's images.")
+    near.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
+    near.add_argument("--query", required=True, metavar="IMAGE", help="query image file")
+    near.add_argument("--k", type=int, default=5, help="neighbours shown (default: %(default)s)")
     return parser
 
 
@@ -90,6 +124,56 @@ def _saliency(args: argparse.Namespace) -> None:
         print(save_png(saliency_overlay(photo, heat), out / f"{path.stem}_{args.method}_overlay.png"))
 
 
+def _filters(args: argparse.Namespace) -> None:
+    model = load_model(args.model, weights_path=args.weights)
+    print(save_png(filter_grid(model.net), args.out))
+
+
+def _activations(args: argparse.Namespace) -> None:
+    image = load_image(args.image)
+    model = load_model(args.model, weights_path=args.weights)
+    act = activations(model.net, model.preprocess(image)[None], args.layer)
+    if act.dim() != 4:
+        raise ValueError(f"--layer {args.layer!r} gives shape {tuple(act.shape)}, not feature maps (N, C, h, w)")
+    print(save_png(activation_grid(act[0], top=args.top), args.out))
+
+
+def _folder(args: argparse.Namespace, at_least: int):
+    """The model and the folder's readable images (skipped files listed on stderr)."""
+    if not Path(args.folder).is_dir():
+        raise ValueError(f"{args.folder!r} is not a folder")
+    model = load_model(args.model, weights_path=args.weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # listed below, one line per file
+        dataset = ImageFolder(args.folder, preprocess=model.preprocess)
+    for path, reason in dataset.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if len(dataset) < at_least:
+        raise ValueError(f"{args.command} needs at least {at_least} readable images in {args.folder!r}, "
+                         f"found {len(dataset)}")
+    return model, dataset
+
+
+def _embed(args: argparse.Namespace) -> None:
+    model, dataset = _folder(args, at_least=3)
+    features = extract_features(model.net, image_loader(dataset))
+    coords = tsne(features, perplexity=min(30.0, len(dataset) - 1)) if args.method == "tsne" else pca(features)[0]
+    print(save_png(embedding_image([load_image(p) for p in dataset.paths], coords), args.out))
+
+
+def _neighbours(args: argparse.Namespace) -> None:
+    query = load_image(args.query)
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    model, dataset = _folder(args, at_least=args.k)
+    features = extract_features(model.net, image_loader(dataset))
+    query_features = extract_features(model.net, model.preprocess(query)[None], progress=False)
+    distances, indices = nearest_neighbours(features, query_features, k=args.k)
+    for distance, index in zip(distances[0].tolist(), indices[0].tolist()):
+        print(f"{dataset.paths[index]}: cosine distance {distance:.4f}")
+    print(save_png(neighbours_figure(query, [load_image(dataset.paths[i]) for i in indices[0].tolist()]), args.out))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
     parser = _parser()
@@ -98,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        {"demo": _demo, "saliency": _saliency}[args.command](args)
+        commands = {"demo": _demo, "saliency": _saliency, "filters": _filters, "activations": _activations,
+                    "embed": _embed, "neighbours": _neighbours}
+        commands[args.command](args)
     except (OSError, ValueError) as err:
         print(f"pyfastviz: error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """The `pyfastviz` command line, run in-process through main()."""
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pyfastviz.cli import main
 from pyfastviz.models import sample_image
@@ -73,3 +73,78 @@ def test_help(capsys):
     assert "--full" in capsys.readouterr().out
     assert main([]) == 2  # a command is required; argparse prints the usage
     assert "usage: pyfastviz" in capsys.readouterr().err
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """Three sample photos (one in a subfolder) and a text file named .png."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for name in ("coffee", "rocket"):
+        sample_image(name).save(folder / f"{name}.jpg")
+    sample_image("chelsea").save(folder / "more" / "chelsea.png")
+    (folder / "broken.png").write_text("not an image")
+    return folder
+
+
+def _png_size(path):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+@pytest.mark.slow
+def test_filters_and_activations_write_pngs(cat, tmp_path, capsys):
+    assert main(["filters", "--out", str(tmp_path / "f.png")]) == 0
+    assert _png_size(tmp_path / "f.png") == (6 * 26 + 2, 6 * 26 + 2)  # 32 filters of 3x3 at 8 px, 6 columns
+    assert main(["activations", str(cat), "--layer", "_blocks.10", "--top", "4", "--out", str(tmp_path / "a.png")]) == 0
+    assert _png_size(tmp_path / "a.png") == (2 * 66 + 2, 2 * 66 + 2)
+    assert str(tmp_path / "a.png") in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_activations_of_an_unknown_or_reused_layer_is_a_one_line_error(cat, tmp_path, capsys):
+    assert main(["activations", str(cat), "--layer", "_blokcs.10", "--out", str(tmp_path / "a.png")]) == 2
+    assert "'_blocks.10'" in _error_line(capsys)
+    assert main(["activations", str(cat), "--layer", "_blocks.10._swish", "--out", str(tmp_path / "a.png")]) == 2
+    assert "fired 2 times" in _error_line(capsys)
+    assert not (tmp_path / "a.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embed_skips_and_reports_unreadable_files(photo_folder, tmp_path, capsys, method):
+    out = tmp_path / "map.png"
+    assert main(["embed", str(photo_folder), "--method", method, "--out", str(out)]) == 0
+    assert _png_size(out) == (1024, 1024)
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.png" in err
+
+
+@pytest.mark.slow
+def test_neighbours_finds_the_original_of_a_mirrored_photo(photo_folder, tmp_path, capsys):
+    query = tmp_path / "query.jpg"
+    ImageOps.mirror(sample_image("chelsea")).save(query)
+    out = tmp_path / "near.png"
+    assert main(["neighbours", str(photo_folder), "--query", str(query), "--k", "2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(str(photo_folder / "more" / "chelsea.png"))
+    assert len(lines) == 3 and lines[2] == str(out)
+    assert _png_size(out)[0] > 3 * 128
+
+
+@pytest.mark.slow
+def test_neighbours_needs_k_images(photo_folder, tmp_path, capsys):
+    assert main(["neighbours", str(photo_folder), "--query", str(photo_folder / "coffee.jpg"), "--k", "4",
+                 "--out", str(tmp_path / "near.png")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"pyfastviz: error: neighbours needs at least 4 readable images in {str(photo_folder)!r}, found 3"
+
+
+def test_inspect_commands_check_their_paths_first(tmp_path, capsys):
+    assert main(["embed", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.png")]) == 2
+    assert "nowhere" in _error_line(capsys)
+    assert main(["neighbours", str(tmp_path), "--query", str(tmp_path / "missing.jpg"), "--out", "x.png"]) == 2
+    assert "missing.jpg" in _error_line(capsys)
+    assert main(["embed", str(tmp_path), "--method", "umap", "--out", "m.png"]) == 2  # argparse: invalid choice
+    assert "invalid choice" in capsys.readouterr().err

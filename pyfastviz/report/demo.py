@@ -9,16 +9,31 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz.guided import guided_backprop
+from pyfastviz.inspect import (
+    activation_grid,
+    activations,
+    embedding_image,
+    extract_features,
+    filter_grid,
+    nearest_neighbours,
+    neighbours_figure,
+    pca,
+    strongest_channels,
+    top_patches,
+    tsne,
+)
 from pyfastviz.models import (
+    SAMPLE_IMAGES,
     ActivationTap,
     LoadedModel,
     gradient_to_pil,
     heatmap_overlay,
+    image_grid,
     layer_names,
     load_model,
     sample_image,
@@ -33,6 +48,7 @@ from .gallery import Figure, Section, write_gallery
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
 MIDDLE_LAYERS = {"efficientnet_lite0": "_blocks.10"}  # else the convolution 2/3 of the way in
+EARLY_LAYERS = {"efficientnet_lite0": "_blocks.4"}  # else the convolution 1/3 of the way in
 
 
 @dataclass
@@ -151,7 +167,70 @@ def guided_section(ctx: DemoContext) -> Section:
     )
 
 
-SECTIONS = [saliency_section, guided_section]
+def _photo_set(ctx: DemoContext) -> tuple[list[str], torch.Tensor, list[Image.Image]]:
+    """Every sample image, its mirror image and a centre crop (88%): names, model input
+    (3N, 3, S, S) and the pictures as the model sees them."""
+    names, images = [], []
+    for name in SAMPLE_IMAGES:
+        image = sample_image(name)
+        w, h = image.size
+        crop = image.crop((round(0.06 * w), round(0.06 * h), round(0.94 * w), round(0.94 * h)))
+        names += [name, f"{name} (mirrored)", f"{name} (cropped)"]
+        images += [image, ImageOps.mirror(image), crop]
+    x = ctx.model.preprocess.batch(images)
+    return names, x, [to_pil(p) for p in ctx.model.preprocess.denormalize(x)]
+
+
+def inside_section(ctx: DemoContext) -> Section:
+    """First-layer filters, a middle layer's feature maps, neighbours in feature vs pixel space,
+    a 2-D map of the features, and the patches that excite one channel most."""
+    net, layer = ctx.model.net, ctx.middle_layer
+    convs = layer_names(net, nn.Conv2d)
+    early = EARLY_LAYERS.get(ctx.model.name, convs[len(convs) // 3])
+    act = activations(net, ctx.inputs[:1], layer)[0]
+    names, x, pictures = _photo_set(ctx)
+    features = extract_features(net, x, progress=ctx.progress)
+    pixels = torch.nn.functional.interpolate(x, size=(32, 32), mode="area").flatten(1)
+    query = names.index(f"{PHOTOS[0]} (mirrored)")
+    figures = [
+        ctx.save(filter_grid(net), "inside/filters.png", f"first-layer filters ({convs[0]}), each scaled to its range"),
+        ctx.photo(0),
+        ctx.save(activation_grid(act, top=16), "inside/activations.png",
+                 f"{layer}: top-16 channels by mean activation ({', '.join(map(str, strongest_channels(act, 4).tolist()))}, ...)"),
+    ]
+    for space, vectors in (("feature", features), ("pixel", pixels)):
+        _, nearest = nearest_neighbours(vectors, vectors[query : query + 1], k=5)
+        found = [i for i in nearest[0].tolist() if i != query][:4]
+        figures.append(ctx.save(neighbours_figure(pictures[query], [pictures[i] for i in found]),
+                                f"inside/neighbours_{space}.png",
+                                f"{space} space: {names[query]} (framed), then {', '.join(names[i] for i in found)}"))
+    method = "t-SNE" if ctx.full else "PCA"
+    coords = tsne(features, perplexity=8.0) if ctx.full else pca(features)[0]
+    figures.append(ctx.save(embedding_image(pictures, coords, size=672, thumb=80), "inside/embedding.png",
+                            f"{method} of the penultimate features of {len(names)} images"))
+    early_act = activations(net, x, early)
+    channel = int(early_act.amax(dim=(0, 2, 3)).argmax())
+    patches = top_patches(net, x, early, channel, k=9, progress=ctx.progress)
+    crops = [pictures[p.index].crop(p.box).resize((64, 64), Image.Resampling.BICUBIC) for p in patches]
+    maps = [gradient_to_pil(p.guided).resize((64, 64), Image.Resampling.BICUBIC) for p in patches]
+    figures += [
+        ctx.save(image_grid(crops, ncols=3), "inside/patches.png",
+                 f"{early} channel {channel}: its 9 strongest activations' receptive fields"),
+        ctx.save(image_grid(maps, ncols=3), "inside/patches_guided.png", "the same 9 units, guided backprop"),
+    ]
+    return Section(
+        "Looking inside the model",
+        "The first layer's filters (each normalised on its own); the 16 most active feature maps of layer "
+        f"{layer} for the {PHOTOS[0]} photo; the nearest neighbours of a mirrored photo among {len(names)} "
+        "images (every sample image, mirrored and cropped) in the penultimate feature space (cosine) and "
+        f"in pixel space (32 x 32 thumbnails); a {method} "
+        "map of those features; and, Zeiler & Fergus style, the receptive fields of the 9 strongest "
+        f"activations of one channel of {early} over the set, with the guided backprop of each unit.",
+        figures,
+    )
+
+
+SECTIONS = [saliency_section, guided_section, inside_section]
 
 
 def run_demo(

@@ -14,7 +14,7 @@ from pyfastviz.report import referenced_images, run_demo
 
 pytestmark = pytest.mark.slow
 
-SECTION_TITLES = ["Saliency by backprop (vanilla gradient)", "Guided backprop"]
+SECTION_TITLES = ["Saliency by backprop (vanilla gradient)", "Guided backprop", "Looking inside the model"]
 
 
 @pytest.fixture(scope="module")

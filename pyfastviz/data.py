@@ -1,0 +1,73 @@
+"""A folder of image files as a torch Dataset: recursive, sorted, unreadable files skipped and reported."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from pyfastviz.models import load_image
+
+
+def _image_extensions() -> set[str]:
+    """Every file extension PIL can open, lower case with the dot."""
+    Image.init()
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+class ImageFolder(Dataset):
+    """Every image file under `root` (recursively, sorted by path) as RGB.
+
+    extensions: suffixes to consider (e.g. [".jpg", ".png"]); default: all PIL knows.
+    Each candidate is decoded once when the dataset is built; unreadable, truncated or
+    empty files are listed in `skipped` as (path, reason), with one warning, and left out.
+    Item i: (preprocess(image) -> tensor (3, S, S), i) with `preprocess`, else (PIL image, i).
+    """
+
+    def __init__(self, root: str | os.PathLike, preprocess=None, extensions: Iterable[str] | None = None,
+                 progress: bool = False):
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"root={str(root)!r} is not a folder")
+        if isinstance(extensions, str):
+            raise TypeError("extensions must be a list of suffixes such as ['.jpg', '.png'], not a string")
+        suffixes = _image_extensions() if extensions is None else {
+            (e if e.startswith(".") else "." + e).lower() for e in extensions}
+        candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        self.root, self.preprocess = root, preprocess
+        self.paths: list[Path] = []
+        self.skipped: list[tuple[Path, str]] = []
+        for path in tqdm(candidates, desc="checking images", disable=not progress, leave=False):
+            try:
+                if path.stat().st_size == 0:
+                    raise ValueError("empty file (0 bytes)")
+                load_image(path)
+            except (OSError, ValueError) as err:
+                self.skipped.append((path, str(err)))
+            else:
+                self.paths.append(path)
+        if self.skipped:
+            names = ", ".join(str(p) for p, _ in self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
+            warnings.warn(f"ImageFolder skipped {len(self.skipped)} unreadable file(s) under {str(root)!r}: "
+                          f"{names} (see .skipped for reasons)", RuntimeWarning, stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        image = load_image(self.paths[index])
+        return (image if self.preprocess is None else self.preprocess(image)), index
+
+
+def image_loader(dataset: ImageFolder, batch_size: int = 32, num_workers: int = 0) -> DataLoader:
+    """Batches of a preprocessed ImageFolder, in order: (images (B, 3, S, S), indices (B,))."""
+    if not isinstance(dataset, ImageFolder) or dataset.preprocess is None:
+        raise ValueError("dataset must be an ImageFolder built with preprocess= (e.g. model.preprocess)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -1,0 +1,99 @@
+"""Feature vectors in 2-D (PCA, t-SNE) and pictures of them: thumbnail maps, neighbour rows."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageOps
+
+from pyfastviz._inputs import check_choice
+from pyfastviz.models import image_grid
+
+from .features import _check_features
+
+BACKENDS = ("torch", "sklearn")
+
+
+def pca(features: torch.Tensor, k: int = 2, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal components of features (N, D), centred.
+
+    backend "torch": torch.pca_lowrank on the features' device; "sklearn": scikit-learn's PCA.
+    Each component's sign makes its largest loading positive. Returns (coords (N, k),
+    explained_variance_ratio (k,)), float32 on the features' device.
+    """
+    features = _check_features(features, "features")
+    check_choice(backend, "backend", BACKENDS)
+    n, d = features.shape
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(n, d):
+        raise ValueError(f"k must be an int in [1, min(N, D) = {min(n, d)}], got {k!r}")
+    x = features.detach().to(torch.promote_types(features.dtype, torch.float32))
+    x = x - x.mean(0)
+    if backend == "sklearn":
+        from sklearn.decomposition import PCA
+
+        fitted = PCA(n_components=k, svd_solver="full").fit(x.cpu().double().numpy())
+        components = torch.from_numpy(fitted.components_).to(x)
+        ratio = torch.from_numpy(fitted.explained_variance_ratio_).to(x)
+    else:
+        _, s, v = torch.pca_lowrank(x, q=min(k + 10, n, d), center=False, niter=6)
+        components = v[:, :k].T
+        ratio = s[:k] ** 2 / (x * x).sum().clamp_min(torch.finfo(x.dtype).tiny)
+    signs = components.gather(1, components.abs().argmax(1, keepdim=True)).sign()
+    components = components * torch.where(signs == 0, 1, signs)
+    return (x @ components.T).float(), ratio.float()
+
+
+def tsne(features: torch.Tensor, k: int = 2, perplexity: float = 30.0, seed: int = 0) -> torch.Tensor:
+    """scikit-learn's t-SNE of features (N, D) into (N, k) coordinates (CPU, float32).
+    A perplexity >= N is clipped to N - 1 with a warning (tiny sets)."""
+    from sklearn.manifold import TSNE
+
+    features = _check_features(features, "features")
+    n = features.shape[0]
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 feature rows, got N={n}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if not perplexity > 0:
+        raise ValueError(f"perplexity must be > 0, got {perplexity!r}")
+    if perplexity >= n:
+        warnings.warn(f"perplexity={perplexity} needs more than N={n} points; using perplexity={n - 1}",
+                      RuntimeWarning, stacklevel=2)
+        perplexity = n - 1
+    method = "barnes_hut" if k < 4 else "exact"
+    coords = TSNE(n_components=k, perplexity=perplexity, random_state=seed, init="pca", method=method
+                  ).fit_transform(features.detach().cpu().double().numpy())
+    return torch.from_numpy(coords).float()
+
+
+def embedding_image(images: Sequence[Image.Image], coords: torch.Tensor, size: int = 1024, thumb: int = 64,
+                    background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """A size x size canvas with a thumbnail (at most thumb x thumb) of each image placed at
+    its 2-D coordinate, coords (N, 2), scaled to fill the canvas; later images on top."""
+    if not isinstance(coords, torch.Tensor) or coords.dim() != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must be an (N, 2) tensor, got {getattr(coords, 'shape', type(coords).__name__)}")
+    if len(images) != coords.shape[0] or len(images) == 0:
+        raise ValueError(f"images ({len(images)}) and coords ({coords.shape[0]} rows) must match and be non-empty")
+    if not 0 < thumb <= size:
+        raise ValueError(f"thumb must be in [1, size={size}], got {thumb!r}")
+    c = coords.detach().double().cpu()
+    low, span = c.min(0).values, (c.max(0).values - c.min(0).values).clamp_min(1e-12)
+    corners = ((c - low) / span * (size - thumb)).round().long().tolist()
+    canvas = Image.new("RGB", (size, size), background)
+    for image, (x, y) in zip(images, corners):
+        tile = image.convert("RGB")
+        tile.thumbnail((thumb, thumb))
+        canvas.paste(tile, (x + (thumb - tile.width) // 2, y + (thumb - tile.height) // 2))
+    return canvas
+
+
+def neighbours_figure(query: Image.Image, neighbours: Sequence[Image.Image], thumb: int = 128,
+                      border: int = 4, colour: tuple[int, int, int] = (220, 40, 40)) -> Image.Image:
+    """One row: the query (framed in `colour`) then its neighbours, nearest first, as thumbnails."""
+    if len(neighbours) == 0:
+        raise ValueError("neighbours must hold at least one image")
+    tiles = [ImageOps.fit(image.convert("RGB"), (thumb, thumb)) for image in [query, *neighbours]]
+    tiles[0] = ImageOps.expand(tiles[0], border=border, fill=colour)
+    return image_grid(tiles, ncols=len(tiles), pad=border)

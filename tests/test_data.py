@@ -1,0 +1,81 @@
+"""The image-folder reader: recursive, sorted, bad files reported and skipped."""
+
+import pytest
+import torch
+from PIL import Image
+
+from pyfastviz.data import ImageFolder, image_loader
+from pyfastviz.models import sample_image
+from pyfastviz.models.zoo import Preprocess
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Four good images in nested folders (JPEG, PNG, grayscale BMP, RGBA PNG) and three bad files."""
+    (tmp_path / "b" / "deeper").mkdir(parents=True)
+    cat = sample_image("chelsea").resize((64, 48))
+    cat.save(tmp_path / "b" / "cat.jpg")
+    cat.save(tmp_path / "a.png")
+    cat.convert("L").save(tmp_path / "b" / "deeper" / "grey.bmp")
+    cat.convert("RGBA").save(tmp_path / "c.PNG")
+    cat.save(tmp_path / "full.jpg")
+    jpeg = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "full.jpg").unlink()
+    (tmp_path / "b" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image suffix: ignored")
+    return tmp_path
+
+
+def test_recursive_sorted_and_bad_files_reported(folder):
+    with pytest.warns(RuntimeWarning, match="skipped 3 unreadable"):
+        dataset = ImageFolder(folder)
+    assert [p.relative_to(folder).as_posix() for p in dataset.paths] == [
+        "a.png", "b/cat.jpg", "b/deeper/grey.bmp", "c.PNG"]
+    skipped = {p.relative_to(folder).as_posix(): reason for p, reason in dataset.skipped}
+    assert sorted(skipped) == ["b/truncated.jpg", "empty.jpg", "text.png"]
+    assert "0 bytes" in skipped["empty.jpg"]
+    assert "truncated" in skipped["b/truncated.jpg"]
+    image, index = dataset[2]
+    assert index == 2 and image.mode == "RGB" and image.size == (64, 48)
+
+
+def test_extensions_filter(folder):
+    with pytest.warns(RuntimeWarning, match="text.png"):
+        dataset = ImageFolder(folder, extensions=["png"])
+    assert [p.name for p in dataset.paths] == ["a.png", "c.PNG"]
+    assert [p.name for p, _ in dataset.skipped] == ["text.png"]
+    with pytest.raises(TypeError, match="extensions"):
+        ImageFolder(folder, extensions=".png")
+
+
+def test_preprocessed_items_and_loader(folder):
+    with pytest.warns(RuntimeWarning):
+        dataset = ImageFolder(folder, preprocess=Preprocess(32))
+    x, index = dataset[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and index == 0
+    batches = list(image_loader(dataset, batch_size=3))
+    assert [tuple(b.shape) for b, _ in batches] == [(3, 3, 32, 32), (1, 3, 32, 32)]
+    assert torch.cat([i for _, i in batches]).tolist() == [0, 1, 2, 3]
+    assert torch.equal(batches[0][0][0], x)
+
+
+def test_bad_arguments_name_themselves(folder, tmp_path):
+    with pytest.raises(ValueError, match="root="):
+        ImageFolder(tmp_path / "missing")
+    with pytest.warns(RuntimeWarning):
+        raw = ImageFolder(folder)
+    with pytest.raises(ValueError, match="preprocess="):
+        image_loader(raw)
+    with pytest.warns(RuntimeWarning):
+        dataset = ImageFolder(folder, preprocess=Preprocess(32))
+    with pytest.raises(ValueError, match="batch_size"):
+        image_loader(dataset, batch_size=0)
+
+
+def test_empty_folder_is_an_empty_dataset(tmp_path):
+    dataset = ImageFolder(tmp_path)
+    assert len(dataset) == 0 and dataset.skipped == []
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    assert len(ImageFolder(tmp_path)) == 1
