@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from pyfastviz import _native, ops
@@ -243,3 +244,93 @@ def technique_cases(quick: bool) -> list[TechniqueCase]:
     if quick:
         return [TechniqueCase("vgg16", 2, 112), TechniqueCase("efficientnet_lite0", 2, 224)]
     return [TechniqueCase("vgg16", 16, 224), TechniqueCase("efficientnet_lite0", 8, 224)]
+
+
+# ---- occlusion ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OcclusionCase:
+    """Occlusion of one image by every method: Captum (perturbations_per_eval 1 and 128, when
+    installed), a plain batched PyTorch loop that builds each chunk with a mask, pyfastviz fp32,
+    and the pyfastviz fast path (bf16 autocast + channels_last). "kernels" times pyfastviz's
+    build and scatter ops alone, for the share of the end-to-end time they take."""
+
+    model: str  # a torchvision builder name; random weights are fine for timing
+    size: int
+    window: int
+    stride: int
+    batch_size: int = 128  # occluded images per forward, for every batched method
+
+    @property
+    def name(self) -> str:
+        return f"occlusion {self.model}"
+
+    @property
+    def positions(self) -> int:
+        return ((self.size - self.window + self.stride - 1) // self.stride + 1) ** 2
+
+    def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
+        from pyfastviz import ops
+        from pyfastviz.occlusion import occlusion
+
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, self.model)(weights=None).eval().to(device)
+        x = torch.randn(1, 3, self.size, self.size, device=device)
+        target = 1
+        size, window, stride = (3, self.size, self.size), (3, self.window, self.window), (1, self.stride, self.stride)
+
+        def pyfastviz(**fast):
+            return occlusion(model, x, target, window=self.window, stride=self.stride, score="logit",
+                             batch_size=self.batch_size, progress=False, **fast)
+
+        def kernels():
+            chunk = torch.empty((self.batch_size, *size), device=device)
+            for first in range(0, self.positions, self.batch_size):
+                count = min(self.batch_size, self.positions - first)
+                ops.occlusion_batch(x, torch.zeros_like(x), window, stride, first, chunk[:count])
+            return ops.occlusion_scatter(torch.zeros(1, self.positions, device=device), window, stride, size)
+
+        methods = {
+            "plain loop": lambda: _plain_occlusion(model, x, target, self.window, self.stride, self.batch_size),
+            "pyfastviz": pyfastviz,
+            "pyfastviz fast": lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True),
+            "kernels": kernels,
+        }
+        try:
+            from captum.attr import Occlusion
+        except ImportError:
+            return methods
+        for ppe in (1, 128):
+            methods[f"captum ppe={ppe}"] = lambda ppe=ppe: Occlusion(model).attribute(
+                x, sliding_window_shapes=window, strides=stride, target=target, perturbations_per_eval=ppe)
+        return methods
+
+
+@torch.no_grad()
+def _plain_occlusion(model, x, target, window, stride, batch_size):
+    """What one writes by hand: masks for a chunk of positions, one forward per chunk, then the
+    per-position drops averaged back onto the pixels with a transposed convolution of ones."""
+    size = x.shape[-1]
+    starts = range(0, size - window + stride, stride)
+    boxes = [(top, left) for top in starts for left in starts]
+    base = model(x)[:, target]
+    drops = []
+    for first in range(0, len(boxes), batch_size):
+        masks = torch.ones(len(boxes[first:first + batch_size]), 1, size, size, device=x.device)
+        for i, (top, left) in enumerate(boxes[first:first + batch_size]):
+            masks[i, :, top:top + window, left:left + window] = 0
+        drops.append(base - model(x * masks)[:, target])
+    grid = torch.cat(drops).view(1, 1, len(starts), len(starts))
+    kernel = torch.ones(1, 1, window, window, device=x.device)
+    total = torch.nn.functional.conv_transpose2d(grid, kernel, stride=stride)[..., :size, :size]
+    covering = torch.nn.functional.conv_transpose2d(torch.ones_like(grid), kernel, stride=stride)[..., :size, :size]
+    return total / covering
+
+
+def occlusion_cases(quick: bool) -> list[OcclusionCase]:
+    """Full: ResNet50 and VGG16 at 224 px, window 16, stride 8 (729 positions). quick: ResNet18
+    at 96 px, window 16, stride 8 (121 positions), for a 2-core CPU."""
+    if quick:
+        return [OcclusionCase("resnet18", 96, 16, 8)]
+    return [OcclusionCase("resnet50", 224, 16, 8), OcclusionCase("vgg16", 224, 16, 8)]

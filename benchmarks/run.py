@@ -255,6 +255,24 @@ def technique_row(case: cases.TechniqueCase, device: str, repeat: int) -> dict:
     }
 
 
+def occlusion_row(case: cases.OcclusionCase, device: str, repeat: int) -> dict:
+    fns = case.build(device)
+    samples = sample_times(fns, device, warmup=1, repeat=repeat)
+    ms = medians(samples)
+    captum = [name for name in ms if name.startswith("captum")]
+    best_captum = min((ms[name] for name in captum), default=None)
+    return {
+        "kind": "occlusion", "name": case.name, "shape": [1, 3, case.size, case.size], "dtype": "float32",
+        "window": case.window, "stride": case.stride, "positions": case.positions, "batch_size": case.batch_size,
+        "ms": ms,
+        "forwards_per_s": {name: case.positions / (t / 1000) for name, t in ms.items() if name != "kernels"},
+        "kernels_share": ms["kernels"] / ms["pyfastviz"],
+        "speedup_vs_best_captum": {name: best_captum / ms[name] for name in ("pyfastviz", "pyfastviz fast")}
+        if best_captum else None,
+        "samples_ms": samples,
+    }
+
+
 # ---- output ---------------------------------------------------------------------------------
 
 
@@ -330,6 +348,19 @@ def technique_table(rows: list[dict]) -> str:
     return markdown(header, body)
 
 
+def occlusion_table(rows: list[dict]) -> str:
+    methods = ["captum ppe=1", "captum ppe=128", "plain loop", "pyfastviz", "pyfastviz fast"]
+    header = ["occlusion", "input", "window/stride (positions)",
+              *[f"{m} ms" for m in methods], "kernels % of pyfastviz", "pyfastviz / fast vs best Captum"]
+    body = []
+    for r in rows:
+        speedups = r["speedup_vs_best_captum"]
+        body.append([r["name"], shape_text(r["shape"]), f"{r['window']}/{r['stride']} ({r['positions']})",
+                     *[fmt(r["ms"].get(m), ".1f") for m in methods], fmt(100 * r["kernels_share"], ".1f"),
+                     "" if not speedups else f"{speedups['pyfastviz']:.2f}x / {speedups['pyfastviz fast']:.2f}x"])
+    return markdown(header, body)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
@@ -374,13 +405,19 @@ def main(argv=None) -> int:
     for case in cases.technique_cases(args.quick):
         print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
         technique_rows.append(technique_row(case, device, technique_repeat))
+    occlusion_rows = []
+    for case in cases.occlusion_cases(args.quick):
+        print(f"  {case.name} {case.size} px ...", file=sys.stderr, flush=True)
+        occlusion_rows.append(occlusion_row(case, device, technique_repeat))
     meta["seconds"] = round(time.perf_counter() - started, 1)
 
     print(header(meta))
     print(op_table(op_rows) + "\n")
     print(gram_table(gram_rows) + "\n")
-    print(technique_table(technique_rows))
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": op_rows + gram_rows + technique_rows}, indent=2) + "\n")
+    print(technique_table(technique_rows) + "\n")
+    print(occlusion_table(occlusion_rows))
+    rows = op_rows + gram_rows + technique_rows + occlusion_rows
+    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.json} ({meta['seconds']} s)")
     return 0
 
