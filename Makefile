@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip setuptools wheel ninja
 	$(PIP) install -q $(PINNED)
 	$(PIP) install -q -e ".[test]" --no-build-isolation
-	touch $@
+	touch $@ $(VENV)/.built  # that install built pyfastviz._C too
 
 # Rebuild pyfastviz._C whenever a native source changes.
 build: $(VENV)/.built

@@ -5,7 +5,8 @@ pyfastviz.models for the default model, images and layer taps.
 """
 
 from pyfastviz.guided import guided_backprop
+from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
 
 __version__ = "0.1.0"
-__all__ = ["guided_backprop", "saliency"]
+__all__ = ["guided_backprop", "occlusion", "saliency"]

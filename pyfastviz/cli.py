@@ -1,4 +1,5 @@
 """The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images,
+`occlusion` maps what covering each part of an image does to its class score, and
 `filters`, `activations`, `embed` and `neighbours` look inside the model.
 
 Errors users can fix (a missing or unreadable image, an unknown class or model) print one
@@ -37,6 +38,7 @@ from pyfastviz.models import (
     save_png,
     to_pil,
 )
+from pyfastviz.occlusion import occlusion
 from pyfastviz.report import run_demo
 from pyfastviz.saliency import saliency
 
@@ -66,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     sal.add_argument("--smoothgrad", type=int, default=0, metavar="N",
                      help="average the gradient over N noisy copies (SmoothGrad; --method gradient only)")
     sal.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    occ = commands.add_parser("occlusion", help="occlusion maps of image files (Zeiler & Fergus)",
+                              description="Write <stem>_occlusion.png and <stem>_occlusion_overlay.png per image: "
+                                          "how much the class score drops when a window is covered.")
+    occ.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    occ.add_argument("--window", type=int, default=16, metavar="PX", help="window side (default: %(default)s)")
+    occ.add_argument("--stride", type=int, default=8, metavar="PX", help="window step (default: %(default)s)")
+    occ.add_argument("--score", choices=("prob", "logit"), default="prob", help="default: %(default)s")
+    occ.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+    occ.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    occ.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
+    occ.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     def inspect_command(name: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=description[0].lower() + description[1:-1], description=description)
@@ -97,6 +111,28 @@ def _demo(args: argparse.Namespace) -> None:
 def _saliency(args: argparse.Namespace) -> None:
     if args.smoothgrad < 0 or (args.smoothgrad and args.method != "gradient"):
         raise ValueError("--smoothgrad N needs N >= 0 and --method gradient")
+
+    def explain(model, x, cls):
+        if args.method == "gradient":
+            heat = saliency(model.net, x, cls, samples=args.smoothgrad, progress=args.smoothgrad > 0)[0]
+            return heat, saliency_to_pil(heat)
+        grad = guided_backprop(model.net, x, cls)[0]
+        return grad.abs().amax(dim=0), gradient_to_pil(grad)
+
+    _explain_images(args, args.method, explain)
+
+
+def _occlusion(args: argparse.Namespace) -> None:
+    def explain(model, x, cls):
+        heat = occlusion(model.net, x, cls, window=args.window, stride=args.stride, score=args.score)[0]
+        return heat, saliency_to_pil(heat.clamp(min=0))
+
+    _explain_images(args, "occlusion", explain)
+
+
+def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
+    """For each image: the class (args.target or the predicted one), explain(model, x (1, 3, S, S),
+    class) -> (heat (S, S), picture), written as <stem>_<method>.png and an overlay."""
     paths = [Path(p) for p in args.images]
     stems = [p.stem for p in paths]
     if len(set(stems)) < len(stems):
@@ -112,16 +148,11 @@ def _saliency(args: argparse.Namespace) -> None:
         with torch.no_grad():
             probs = model.net(x).softmax(dim=1)[0]
         cls = int(probs.argmax()) if target is None else target
-        if args.method == "gradient":
-            heat = saliency(model.net, x, cls, samples=args.smoothgrad, progress=args.smoothgrad > 0)[0]
-            picture = saliency_to_pil(heat)
-        else:
-            grad = guided_backprop(model.net, x, cls)[0]
-            heat, picture = grad.abs().amax(dim=0), gradient_to_pil(grad)
+        heat, picture = explain(model, x, cls)
         photo = to_pil(model.preprocess.denormalize(x[0]))
         print(f"{path}: class {cls} {model.class_names[cls]!r} (p={probs[cls]:.3f})")
-        print(save_png(picture, out / f"{path.stem}_{args.method}.png"))
-        print(save_png(saliency_overlay(photo, heat), out / f"{path.stem}_{args.method}_overlay.png"))
+        print(save_png(picture, out / f"{path.stem}_{method}.png"))
+        print(save_png(saliency_overlay(photo, heat), out / f"{path.stem}_{method}_overlay.png"))
 
 
 def _filters(args: argparse.Namespace) -> None:
@@ -182,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        commands = {"demo": _demo, "saliency": _saliency, "filters": _filters, "activations": _activations,
-                    "embed": _embed, "neighbours": _neighbours}
+        commands = {"demo": _demo, "saliency": _saliency, "occlusion": _occlusion, "filters": _filters,
+                    "activations": _activations, "embed": _embed, "neighbours": _neighbours}
         commands[args.command](args)
     except (OSError, ValueError) as err:
         print(f"pyfastviz: error: {err}", file=sys.stderr)

@@ -148,3 +148,21 @@ def test_inspect_commands_check_their_paths_first(tmp_path, capsys):
     assert "missing.jpg" in _error_line(capsys)
     assert main(["embed", str(tmp_path), "--method", "umap", "--out", "m.png"]) == 2  # argparse: invalid choice
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_occlusion_writes_map_and_overlay(cat, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["occlusion", str(cat), "--window", "56", "--stride", "56", "--target", "Egyptian cat",
+                 "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "class 285 'Egyptian cat'" in stdout
+    for name in ("cat_occlusion.png", "cat_occlusion_overlay.png"):
+        assert str(out / name) in stdout
+        with Image.open(out / name) as image:
+            assert image.size == (224, 224)
+
+
+def test_occlusion_window_larger_than_the_image_is_a_one_line_error(cat, tmp_path, capsys):
+    assert main(["occlusion", str(cat), "--window", "300", "--out", str(tmp_path)]) == 2
+    assert "window (3, 300, 300) is larger than the image (3, 224, 224)" in _error_line(capsys)

@@ -42,6 +42,7 @@ from pyfastviz.models import (
     save_png,
     to_pil,
 )
+from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
 
 from .gallery import Figure, Section, write_gallery
@@ -181,6 +182,29 @@ def _photo_set(ctx: DemoContext) -> tuple[list[str], torch.Tensor, list[Image.Im
     return names, x, [to_pil(p) for p in ctx.model.preprocess.denormalize(x)]
 
 
+def occlusion_section(ctx: DemoContext) -> Section:
+    """Occlusion maps of the predicted class: how much its probability drops when a grey window
+    (the input mean) covers each part of the photo."""
+    window, stride = (16, 8) if ctx.full else (32, 16)
+    maps = occlusion(ctx.model.net, ctx.inputs, ctx.predicted, window=window, stride=stride, progress=ctx.progress)
+    figures = []
+    for i, name in enumerate(PHOTOS):
+        drop = maps[i].clamp(min=0)
+        figures += [
+            ctx.photo(i),
+            ctx.save(saliency_to_pil(drop), f"occlusion/{name}_map.png", f"probability drop: {ctx.label(i)}"),
+            ctx.save(saliency_overlay(ctx.photos[i], drop), f"occlusion/{name}_overlay.png", "over the photo"),
+        ]
+    return Section(
+        "Saliency by occlusion",
+        "Zeiler & Fergus (2014): cover a window of the image with the mean colour, run the model again "
+        f"for every window position ({window} px windows every {stride} px), and map how much the predicted "
+        "class's probability drops, averaged where windows overlap (equal to Captum's Occlusion). Per photo: "
+        "the input, the map, and the map over the photo.",
+        figures,
+    )
+
+
 def inside_section(ctx: DemoContext) -> Section:
     """First-layer filters, a middle layer's feature maps, neighbours in feature vs pixel space,
     a 2-D map of the features, and the patches that excite one channel most."""
@@ -230,7 +254,7 @@ def inside_section(ctx: DemoContext) -> Section:
     )
 
 
-SECTIONS = [saliency_section, guided_section, inside_section]
+SECTIONS = [saliency_section, guided_section, occlusion_section, inside_section]
 
 
 def run_demo(
