@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # CUDA kernels are compiled when nvcc and a CUDA build of torch are present.
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 PINNED := torch==2.14.1 torchvision==0.29.1 triton==3.8.0
-NATIVE_SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+NATIVE_SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
 .PHONY: venv build demo test gpu-test bench clean
 

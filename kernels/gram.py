@@ -45,33 +45,21 @@ def _hw_offset(k, W, s_h, s_w, MERGED_HW: tl.constexpr):
 
 
 @triton.jit
-def _gram_fwd_kernel(
-    f_ptr, out_ptr, ws_ptr,
-    C, K, W,
-    s_n, s_c, s_h, s_w,
-    scale, k_per_split,
-    MERGED_HW: tl.constexpr, SPLIT: tl.constexpr,
-    USE_TF32: tl.constexpr, IS_FP32: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    t = tl.program_id(0)
-    s = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
-    # t enumerates the lower triangle row by row: t = bj * (bj + 1) / 2 + bi, bi <= bj.
+def _triangle_tile(t):
+    """Tile (bi, bj), bi <= bj, of tile number t of the upper triangle: t = bj (bj + 1) / 2 + bi."""
     tf = t.to(tl.float32)
     bj = ((tl.sqrt(8.0 * tf + 1.0) - 1.0) * 0.5).to(tl.int32)
     bj = tl.where((bj + 1) * (bj + 2) // 2 <= t, bj + 1, bj)  # fix float rounding
     bj = tl.where(bj * (bj + 1) // 2 > t, bj - 1, bj)
-    bi = t - bj * (bj + 1) // 2
+    return t - bj * (bj + 1) // 2, bj
 
-    rows = bi * BLOCK + tl.arange(0, BLOCK)
-    cols = bj * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < C
-    col_ok = cols < C
-    base = f_ptr + n * s_n
+
+@triton.jit
+def _gram_tile(base, rows, cols, row_ok, col_ok, k_begin, k_end, W, s_c, s_h, s_w,
+               MERGED_HW: tl.constexpr, USE_TF32: tl.constexpr, IS_FP32: tl.constexpr, UPCAST: tl.constexpr,
+               BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
+    """F[rows] . F[cols]^T over spatial indices k_begin..k_end of one image at base: (BLOCK, BLOCK) fp32."""
     acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    k_begin = s * k_per_split
-    k_end = tl.minimum(k_begin + k_per_split, K)
     for k0 in range(k_begin, k_end, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < k_end
@@ -87,6 +75,33 @@ def _gram_fwd_kernel(
             acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def _gram_fwd_kernel(
+    f_ptr, out_ptr, ws_ptr,
+    C, K, W,
+    s_n, s_c, s_h, s_w,
+    scale, k_per_split,
+    MERGED_HW: tl.constexpr, SPLIT: tl.constexpr,
+    USE_TF32: tl.constexpr, IS_FP32: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    t = tl.program_id(0)
+    s = tl.program_id(1)
+    n = tl.program_id(2).to(tl.int64)
+    bi, bj = _triangle_tile(t)
+
+    rows = bi * BLOCK + tl.arange(0, BLOCK)
+    cols = bj * BLOCK + tl.arange(0, BLOCK)
+    row_ok = rows < C
+    col_ok = cols < C
+    base = f_ptr + n * s_n
+    k_begin = s * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, K)
+    acc = _gram_tile(base, rows, cols, row_ok, col_ok, k_begin, k_end, W, s_c, s_h, s_w,
+                     MERGED_HW, USE_TF32, IS_FP32, UPCAST, BLOCK, BLOCK_K)
 
     mask = row_ok[:, None] & col_ok[None, :]
     if SPLIT:
@@ -180,33 +195,15 @@ def _style_loss_kernel(
     residual against T[bi, bj] and T[bj, bi]^T are both added."""
     t = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
-    tf = t.to(tl.float32)
-    bj = ((tl.sqrt(8.0 * tf + 1.0) - 1.0) * 0.5).to(tl.int32)
-    bj = tl.where((bj + 1) * (bj + 2) // 2 <= t, bj + 1, bj)
-    bj = tl.where(bj * (bj + 1) // 2 > t, bj - 1, bj)
-    bi = t - bj * (bj + 1) // 2
+    bi, bj = _triangle_tile(t)
 
     rows = bi * BLOCK + tl.arange(0, BLOCK)
     cols = bj * BLOCK + tl.arange(0, BLOCK)
     row_ok = rows < C
     col_ok = cols < C
     base = f_ptr + n * s_n
-    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        k_off = _hw_offset(ks, W, s_h, s_w, MERGED_HW)
-        a = tl.load(base + rows[:, None] * s_c + k_off[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(base + cols[None, :] * s_c + k_off[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        if IS_FP32:
-            if USE_TF32:
-                acc = tl.dot(a, b, acc, input_precision="tf32")
-            else:
-                acc = tl.dot(a, b, acc, input_precision="ieee")
-        elif UPCAST:
-            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
+    acc = _gram_tile(base, rows, cols, row_ok, col_ok, 0, K, W, s_c, s_h, s_w,
+                     MERGED_HW, USE_TF32, IS_FP32, UPCAST, BLOCK, BLOCK_K)
     mask = row_ok[:, None] & col_ok[None, :]
     g = acc * scale
     tgt = t_ptr + n * t_n

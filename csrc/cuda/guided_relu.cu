@@ -8,16 +8,10 @@
 #include <torch/library.h>
 
 #include "guided_relu.h"
+#include "launch.cuh"
 
 namespace pyfastviz {
 namespace {
-
-constexpr int kThreads = 256;
-
-int64_t blocks_for(int64_t n) {
-  const int64_t wanted = (n + kThreads - 1) / kThreads;
-  return std::max<int64_t>(1, std::min<int64_t>(wanted, std::numeric_limits<int32_t>::max()));
-}
 
 template <typename scalar_t, typename acc_t>
 __global__ void guided_relu_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
@@ -65,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor> guided_relu_cuda(const at::Tensor& input,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_relu_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     guided_relu_forward_kernel<scalar_t, acc_t>
-        <<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        <<<blocks_for(n), kThreadsPerBlock, 0, at::cuda::getCurrentCUDAStream()>>>(
             x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
             reinterpret_cast<uint32_t*>(mask.mutable_data_ptr<int32_t>()), n,
             static_cast<acc_t>(upper.value_or(0.0)), upper.has_value());
@@ -82,7 +76,7 @@ at::Tensor guided_relu_backward_cuda(const at::Tensor& grad_output, const at::Te
   const int64_t n = grad.numel() / copies;
   if (n == 0) return grad_input;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "guided_relu_backward_cuda", [&] {
-    guided_relu_backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    guided_relu_backward_kernel<scalar_t><<<blocks_for(n), kThreadsPerBlock, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(),
         reinterpret_cast<const uint32_t*>(mask.const_data_ptr<int32_t>()), n, copies);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -8,15 +8,10 @@
 #include <torch/library.h>
 
 #include "occlusion.h"
+#include "launch.cuh"
 
 namespace pyfastviz {
 namespace {
-
-constexpr int kThreads = 256;
-
-int64_t grid_for(int64_t n) {
-  return std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, std::numeric_limits<int32_t>::max()));
-}
 
 template <typename scalar_t>
 __global__ void occlusion_batch_kernel(const scalar_t* __restrict__ images, const scalar_t* __restrict__ baseline,
@@ -55,7 +50,7 @@ void occlusion_batch_cuda(const at::Tensor& images, const at::Tensor& baseline, 
   const int64_t total = out.numel();
   if (total == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "occlusion_batch_cuda", [&] {
-    occlusion_batch_kernel<scalar_t><<<grid_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    occlusion_batch_kernel<scalar_t><<<blocks_for(total), kThreadsPerBlock, 0, at::cuda::getCurrentCUDAStream()>>>(
         images.const_data_ptr<scalar_t>(), baseline.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), g,
         is_channels_last(out), images.size(0), first, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -73,7 +68,7 @@ at::Tensor occlusion_scatter_cuda(const at::Tensor& drops_in, at::IntArrayRef wi
   if (total == 0) return heat;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, drops.scalar_type(), "occlusion_scatter_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    occlusion_scatter_kernel<scalar_t, acc_t><<<grid_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    occlusion_scatter_kernel<scalar_t, acc_t><<<blocks_for(total), kThreadsPerBlock, 0, at::cuda::getCurrentCUDAStream()>>>(
         drops.const_data_ptr<scalar_t>(), heat.mutable_data_ptr<scalar_t>(), g, drops.size(1), total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
