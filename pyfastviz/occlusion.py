@@ -78,8 +78,9 @@ def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, f
     per_chunk = max(1, min(total, (batch_size or _default_batch(forward, x)) // n))
     chunk = torch.empty((per_chunk * n, *x.shape[1:]), dtype=work_dtype, device=x.device, memory_format=layout)
     indices = indices.to(x.device)
-    _check_targets(forward(x[:1]), indices)
-    initial = scorer(forward(x), indices)
+    outputs = forward(x)
+    _check_targets(outputs, indices)
+    initial = scorer(outputs, indices)
     drops = torch.empty((n, indices.shape[1], total), dtype=torch.float32, device=x.device)
     with tqdm(total=total, desc="occlusion", unit="pos", disable=not progress, leave=False) as bar:
         for first in range(0, total, per_chunk):
@@ -140,7 +141,7 @@ def _default_batch(forward: Callable, x: torch.Tensor) -> int:
     from the peak memory of a probe forward of 8 images."""
     if not x.is_cuda:
         return 64
-    probe = x[:1].expand(8, *x.shape[1:]).contiguous(memory_format=torch.channels_last if not x.is_contiguous() else torch.contiguous_format)
+    probe = x[:1].repeat(8, 1, 1, 1)
     torch.cuda.synchronize(x.device)
     before = torch.cuda.memory_allocated(x.device)
     torch.cuda.reset_peak_memory_stats(x.device)
