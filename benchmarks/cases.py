@@ -334,3 +334,168 @@ def occlusion_cases(quick: bool) -> list[OcclusionCase]:
     if quick:
         return [OcclusionCase("resnet18", 96, 16, 8)]
     return [OcclusionCase("resnet50", 224, 16, 8), OcclusionCase("vgg16", 224, 16, 8)]
+
+
+# ---- inspection -----------------------------------------------------------------------------
+# Each inspect case builds {"reference": fn, "pyfastviz": fn} doing the same work, and knows
+# how many items (images, queries, rows) one call handles, for a throughput column, and how
+# to compare the two outputs (agreement), so a fast but wrong result shows in the table.
+
+
+@dataclass(frozen=True)
+class FeatureCase:
+    """Penultimate features of random images through the default model: extract_features
+    (pyfastviz) against a plain torch.no_grad() loop over the same batches with a forward
+    pre-hook on the last nn.Linear (reference)."""
+
+    images: int
+    size: int = 224
+    batch_size: int = 32
+    model: str = "efficientnet_lite0"
+
+    name = "extract_features"
+    reference = "no_grad loop + pre-hook"
+    unit = "images/s"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.images, 3, self.size, self.size)
+
+    @property
+    def items(self) -> int:
+        return self.images
+
+    def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
+        from pyfastviz.inspect import extract_features
+        from pyfastviz.models import load_model
+
+        model = load_model(self.model, device=device).net
+        gen = torch.Generator(device=device).manual_seed(0)
+        images = torch.randn(self.shape, generator=gen, device=device)
+        return {
+            "reference": lambda: _plain_features(model, images, self.batch_size),
+            "pyfastviz": lambda: extract_features(model, images, batch_size=self.batch_size, device=device,
+                                                  progress=False),
+        }
+
+    @staticmethod
+    def agreement(reference_out: torch.Tensor, pyfastviz_out: torch.Tensor) -> tuple[str, float]:
+        return "max abs diff", float((reference_out - pyfastviz_out).abs().max())
+
+
+@torch.no_grad()
+def _plain_features(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """What one writes by hand: a pre-hook on the last nn.Linear collects its input per batch."""
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    out = []
+    handle = linear.register_forward_pre_hook(lambda module, args: out.append(args[0].flatten(1)))
+    try:
+        for batch in images.split(batch_size):
+            model(batch)
+    finally:
+        handle.remove()
+    return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class NeighbourCase:
+    """Exact cosine k-NN of `queries` random vectors among `n` (dim `dim`): nearest_neighbours
+    (pyfastviz, blocked matmul + top-k on the device) against scikit-learn's
+    NearestNeighbors(metric="cosine", algorithm="brute") fit + kneighbors (reference, CPU,
+    float32 numpy). The fit is timed too: pyfastviz normalises the features on every call."""
+
+    n: int
+    queries: int
+    dim: int = 1280
+    k: int = 5
+
+    name = "nearest_neighbours cosine k=5"
+    reference = "sklearn NearestNeighbors brute"
+    unit = "queries/s"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n, self.dim)
+
+    @property
+    def items(self) -> int:
+        return self.queries
+
+    def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
+        from sklearn.neighbors import NearestNeighbors
+
+        from pyfastviz.inspect import nearest_neighbours
+
+        gen = torch.Generator(device=device).manual_seed(0)
+        features = torch.randn((self.n, self.dim), generator=gen, device=device)
+        queries = torch.randn((self.queries, self.dim), generator=gen, device=device)
+        features_np, queries_np = features.cpu().numpy(), queries.cpu().numpy()
+
+        def reference():
+            knn = NearestNeighbors(n_neighbors=self.k, metric="cosine", algorithm="brute").fit(features_np)
+            return knn.kneighbors(queries_np)
+
+        return {"reference": reference, "pyfastviz": lambda: nearest_neighbours(features, queries, k=self.k)}
+
+    @staticmethod
+    def agreement(reference_out, pyfastviz_out) -> tuple[str, float]:
+        """Fraction of queries whose k neighbours (as a set) are the same."""
+        ref = torch.from_numpy(reference_out[1]).sort(1).values
+        ours = pyfastviz_out[1].cpu().sort(1).values
+        return "same neighbours", float((ref == ours).all(1).float().mean())
+
+
+@dataclass(frozen=True)
+class PCACase:
+    """pca(features (n, dim), k) with backend="torch" (pyfastviz: torch.pca_lowrank on the
+    device) against backend="sklearn" (reference: scikit-learn PCA, full SVD, CPU float64)."""
+
+    n: int
+    k: int
+    dim: int = 1280
+
+    reference = "pca(backend='sklearn')"
+    unit = "rows/s"
+
+    @property
+    def name(self) -> str:
+        return f"pca k={self.k}"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n, self.dim)
+
+    @property
+    def items(self) -> int:
+        return self.n
+
+    def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
+        from pyfastviz.inspect import pca
+
+        gen = torch.Generator(device=device).manual_seed(0)
+        # features with a decaying spectrum (like real embeddings), so the top k are well separated
+        scale = torch.logspace(0, -2, self.dim, device=device)
+        features = torch.randn((self.n, self.dim), generator=gen, device=device) * scale + 3
+        torch.manual_seed(0)  # pca_lowrank draws a random projection
+        return {
+            "reference": lambda: pca(features, self.k, backend="sklearn"),
+            "pyfastviz": lambda: pca(features, self.k, backend="torch"),
+        }
+
+    @staticmethod
+    def agreement(reference_out, pyfastviz_out) -> tuple[str, float]:
+        """Largest difference of the explained-variance ratios."""
+        return "max abs ratio diff", float((reference_out[1].cpu() - pyfastviz_out[1].cpu()).abs().max())
+
+
+def inspect_cases(quick: bool) -> list[FeatureCase | NeighbourCase | PCACase]:
+    """quick (2-core CPU, CI smoke): 32 images; k-NN of 256 queries among 2k and 10k vectors;
+    PCA of 2k rows. Full: 512 images; 1000 queries among 10k and 100k; PCA of 100k rows.
+    Vectors have EfficientNet-Lite0's feature width, 1280."""
+    images, n_vectors, queries, pca_rows = (32, (2_000, 10_000), 256, 2_000) if quick else \
+        (512, (10_000, 100_000), 1000, 100_000)
+    return [
+        FeatureCase(images),
+        *[NeighbourCase(n, queries) for n in n_vectors],
+        *[PCACase(pca_rows, k) for k in (2, 50)],
+    ]

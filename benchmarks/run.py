@@ -16,6 +16,11 @@ Technique rows (guided backprop on a model): the hook-based reference, pyfastviz
 vanilla gradient; time per call, and memory: on CUDA torch.cuda.max_memory_allocated of the
 call, on CPU the bytes the forward pass saves for backward (unique storages packed by
 torch.autograd.graph.saved_tensors_hooks, model parameters excluded).
+Inspect rows (kind "inspect"): extract_features against a plain no_grad loop with a pre-hook
+on the last nn.Linear (images/s), nearest_neighbours (cosine, k=5) against scikit-learn's
+brute-force NearestNeighbors (queries/s), pca(backend="torch") against pca(backend="sklearn");
+median ms of each, speedup = reference / pyfastviz, and how far the two outputs agree
+(from the warmup call). Medians of the technique repeat (default 3: sklearn's full SVD is slow).
 The header also gives x.clone() GB/s of the largest op size, a practical bandwidth ceiling.
 Timing: warmup calls, then rounds that call every method once in turn (so a slow spell
 on a shared machine hits all of them), median per method. CUDA: events around each call;
@@ -255,6 +260,36 @@ def technique_row(case: cases.TechniqueCase, device: str, repeat: int) -> dict:
     }
 
 
+def inspect_row(case, device: str, repeat: int) -> dict:
+    """One cases.FeatureCase / NeighbourCase / PCACase: the warmup call's outputs give the agreement."""
+    fns = case.build(device)
+    outputs = {name: fn() for name, fn in fns.items()}  # the warmup round
+    synchronize(device)
+    metric, value = case.agreement(outputs["reference"], outputs["pyfastviz"])
+    del outputs
+    samples = sample_times(fns, device, warmup=0, repeat=repeat)
+    ms = medians(samples)
+    row = {
+        "kind": "inspect", "name": case.name, "shape": list(case.shape), "dtype": "float32",
+        "reference": case.reference,
+        "reference_ms": ms["reference"],
+        "pyfastviz_ms": ms["pyfastviz"],
+        "speedup": ms["reference"] / ms["pyfastviz"],
+        "items": case.items,
+        "unit": case.unit,
+        "reference_per_s": case.items / (ms["reference"] * 1e-3),
+        "pyfastviz_per_s": case.items / (ms["pyfastviz"] * 1e-3),
+        "agreement": {"metric": metric, "value": value},
+        "samples_ms": samples,
+    }
+    if isinstance(case, cases.NeighbourCase):
+        row["queries"] = case.queries
+    del fns
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
 def occlusion_row(case: cases.OcclusionCase, device: str, repeat: int) -> dict:
     fns = case.build(device)
     samples = sample_times(fns, device, warmup=1, repeat=repeat)
@@ -299,7 +334,7 @@ def header(meta: dict) -> str:
     return (f"\ndevice: {meta['device_name']} ({peak}{copy})\n"
             f"torch {meta['torch']}{load}, commit {meta['commit']}{dirty}, {meta['date']}, "
             f"{'quick' if meta['quick'] else 'full'} sizes, medians of {meta['repeat']['op']} (ops) / "
-            f"{meta['repeat']['technique']} (techniques)\n")
+            f"{meta['repeat']['technique']} (techniques) / {meta['repeat'].get('inspect', '')} (inspect)\n")
 
 
 def op_table(rows: list[dict]) -> str:
@@ -361,12 +396,24 @@ def occlusion_table(rows: list[dict]) -> str:
     return markdown(header, body)
 
 
+def inspect_table(rows: list[dict]) -> str:
+    header = ["inspect", "shape", "reference", "reference ms", "pyfastviz ms", "speedup", "reference /s",
+              "pyfastviz /s", "agreement"]
+    body = [[
+        r["name"] + (f" ({r['queries']} queries)" if "queries" in r else ""), shape_text(r["shape"]), r["reference"],
+        fmt(r["reference_ms"], ".1f"), fmt(r["pyfastviz_ms"], ".1f"), fmt(r["speedup"]) + "x",
+        f"{r['reference_per_s']:,.0f} {r['unit']}", f"{r['pyfastviz_per_s']:,.0f} {r['unit']}",
+        f"{r['agreement']['metric']} {r['agreement']['value']:.3g}",
+    ] for r in rows]
+    return markdown(header, body)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke, small CPUs)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="timed rounds per case (default: 20 for ops, 5 for techniques)")
+                        help="timed rounds per case (default: 20 for ops, 5 for techniques, 3 for inspect)")
     parser.add_argument("--json", default="bench-results.json", help="where to write the rows")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
@@ -375,6 +422,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     op_repeat = args.repeat or 20
     technique_repeat = args.repeat or 5
+    inspect_repeat = args.repeat or 3
     peak_bw = peak_bandwidth(device)
     commit, dirty = git_commit()
     meta = {
@@ -388,7 +436,7 @@ def main(argv=None) -> int:
         "dirty": dirty,
         "loadavg_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # others' work skews CPU times
         "quick": args.quick,
-        "repeat": {"op": op_repeat, "technique": technique_repeat},
+        "repeat": {"op": op_repeat, "technique": technique_repeat, "inspect": inspect_repeat},
     }
 
     started = time.perf_counter()
@@ -409,14 +457,19 @@ def main(argv=None) -> int:
     for case in cases.occlusion_cases(args.quick):
         print(f"  {case.name} {case.size} px ...", file=sys.stderr, flush=True)
         occlusion_rows.append(occlusion_row(case, device, technique_repeat))
+    inspect_rows = []
+    for case in cases.inspect_cases(args.quick):
+        print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
+        inspect_rows.append(inspect_row(case, device, inspect_repeat))
     meta["seconds"] = round(time.perf_counter() - started, 1)
 
     print(header(meta))
     print(op_table(op_rows) + "\n")
     print(gram_table(gram_rows) + "\n")
     print(technique_table(technique_rows) + "\n")
-    print(occlusion_table(occlusion_rows))
-    rows = op_rows + gram_rows + technique_rows + occlusion_rows
+    print(occlusion_table(occlusion_rows) + "\n")
+    print(inspect_table(inspect_rows))
+    rows = op_rows + gram_rows + technique_rows + occlusion_rows + inspect_rows
     Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.json} ({meta['seconds']} s)")
     return 0

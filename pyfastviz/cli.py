@@ -88,7 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
         return sub
 
-    inspect_command("filters", "Write the model's first-layer filters as a PNG grid.")
+    filt = inspect_command("filters", "Write a convolution layer's filters as a PNG grid.")
+    filt.add_argument("--layer", metavar="NAME",
+                      help="nn.Conv2d name (model.named_modules()); default: the first convolution")
+    filt.add_argument("--channel", type=int, metavar="C",
+                      help="show input channel C of every filter in grey (needed unless the layer "
+                           "has 1 or 3 input channels)")
     act = inspect_command("activations", "Write the strongest feature maps of a layer for one image.")
     act.add_argument("image", metavar="IMAGE", help="image file")
     act.add_argument("--layer", required=True, metavar="NAME", help="layer name (model.named_modules())")
@@ -157,7 +162,12 @@ def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
 
 def _filters(args: argparse.Namespace) -> None:
     model = load_model(args.model, weights_path=args.weights)
-    print(save_png(filter_grid(model.net), args.out))
+    try:
+        grid = filter_grid(model.net, layer=args.layer, channel=args.channel)
+    except ValueError as err:  # name the flag, not the Python keyword
+        raise ValueError(str(err).replace("pass channel= ", "pass --channel C ")
+                         .replace("channel=", "--channel ").replace("layer=", "--layer ")) from None
+    print(save_png(grid, args.out))
 
 
 def _activations(args: argparse.Namespace) -> None:

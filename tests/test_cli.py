@@ -166,3 +166,35 @@ def test_occlusion_writes_map_and_overlay(cat, tmp_path, capsys):
 def test_occlusion_window_larger_than_the_image_is_a_one_line_error(cat, tmp_path, capsys):
     assert main(["occlusion", str(cat), "--window", "300", "--out", str(tmp_path)]) == 2
     assert "window (3, 300, 300) is larger than the image (3, 224, 224)" in _error_line(capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, size", [
+    (["--layer", "_blocks.1._project_conv", "--channel", "5"], 5 * 10 + 2),  # 24 filters of 1x1: 5 columns
+    (["--layer", "_blocks.0._depthwise_conv"], 6 * 26 + 2),  # 32 one-channel 3x3 filters, in grey
+    (["--channel", "0"], 6 * 26 + 2),  # the first layer's red channel
+])
+def test_filters_of_a_named_layer_and_channel(tmp_path, capsys, args, size):
+    out = tmp_path / "f.png"
+    assert main(["filters", *args, "--out", str(out)]) == 0
+    assert _png_size(out) == (size, size)
+    assert capsys.readouterr().out.strip() == str(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "_blocks.1._projct_conv"], "--layer '_blocks.1._projct_conv' is not a module"),
+    (["--layer", "_blocks.1"], "--layer '_blocks.1' is a MBConvBlock, not an nn.Conv2d"),
+    (["--layer", "_blocks.1._project_conv"], "96 input channels; pass --channel C"),
+    (["--layer", "_blocks.1._project_conv", "--channel", "96"], "--channel 96 is not an input channel in [0, 96)"),
+    (["--channel", "-1"], "--channel -1 is not an input channel in [0, 3)"),
+])
+def test_filters_bad_layer_or_channel_is_a_one_line_error(tmp_path, capsys, args, message):
+    assert main(["filters", *args, "--out", str(tmp_path / "f.png")]) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_filters_channel_must_be_an_int(tmp_path, capsys):
+    assert main(["filters", "--channel", "red", "--out", str(tmp_path / "f.png")]) == 2  # argparse
+    assert "invalid int value" in capsys.readouterr().err
