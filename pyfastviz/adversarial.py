@@ -1,0 +1,117 @@
+"""Fooling images: projected gradient descent (Madry et al. 2018) and FGSM (Goodfellow et al. 2015).
+
+The budget epsilon is in pixel units (the [0, 1] range of the photo); steps move the
+normalised input by delta / std, so the photo-space perturbation stays inside the budget,
+and the result stays inside the preprocessing's valid range.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyfastviz._inputs import check_choice, check_images, check_model, resolve_targets
+from pyfastviz._state import evaluation_mode
+from pyfastviz.models import Preprocess
+
+NORMS = ("linf", "l2")
+
+
+@dataclass
+class AdversarialResult:
+    """images (N, C, H, W) in model input space; perturbation (N, C, H, W) in pixel units;
+    linf, l2 (N,) its norms in pixel units; steps (N,) gradient steps taken per image;
+    success (N,) bool; predictions (N,) the model's classes for `images`."""
+
+    images: torch.Tensor
+    perturbation: torch.Tensor
+    linf: torch.Tensor
+    l2: torch.Tensor
+    steps: torch.Tensor
+    success: torch.Tensor
+    predictions: torch.Tensor
+
+
+def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label=None, epsilon: float = 8 / 255,
+                   norm: str = "linf", steps: int = 50, step_size: float | None = None,
+                   preprocess: Preprocess | None = None, progress: bool = True) -> AdversarialResult:
+    """Targeted (target= an int or N ints: make the model predict it) or untargeted (target=None:
+    make it predict anything but `label`, default the clean prediction) fooling images by
+    projected gradient steps, each image stopping once it succeeds.
+
+    images: (N, C, H, W) preprocessed. epsilon: the budget of the perturbation in pixel units,
+    L-inf or L2 over (C, H, W) per `norm`. step_size: pixel units per step (default epsilon / 8
+    for L-inf, epsilon / 4 for L2). preprocess: its std and valid range (default ImageNet).
+    The model is run in eval mode and left as found.
+    """
+    check_model(model)
+    check_images(images, model)
+    check_choice(norm, "norm", NORMS)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
+        raise ValueError(f"epsilon must be a number > 0 (pixel units, e.g. 8/255), got {epsilon!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if step_size is None:
+        step_size = epsilon / (8 if norm == "linf" else 4)
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size > 0:
+        raise ValueError(f"step_size must be a number > 0 (pixel units), got {step_size!r}")
+    count = images.shape[0]
+    preprocess = preprocess if preprocess is not None else Preprocess(images.shape[-1])
+    low, high = (t.to(images) for t in preprocess.valid_range())
+    std = torch.tensor(preprocess.std, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    targeted = target is not None
+    with evaluation_mode(model):
+        if targeted:
+            if label is not None:
+                raise ValueError("label= (the true class) is for untargeted attacks: pass target= or label=, not both")
+            classes = resolve_targets(target, count)[0][:, 0]
+        elif label is None:
+            with torch.no_grad():
+                classes = model(images).argmax(1)
+        else:
+            classes = resolve_targets(label, count)[0][:, 0]
+        classes = classes.to(images.device)
+        delta = torch.zeros_like(images)  # pixel units
+        taken = torch.zeros(count, dtype=torch.int64, device=images.device)
+        for step in tqdm(range(steps + 1), desc="fooling images", disable=not progress, leave=False):
+            x = (images + delta / std).clamp(low, high).detach().requires_grad_(True)
+            logits = model(x)
+            if logits.dim() != 2 or classes.max() >= logits.shape[1]:
+                raise ValueError(f"class {classes.max().item()} is out of range for logits of shape "
+                                 f"{tuple(logits.shape)}")
+            predictions = logits.argmax(1)
+            success = predictions == classes if targeted else predictions != classes
+            if success.all() or step == steps:
+                break
+            loss = F.cross_entropy(logits, classes, reduction="sum")
+            (grad,) = torch.autograd.grad(-loss if targeted else loss, x)
+            grad = grad * std  # d loss / d delta in pixel units
+            if norm == "linf":
+                move = step_size * grad.sign()
+            else:
+                move = step_size * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            active = (~success).to(images.dtype).view(-1, 1, 1, 1)
+            delta = _project(delta + active * move, epsilon, norm)
+            taken += (~success).to(torch.int64)
+    x = x.detach()
+    perturbation = (x - images) * std
+    return AdversarialResult(images=x, perturbation=perturbation, linf=perturbation.flatten(1).abs().amax(1),
+                             l2=perturbation.flatten(1).norm(dim=1), steps=taken, success=success,
+                             predictions=predictions)
+
+
+def _project(delta: torch.Tensor, epsilon: float, norm: str) -> torch.Tensor:
+    """Back into the epsilon ball of the norm, per image (pixel units)."""
+    if norm == "linf":
+        return delta.clamp(-epsilon, epsilon)
+    scale = (epsilon / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+    return delta * scale.view(-1, 1, 1, 1)
+
+
+def fgsm(model: nn.Module, images: torch.Tensor, target=None, *, label=None, epsilon: float = 8 / 255,
+         norm: str = "linf", preprocess: Preprocess | None = None) -> AdversarialResult:
+    """One fast gradient (sign) step of size epsilon: fooling_images with steps=1, step_size=epsilon."""
+    return fooling_images(model, images, target, label=label, epsilon=epsilon, norm=norm, steps=1,
+                          step_size=epsilon, preprocess=preprocess, progress=False)
