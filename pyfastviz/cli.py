@@ -1,5 +1,6 @@
 """The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images,
-`occlusion` maps what covering each part of an image does to its class score, and
+`occlusion` maps what covering each part of an image does to its class score, `classvis` and
+`fool` make images by gradient ascent, and
 `filters`, `activations`, `embed` and `neighbours` look inside the model.
 
 Errors users can fix (a missing or unreadable image, an unknown class or model) print one
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from pyfastviz.adversarial import fooling_images
+from pyfastviz.classvis import class_visualization
 from pyfastviz.data import ImageFolder, image_loader
 from pyfastviz.guided import guided_backprop
 from pyfastviz.inspect import (
@@ -81,6 +84,28 @@ def _parser() -> argparse.ArgumentParser:
     occ.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
     occ.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
+    vis = commands.add_parser("classvis", help="images that maximise classes (gradient ascent)",
+                              description="Write <class>.png per class: the image, from noise, that maximises the "
+                                          "class score minus an L2 penalty (jitter, blur and clipping regularisers).")
+    vis.add_argument("classes", nargs="+", metavar="CLASS", help="class names (e.g. goldfish) or indices")
+    vis.add_argument("--size", type=int, default=224, metavar="PX", help="image side (default: %(default)s)")
+    vis.add_argument("--steps", type=int, default=100, help="Adam steps (default: %(default)s)")
+    vis.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    vis.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+    vis.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    vis.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    fool = commands.add_parser("fool", help="fooling images: small changes that flip the predicted class",
+                               description="Write <stem>_fooled.png and <stem>_perturbation.png per image.")
+    fool.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    fool.add_argument("--target", required=True, metavar="CLASS", help="the class to be predicted (name or index)")
+    fool.add_argument("--epsilon", type=float, default=8, help="L-inf budget in 1/255 of the pixel range "
+                                                                 "(default: %(default)s)")
+    fool.add_argument("--steps", type=int, default=50, help="most gradient steps (default: %(default)s)")
+    fool.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+    fool.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    fool.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
     def inspect_command(name: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=description[0].lower() + description[1:-1], description=description)
         sub.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
@@ -135,6 +160,40 @@ def _occlusion(args: argparse.Namespace) -> None:
     _explain_images(args, "occlusion", explain)
 
 
+def _class_index(model, name: str) -> int:
+    return model.class_index(int(name) if name.strip().isdigit() else name)
+
+
+def _classvis(args: argparse.Namespace) -> None:
+    model = load_model(args.model, weights_path=args.weights)
+    classes = [_class_index(model, name) for name in args.classes]
+    result = class_visualization(model.net, classes, size=args.size, steps=args.steps, lr=0.1, start="noise",
+                                 seed=args.seed, preprocess=model.preprocess)
+    with torch.no_grad():
+        probs = model.net(result.images).softmax(dim=1)
+    for i, (cls, image) in enumerate(zip(classes, result.to_pil(model.preprocess))):
+        name = model.class_names[cls]
+        print(f"{name!r}: p = {probs[i, cls]:.3f}")
+        print(save_png(image, Path(args.out) / f"{name.replace(' ', '_').replace('/', '_')}.png"))
+
+
+def _fool(args: argparse.Namespace) -> None:
+    paths = [Path(p) for p in args.images]
+    images = [load_image(p) for p in paths]
+    model = load_model(args.model, weights_path=args.weights)
+    target = _class_index(model, args.target)
+    x = model.preprocess.batch(images)
+    result = fooling_images(model.net, x, target, epsilon=args.epsilon / 255, steps=args.steps,
+                            preprocess=model.preprocess)
+    for i, path in enumerate(paths):
+        verdict = "fooled" if result.success[i] else "not fooled"
+        print(f"{path}: {verdict}, predicted {model.class_names[int(result.predictions[i])]!r}, "
+              f"L-inf {result.linf[i] * 255:.1f}/255, {int(result.steps[i])} steps")
+        magnified = (0.5 + result.perturbation[i] / (2 * result.linf[i].clamp(min=1e-12))).clamp(0, 1)
+        print(save_png(to_pil(model.preprocess.denormalize(result.images[i])), Path(args.out) / f"{path.stem}_fooled.png"))
+        print(save_png(to_pil(magnified), Path(args.out) / f"{path.stem}_perturbation.png"))
+
+
 def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
     """For each image: the class (args.target or the predicted one), explain(model, x (1, 3, S, S),
     class) -> (heat (S, S), picture), written as <stem>_<method>.png and an overlay."""
@@ -144,9 +203,7 @@ def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
         raise ValueError(f"two images share a file name stem; outputs would collide: {', '.join(map(str, paths))}")
     images = [load_image(p) for p in paths]  # fail on a bad file before loading the model
     model = load_model(args.model, weights_path=args.weights)
-    target = None
-    if args.target is not None:
-        target = model.class_index(int(args.target) if args.target.strip().isdigit() else args.target)
+    target = None if args.target is None else _class_index(model, args.target)
     out = Path(args.out)
     for path, image in zip(paths, images):
         x = model.preprocess(image)[None]
@@ -223,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        commands = {"demo": _demo, "saliency": _saliency, "occlusion": _occlusion, "filters": _filters,
-                    "activations": _activations, "embed": _embed, "neighbours": _neighbours}
+        commands = {"demo": _demo, "saliency": _saliency, "occlusion": _occlusion, "classvis": _classvis,
+                    "fool": _fool, "filters": _filters, "activations": _activations, "embed": _embed,
+                    "neighbours": _neighbours}
         commands[args.command](args)
     except (OSError, ValueError) as err:
         print(f"pyfastviz: error: {err}", file=sys.stderr)

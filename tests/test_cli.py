@@ -198,3 +198,28 @@ def test_filters_bad_layer_or_channel_is_a_one_line_error(tmp_path, capsys, args
 def test_filters_channel_must_be_an_int(tmp_path, capsys):
     assert main(["filters", "--channel", "red", "--out", str(tmp_path / "f.png")]) == 2  # argparse
     assert "invalid int value" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_classvis_writes_an_image_per_class(tmp_path, capsys):
+    assert main(["classvis", "goldfish", "327", "--size", "64", "--steps", "3", "--out", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    assert "'goldfish': p = " in stdout and "'starfish': p = " in stdout
+    for name in ("goldfish.png", "starfish.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size == (64, 64)
+
+
+@pytest.mark.slow
+def test_fool_writes_the_fooled_image_within_budget(cat, tmp_path, capsys):
+    assert main(["fool", str(cat), "--target", "goldfish", "--epsilon", "8", "--out", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    assert "cat.jpg: fooled, predicted 'goldfish'" in stdout
+    for name in ("cat_fooled.png", "cat_perturbation.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size == (224, 224)
+
+
+def test_classvis_unknown_class_is_a_one_line_error(tmp_path, capsys):
+    assert main(["classvis", "goldfsh", "--out", str(tmp_path)]) == 2
+    assert "goldfish" in _error_line(capsys)

@@ -13,6 +13,8 @@ from PIL import Image, ImageOps
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyfastviz.adversarial import fooling_images
+from pyfastviz.classvis import class_visualization
 from pyfastviz.guided import guided_backprop
 from pyfastviz.inspect import (
     activation_grid,
@@ -205,6 +207,43 @@ def occlusion_section(ctx: DemoContext) -> Section:
     )
 
 
+GRADIENT_ASCENT_CLASSES = ("goldfish", "tarantula", "jellyfish", "monarch")
+
+
+def gradient_ascent_section(ctx: DemoContext) -> Section:
+    """Class visualisations from noise, and chelsea fooled into 'goldfish' within 8/255."""
+    size, steps = (224, 200) if ctx.full else (128, 30)
+    model, preprocess = ctx.model, ctx.model.preprocess
+    classes = [model.class_index(name) for name in GRADIENT_ASCENT_CLASSES]
+    vis = class_visualization(model.net, classes, size=size, steps=steps, lr=0.1, start="noise", seed=0,
+                              preprocess=preprocess, progress=ctx.progress)
+    with torch.no_grad():
+        probs = model.net(vis.images).softmax(dim=1)
+    figures = [ctx.save(image, f"gradient_ascent/{name.replace(' ', '_')}.png",
+                        f"{name}: p = {probs[i, cls]:.2f} after {steps} steps")
+               for i, (name, cls, image) in enumerate(zip(GRADIENT_ASCENT_CLASSES, classes, vis.to_pil(preprocess)))]
+    goldfish = model.class_index("goldfish")
+    adv = fooling_images(model.net, ctx.inputs[:1], goldfish, epsilon=8 / 255, preprocess=preprocess,
+                         progress=False)
+    fooled = model.net(adv.images).softmax(dim=1)[0].detach()
+    magnified = (0.5 + adv.perturbation[0] / (2 * adv.linf[0].clamp(min=1e-12))).clamp(0, 1)
+    figures += [
+        ctx.photo(0),
+        ctx.save(to_pil(preprocess.denormalize(adv.images[0])), "gradient_ascent/chelsea_fooled.png",
+                 f"fooled: {model.class_names[int(fooled.argmax())]} ({fooled.max():.2f}), "
+                 f"L-inf {adv.linf[0] * 255:.1f}/255, {int(adv.steps[0])} steps"),
+        ctx.save(to_pil(magnified), "gradient_ascent/chelsea_perturbation.png", "the perturbation, magnified"),
+    ]
+    return Section(
+        "Images by gradient ascent",
+        "Simonyan et al. (2014), Yosinski et al. (2015): the image that maximises a class score minus an L2 "
+        f"penalty, from noise, with jitter, blur and clipping of small pixels ({size} px, {steps} Adam steps; "
+        "the caption gives the class probability the model assigns to it). Then a fooling image: the cat "
+        "photo changed by at most 8/255 per pixel until the model calls it a goldfish.",
+        figures,
+    )
+
+
 def inside_section(ctx: DemoContext) -> Section:
     """First-layer filters, a middle layer's feature maps, neighbours in feature vs pixel space,
     a 2-D map of the features, and the patches that excite one channel most."""
@@ -254,7 +293,7 @@ def inside_section(ctx: DemoContext) -> Section:
     )
 
 
-SECTIONS = [saliency_section, guided_section, occlusion_section, inside_section]
+SECTIONS = [saliency_section, guided_section, occlusion_section, gradient_ascent_section, inside_section]
 
 
 def run_demo(
