@@ -9,6 +9,10 @@ from pyfastviz.classvis import class_visualization
 from pyfastviz.guided import guided_backprop
 from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
+from pyfastviz.style import StyleTargets, style_transfer, texture_synthesis
 
 __version__ = "0.1.0"
-__all__ = ["class_visualization", "fgsm", "fooling_images", "guided_backprop", "occlusion", "saliency"]
+__all__ = [
+    "StyleTargets", "class_visualization", "fgsm", "fooling_images", "guided_backprop", "occlusion", "saliency",
+    "style_transfer", "texture_synthesis",
+]
