@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyfastviz", description="Visualizing and understanding CNNs in PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def model_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+        sub.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+
     demo = commands.add_parser("demo", help="build the HTML gallery of every technique on sample photos",
                                description="Build the HTML gallery of every technique on sample photos.")
     demo.add_argument("--out", default="pyfastviz-demo", metavar="DIR", help="output folder (default: %(default)s)")
@@ -65,8 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     sal.add_argument("--method", choices=METHODS, default="gradient",
                      help="gradient: vanilla gradient (Simonyan et al.), guided: guided backprop "
                           "(default: %(default)s)")
-    sal.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
-    sal.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    model_options(sal)
     sal.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
     sal.add_argument("--smoothgrad", type=int, default=0, metavar="N",
                      help="average the gradient over N noisy copies (SmoothGrad; --method gradient only)")
@@ -79,8 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     occ.add_argument("--window", type=int, default=16, metavar="PX", help="window side (default: %(default)s)")
     occ.add_argument("--stride", type=int, default=8, metavar="PX", help="window step (default: %(default)s)")
     occ.add_argument("--score", choices=("prob", "logit"), default="prob", help="default: %(default)s")
-    occ.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
-    occ.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    model_options(occ)
     occ.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
     occ.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
@@ -91,8 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     vis.add_argument("--size", type=int, default=224, metavar="PX", help="image side (default: %(default)s)")
     vis.add_argument("--steps", type=int, default=100, help="Adam steps (default: %(default)s)")
     vis.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    vis.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
-    vis.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    model_options(vis)
     vis.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     fool = commands.add_parser("fool", help="fooling images: small changes that flip the predicted class",
@@ -102,14 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     fool.add_argument("--epsilon", type=float, default=8, help="L-inf budget in 1/255 of the pixel range "
                                                                  "(default: %(default)s)")
     fool.add_argument("--steps", type=int, default=50, help="most gradient steps (default: %(default)s)")
-    fool.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
-    fool.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+    model_options(fool)
     fool.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     def inspect_command(name: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=description[0].lower() + description[1:-1], description=description)
-        sub.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
-        sub.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
+        model_options(sub)
         sub.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
         return sub
 
