@@ -1,6 +1,6 @@
 """The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images,
 `occlusion` maps what covering each part of an image does to its class score, `classvis` and
-`fool` make images by gradient ascent, and
+`fool` make images by gradient ascent, `texture` and `style` match Gram statistics, and
 `filters`, `activations`, `embed` and `neighbours` look inside the model.
 
 Errors users can fix (a missing or unreadable image, an unknown class or model) print one
@@ -44,6 +44,7 @@ from pyfastviz.models import (
 from pyfastviz.occlusion import occlusion
 from pyfastviz.report import run_demo
 from pyfastviz.saliency import saliency
+from pyfastviz.style import style_transfer, texture_synthesis
 
 METHODS = ("gradient", "guided")
 
@@ -105,6 +106,28 @@ def _parser() -> argparse.ArgumentParser:
     fool.add_argument("--steps", type=int, default=50, help="most gradient steps (default: %(default)s)")
     model_options(fool)
     fool.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    tex = commands.add_parser("texture", help="a texture with an image's Gram statistics (Gatys et al.)",
+                              description="Write a texture grown from noise to match the example's Gram matrices.")
+    tex.add_argument("image", metavar="IMAGE", help="example image file")
+    tex.add_argument("--size", type=int, default=256, metavar="PX", help="output side (default: %(default)s)")
+    tex.add_argument("--steps", type=int, default=300, help="Adam steps (default: %(default)s)")
+    tex.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    model_options(tex)
+    tex.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
+
+    sty = commands.add_parser("style", help="neural style transfer (Gatys et al.)",
+                              description="Write CONTENT repainted in the style of STYLE (several styles blend "
+                                          "equally unless --style-weights is given).")
+    sty.add_argument("content", metavar="CONTENT", help="content image file")
+    sty.add_argument("styles", nargs="+", metavar="STYLE", help="style image files")
+    sty.add_argument("--style-weights", type=float, nargs="+", metavar="W", help="blend weight per style image")
+    sty.add_argument("--size", type=int, default=256, metavar="PX", help="output side (default: %(default)s)")
+    sty.add_argument("--steps", type=int, default=150, help="L-BFGS steps (default: %(default)s)")
+    sty.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the content's colours")
+    sty.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    model_options(sty)
+    sty.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
 
     def inspect_command(name: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=description[0].lower() + description[1:-1], description=description)
@@ -191,6 +214,28 @@ def _fool(args: argparse.Namespace) -> None:
         magnified = (0.5 + result.perturbation[i] / (2 * result.linf[i].clamp(min=1e-12))).clamp(0, 1)
         print(save_png(to_pil(model.preprocess.denormalize(result.images[i])), Path(args.out) / f"{path.stem}_fooled.png"))
         print(save_png(to_pil(magnified), Path(args.out) / f"{path.stem}_perturbation.png"))
+
+
+def _texture(args: argparse.Namespace) -> None:
+    example = load_image(args.image)
+    model = load_model(args.model, weights_path=args.weights)
+    result = texture_synthesis(model.net, model.preprocess(example)[None], size=args.size, steps=args.steps,
+                               optimizer="adam", lr=0.1, tv_weight=0.5, seed=args.seed, preprocess=model.preprocess)
+    print(f"Gram loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}")
+    print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))
+
+
+def _style(args: argparse.Namespace) -> None:
+    content, styles = load_image(args.content), [load_image(p) for p in args.styles]
+    model = load_model(args.model, weights_path=args.weights)
+    x = torch.nn.functional.interpolate(model.preprocess(content)[None], size=(args.size, args.size),
+                                        mode="bilinear", antialias=True)
+    result = style_transfer(model.net, x, [model.preprocess(s)[None] for s in styles],
+                            style_weights=args.style_weights, steps=args.steps, tv_weight=0.1,
+                            preserve_color=args.preserve_color, seed=args.seed, preprocess=model.preprocess)
+    print(f"style loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}, "
+          f"content loss {result.history['content'][-1]:.3f}")
+    print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))
 
 
 def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
@@ -280,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         commands = {"demo": _demo, "saliency": _saliency, "occlusion": _occlusion, "classvis": _classvis,
-                    "fool": _fool, "filters": _filters, "activations": _activations, "embed": _embed,
+                    "fool": _fool, "texture": _texture, "style": _style, "filters": _filters, "activations": _activations, "embed": _embed,
                     "neighbours": _neighbours}
         commands[args.command](args)
     except (OSError, ValueError) as err:

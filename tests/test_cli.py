@@ -223,3 +223,22 @@ def test_fool_writes_the_fooled_image_within_budget(cat, tmp_path, capsys):
 def test_classvis_unknown_class_is_a_one_line_error(tmp_path, capsys):
     assert main(["classvis", "goldfsh", "--out", str(tmp_path)]) == 2
     assert "goldfish" in _error_line(capsys)
+
+
+@pytest.mark.slow
+def test_texture_and_style_write_their_images(cat, tmp_path, capsys):
+    flower = tmp_path / "flower.png"
+    sample_image("flower").save(flower)
+    assert main(["texture", str(flower), "--size", "48", "--steps", "3", "--out", str(tmp_path / "t.png")]) == 0
+    assert main(["style", str(cat), str(flower), "--size", "48", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
+    stdout = capsys.readouterr().out
+    assert "Gram loss " in stdout and "style loss " in stdout
+    for name in ("t.png", "s.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size == (48, 48)
+
+
+def test_style_with_mismatched_weights_is_a_one_line_error(cat, tmp_path, capsys):
+    assert main(["style", str(cat), str(cat), "--style-weights", "1", "2", "--size", "32", "--steps", "1",
+                 "--out", str(tmp_path / "s.png")]) == 2
+    assert "style_weights" in _error_line(capsys)

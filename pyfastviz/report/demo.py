@@ -46,6 +46,7 @@ from pyfastviz.models import (
 )
 from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
+from pyfastviz.style import style_transfer, texture_synthesis
 
 from .gallery import Figure, Section, write_gallery
 
@@ -244,6 +245,38 @@ def gradient_ascent_section(ctx: DemoContext) -> Section:
     )
 
 
+def style_section(ctx: DemoContext) -> Section:
+    """A texture grown from noise with the Gram statistics of `flower`; `china` in its style."""
+    size, steps = (384, 300) if ctx.full else (96, 30)
+    preprocess = ctx.model.preprocess
+    china, flower = (ctx.inputs[PHOTOS.index(name)][None] for name in ("china", "flower"))
+    small = torch.nn.functional.interpolate(china, size=(size, size), mode="bilinear", antialias=True)
+    # a total-variation prior keeps the default model's features from matching on pixel noise
+    texture = texture_synthesis(ctx.model.net, flower, size=size, steps=2 * steps, optimizer="adam", lr=0.1,
+                                tv_weight=0.5, seed=0, preprocess=preprocess, progress=ctx.progress)
+    styled = style_transfer(ctx.model.net, small, flower, steps=steps, tv_weight=0.1, seed=0, preprocess=preprocess,
+                            progress=ctx.progress)
+    figures = [
+        ctx.photo(PHOTOS.index("flower")),
+        ctx.save(to_pil(preprocess.denormalize(texture.image[0])), "style/flower_texture.png",
+                 f"texture from noise: Gram loss {texture.history['style'][0]:.2f} -> {texture.history['style'][-1]:.2f}"),
+        ctx.photo(PHOTOS.index("china")),
+        ctx.save(to_pil(preprocess.denormalize(styled.image[0])), "style/china_as_flower.png",
+                 f"china in the style of flower: style loss {styled.history['style'][0]:.2f} -> "
+                 f"{styled.history['style'][-1]:.2f}"),
+    ]
+    return Section(
+        "Texture synthesis and style transfer",
+        "Gatys et al. (2015, 2016): an image whose Gram matrices (channel correlations) at several layers match "
+        f"those of an example, grown from noise; and a photo repainted to match a style image's Gram matrices "
+        f"while keeping its own content features ({size} px, {steps} L-BFGS steps, a total-variation prior; "
+        "captions give the relative "
+        "style loss before and after). On the default model's features the style match is partial; "
+        "VGG weights, when given, are the classic choice.",
+        figures,
+    )
+
+
 def inside_section(ctx: DemoContext) -> Section:
     """First-layer filters, a middle layer's feature maps, neighbours in feature vs pixel space,
     a 2-D map of the features, and the patches that excite one channel most."""
@@ -293,7 +326,8 @@ def inside_section(ctx: DemoContext) -> Section:
     )
 
 
-SECTIONS = [saliency_section, guided_section, occlusion_section, gradient_ascent_section, inside_section]
+SECTIONS = [saliency_section, guided_section, occlusion_section, gradient_ascent_section, style_section,
+            inside_section]
 
 
 def run_demo(
