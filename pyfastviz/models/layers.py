@@ -96,3 +96,43 @@ class ActivationTap:
                 f"use tap.calls({name!r}) for all outputs or pick one, e.g. tap.calls({name!r})[-1]"
             )
         return outputs[0]
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the wanted layer has run."""
+
+
+def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """The output of `layer`'s first call on `x`, with its autograd graph; the forward pass
+    stops there (the rest of the network is not run). The hook is removed, also on error."""
+    module = find_layer(model, layer)
+    captured = []
+
+    def hook(mod, inputs, output):
+        captured.append(output)
+        raise _StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError(f"layer={layer!r} did not run in the model's forward pass")
+    output = captured[0]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"layer={layer!r} must output a tensor, got {type(output).__name__}")
+    return output
+
+
+def check_layer_once(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """Runs the whole model once (no grad, eval mode is the caller's job) and returns `layer`'s
+    detached output; clear errors when the layer is unknown, does not run, or is reused."""
+    with torch.no_grad(), ActivationTap(model, layer) as tap:
+        model(images)
+    output = tap[layer]
+    if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+        raise TypeError(f"layer={layer!r} must output a floating-point tensor, got {type(output).__name__}")
+    return output
