@@ -36,6 +36,20 @@ class ModuleReLUNet(nn.Module):
         return self.fc(self.body(x).mean((2, 3)))
 
 
+class FailsLater(FunctionalReLUNet):
+    """Raises in its forward pass from the `fail_at`-th call on (inside an optimisation loop)."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("boom")
+        return super().forward(x)
+
+
 def model_state(model: nn.Module):
     """Everything a technique must leave as it found: modes, flags, hooks, grads, buffers."""
     return {

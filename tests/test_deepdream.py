@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from helpers import FunctionalReLUNet, assert_same_state, model_state
+from helpers import FailsLater, FunctionalReLUNet, assert_same_state, model_state
 from pyfastviz.deepdream import deepdream, layer_energy
 from pyfastviz.models import Preprocess, sample_image
 
@@ -53,20 +53,9 @@ def test_seeded_jitter_is_reproducible():
     assert torch.equal(run(), run())
 
 
-class _FailsLater(FunctionalReLUNet):
-    def __init__(self, fail_at: int):
-        super().__init__()
-        self.calls, self.fail_at = 0, fail_at
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls >= self.fail_at:
-            raise RuntimeError("boom")
-        return super().forward(x)
-
 
 def test_model_untouched_after_error():
-    model = _FailsLater(fail_at=3).train()
+    model = FailsLater(fail_at=3).train()
     before = model_state(model)
     with pytest.raises(RuntimeError, match="boom"):
         deepdream(model, torch.randn(1, 3, 24, 24), "conv2", octaves=1, steps_per_octave=5, progress=False)

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from helpers import FunctionalReLUNet, assert_same_state, model_state
+from helpers import FailsLater, FunctionalReLUNet, assert_same_state, model_state
 from pyfastviz.inversion import invert_features
 from pyfastviz.models import Preprocess, layer_output, sample_image
 
@@ -52,22 +52,9 @@ def test_seeded_noise_start_is_reproducible():
     assert torch.equal(run(), run())
 
 
-class _FailsLater(FunctionalReLUNet):
-    """Raises in its forward pass from the `fail_at`-th call on (inside the optimisation)."""
-
-    def __init__(self, fail_at: int):
-        super().__init__()
-        self.calls, self.fail_at = 0, fail_at
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls >= self.fail_at:
-            raise RuntimeError("boom")
-        return super().forward(x)
-
 
 def test_model_untouched_after_error():
-    model = _FailsLater(fail_at=3).train()
+    model = FailsLater(fail_at=3).train()
     before = model_state(model)
     with pytest.raises(RuntimeError, match="boom"):
         invert_features(model, torch.randn(1, 3, 16, 16), "conv2", steps=5, progress=False)
