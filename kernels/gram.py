@@ -55,6 +55,14 @@ def _triangle_tile(t):
 
 
 @triton.jit
+def _tile_indices(bi, bj, C, BLOCK: tl.constexpr):
+    """Rows and columns of G in tile (bi, bj), and which of them lie inside C."""
+    rows = bi * BLOCK + tl.arange(0, BLOCK)
+    cols = bj * BLOCK + tl.arange(0, BLOCK)
+    return rows, cols, rows < C, cols < C
+
+
+@triton.jit
 def _gram_tile(base, rows, cols, row_ok, col_ok, k_begin, k_end, W, s_c, s_h, s_w,
                MERGED_HW: tl.constexpr, USE_TF32: tl.constexpr, IS_FP32: tl.constexpr, UPCAST: tl.constexpr,
                BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -92,11 +100,7 @@ def _gram_fwd_kernel(
     s = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
     bi, bj = _triangle_tile(t)
-
-    rows = bi * BLOCK + tl.arange(0, BLOCK)
-    cols = bj * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < C
-    col_ok = cols < C
+    rows, cols, row_ok, col_ok = _tile_indices(bi, bj, C, BLOCK)
     base = f_ptr + n * s_n
     k_begin = s * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
@@ -121,9 +125,8 @@ def _gram_finish_kernel(ws_ptr, out_ptr, C, scale, BLOCK: tl.constexpr):
     bi = tl.program_id(0)
     bj = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
-    rows = bi * BLOCK + tl.arange(0, BLOCK)
-    cols = bj * BLOCK + tl.arange(0, BLOCK)
-    mask = (rows[:, None] < C) & (cols[None, :] < C)
+    rows, cols, row_ok, col_ok = _tile_indices(bi, bj, C, BLOCK)
+    mask = row_ok[:, None] & col_ok[None, :]
     ws = ws_ptr + n * C * C
     if bi <= bj:
         src = ws + rows[:, None] * C + cols[None, :]
@@ -196,11 +199,7 @@ def _style_loss_kernel(
     t = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     bi, bj = _triangle_tile(t)
-
-    rows = bi * BLOCK + tl.arange(0, BLOCK)
-    cols = bj * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < C
-    col_ok = cols < C
+    rows, cols, row_ok, col_ok = _tile_indices(bi, bj, C, BLOCK)
     base = f_ptr + n * s_n
     acc = _gram_tile(base, rows, cols, row_ok, col_ok, 0, K, W, s_c, s_h, s_w,
                      MERGED_HW, USE_TF32, IS_FP32, UPCAST, BLOCK, BLOCK_K)

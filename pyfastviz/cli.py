@@ -64,28 +64,29 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--full", action="store_true", help="paper-quality settings (slower)")
     demo.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
 
-    sal = commands.add_parser("saliency", help="saliency maps of image files",
-                              description="Write <stem>_<method>.png and <stem>_<method>_overlay.png per image.")
-    sal.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    def explain_command(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        """A command that writes a map and an overlay per image file, for a class (see _explain_images)."""
+        sub = commands.add_parser(name, help=help_, description=description)
+        sub.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+        model_options(sub)
+        sub.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
+        sub.add_argument("--out", required=True, metavar="DIR", help="output folder")
+        return sub
+
+    sal = explain_command("saliency", "saliency maps of image files",
+                          "Write <stem>_<method>.png and <stem>_<method>_overlay.png per image.")
     sal.add_argument("--method", choices=METHODS, default="gradient",
                      help="gradient: vanilla gradient (Simonyan et al.), guided: guided backprop "
                           "(default: %(default)s)")
-    model_options(sal)
-    sal.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
     sal.add_argument("--smoothgrad", type=int, default=0, metavar="N",
                      help="average the gradient over N noisy copies (SmoothGrad; --method gradient only)")
-    sal.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
-    occ = commands.add_parser("occlusion", help="occlusion maps of image files (Zeiler & Fergus)",
-                              description="Write <stem>_occlusion.png and <stem>_occlusion_overlay.png per image: "
-                                          "how much the class score drops when a window is covered.")
-    occ.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    occ = explain_command("occlusion", "occlusion maps of image files (Zeiler & Fergus)",
+                          "Write <stem>_occlusion.png and <stem>_occlusion_overlay.png per image: "
+                          "how much the class score drops when a window is covered.")
     occ.add_argument("--window", type=int, default=16, metavar="PX", help="window side (default: %(default)s)")
     occ.add_argument("--stride", type=int, default=8, metavar="PX", help="window step (default: %(default)s)")
     occ.add_argument("--score", choices=("prob", "logit"), default="prob", help="default: %(default)s")
-    model_options(occ)
-    occ.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
-    occ.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     vis = commands.add_parser("classvis", help="images that maximise classes (gradient ascent)",
                               description="Write <class>.png per class: the image, from noise, that maximises the "

@@ -49,9 +49,7 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
     with evaluation_mode(model), torch.no_grad():
         forward = _forward(model, images.device.type, dtype)
         scorer = _scorer(score)
-        if target is None:
-            target = forward(images).argmax(1)
-        indices, multi = resolve_targets(target, images.shape[0])
+        indices, multi = (None, False) if target is None else resolve_targets(target, images.shape[0])
         drops = occlusion_drops(forward, scorer, images, fill, window3, stride3, indices, batch_size,
                                 dtype, channels_last, progress, backend)
     n, k, count = drops.shape
@@ -63,11 +61,12 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
 
 
 def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, fill: torch.Tensor, window, stride,
-                    indices: torch.Tensor, batch_size: int | None, dtype=None, channels_last=False, progress=False,
+                    indices: torch.Tensor | None, batch_size: int | None, dtype=None, channels_last=False, progress=False,
                     backend="auto") -> torch.Tensor:
     """The engine: score drop (N, K, P) of each of K targets per image at each window position.
 
     forward: (B, C, H, W) -> outputs; scorer(outputs, indices (B, K)) -> (B, K) scores.
+    indices: (N, K) classes, or None for each image's predicted class (from the same first pass).
     """
     n = images.shape[0]
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -77,8 +76,8 @@ def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, f
     total = ops.occlusion.positions(images.shape[1:], window, stride)
     per_chunk = max(1, min(total, (batch_size or _default_batch(forward, x)) // n))
     chunk = torch.empty((per_chunk * n, *x.shape[1:]), dtype=work_dtype, device=x.device, memory_format=layout)
-    indices = indices.to(x.device)
     outputs = forward(x)
+    indices = outputs.argmax(1, keepdim=True) if indices is None else indices.to(x.device)
     _check_targets(outputs, indices)
     initial = scorer(outputs, indices)
     drops = torch.empty((n, indices.shape[1], total), dtype=torch.float32, device=x.device)
