@@ -25,6 +25,7 @@ from pyfastviz.saliency import saliency
 
 # The module, not the function pyfastviz.ops exports under the same name.
 _gram_module = importlib.import_module("pyfastviz.ops.gram")
+_instance_norm_module = importlib.import_module("pyfastviz.ops.instance_norm")
 MASK_BYTES_PER_ELEMENT = 1 / 8  # the native guided_relu keeps 1 bit per element
 
 
@@ -187,6 +188,69 @@ def gram_cases(quick: bool) -> list[GramCase]:
     return [GramCase(direction, shape, dtype) for dtype in dtypes for shape in shapes
             for direction in ("forward", "backward")]
 
+
+
+@dataclass(frozen=True)
+class InstanceNormCase:
+    """instance_norm with a (C,) affine, forward or forward+backward, two ways: "reference"
+    (F.instance_norm, what a PyTorch user runs) and "pyfastviz" (the Triton kernels,
+    pyfastviz::instance_norm and its backward). forward+backward takes the gradients of x,
+    weight and bias."""
+
+    direction: str  # "forward" | "forward+backward"
+    shape: tuple[int, int, int, int]  # (N, C, H, W)
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return f"instance_norm {self.direction}"
+
+    @property
+    def numel(self) -> int:
+        return int(torch.Size(self.shape).numel())
+
+    def bytes_moved(self) -> int:
+        """Bytes the kernels must move at least: forward reads x and writes y; forward+backward
+        also reads x and dy and writes dx (5 tensors of x's size)."""
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return self.numel * itemsize * (2 if self.direction == "forward" else 5)
+
+    def available(self, device: str | torch.device) -> bool:
+        """True on CUDA with Triton importable (there is no CPU kernel: CPU runs the reference)."""
+        return torch.device(device).type == "cuda" and _instance_norm_module.triton_available()
+
+    def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
+        """{"reference": fn, "pyfastviz": fn}, inputs allocated on device."""
+        gen = torch.Generator(device=device).manual_seed(0)
+        c = self.shape[1]
+        x = torch.randn(self.shape, generator=gen, device=device, dtype=self.dtype)
+        weight = (1 + 0.1 * torch.randn(c, generator=gen, device=device)).to(self.dtype)
+        bias = (0.1 * torch.randn(c, generator=gen, device=device)).to(self.dtype)
+
+        def reference(a, w, b):
+            return F.instance_norm(a, weight=w, bias=b, eps=1e-5)
+
+        def pyfastviz(a, w, b):
+            return torch.ops.pyfastviz.instance_norm(a, w, b, 1e-5, False)[0]
+
+        if self.direction == "forward":
+            return {"reference": lambda: reference(x, weight, bias), "pyfastviz": lambda: pyfastviz(x, weight, bias)}
+        grad = torch.randn(self.shape, generator=gen, device=device, dtype=self.dtype)
+        leaves = [t.detach().requires_grad_(True) for t in (x, weight, bias)]
+        return {name: lambda fn=fn: torch.autograd.grad(fn(*leaves), leaves, grad)
+                for name, fn in (("reference", reference), ("pyfastviz", pyfastviz))}
+
+
+def instance_norm_cases(quick: bool) -> list[InstanceNormCase]:
+    """Style-network activations. quick: two small fp32 shapes. Full: 8M, 4M, 2M and 8M
+    elements (256^2 .. 64^2 planes) and 32M (for the bandwidth at >= 32M elements), fp32 and bf16."""
+    if quick:
+        shapes, dtypes = [(2, 32, 64, 64), (2, 64, 32, 32)], (torch.float32,)
+    else:
+        shapes = [(4, 32, 256, 256), (4, 64, 128, 128), (4, 128, 64, 64), (16, 128, 64, 64), (8, 64, 256, 256)]
+        dtypes = (torch.float32, torch.bfloat16)
+    return [InstanceNormCase(direction, shape, dtype) for dtype in dtypes for shape in shapes
+            for direction in ("forward", "forward+backward")]
 
 # ---- techniques -----------------------------------------------------------------------------
 

@@ -12,6 +12,10 @@ backward.
 Gram rows (gram forward/backward on VGG feature-map shapes, kernels/gram.py): median time of
 the reference (a batched matmul) and of the Triton kernel, speedup, and both as TFLOP/s of
 the full 2*N*C^2*H*W product; CUDA only (skipped on CPU, where gram runs the reference).
+Instance-norm rows (forward and forward+backward with a (C,) affine, kernels/instance_norm.py):
+median time of F.instance_norm and of the Triton kernels, speedup, the kernels' GB/s of the
+bytes they must move (cases.InstanceNormCase.bytes_moved) and its fraction of the device's
+peak bandwidth; CUDA only.
 Technique rows (guided backprop on a model): the hook-based reference, pyfastviz and the
 vanilla gradient; time per call, and memory: on CUDA torch.cuda.max_memory_allocated of the
 call, on CPU the bytes the forward pass saves for backward (unique storages packed by
@@ -235,6 +239,27 @@ def gram_row(case: cases.GramCase, device: str, repeat: int) -> dict:
     return row
 
 
+def instance_norm_row(case: cases.InstanceNormCase, device: str, repeat: int, peak_bw: float | None) -> dict:
+    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": str(case.dtype).removeprefix("torch.")}
+    if not case.available(device):
+        return {**row, "skipped": f"no {device} kernel for instance_norm (Triton kernel, CUDA only)"}
+    samples = sample_times(case.build(device), device, warmup=3, repeat=repeat)
+    ms = medians(samples)
+    gbps = case.bytes_moved() / (ms["pyfastviz"] * 1e-3) / 1e9
+    row |= {
+        "reference_ms": ms["reference"],
+        "pyfastviz_ms": ms["pyfastviz"],
+        "speedup": ms["reference"] / ms["pyfastviz"],
+        "bytes_moved": case.bytes_moved(),
+        "pyfastviz_GBps": gbps,
+        "peak_bandwidth_fraction": gbps * 1e9 / peak_bw if peak_bw else None,
+        "samples_ms": samples,
+    }
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
 def technique_row(case: cases.TechniqueCase, device: str, repeat: int) -> dict:
     model = case.build_model(device)
     fns = case.build(device, model)
@@ -371,6 +396,22 @@ def gram_table(rows: list[dict]) -> str:
     return markdown(header, body)
 
 
+def instance_norm_table(rows: list[dict]) -> str:
+    header = ["op", "shape", "dtype", "F.instance_norm ms", "pyfastviz ms", "speedup", "pyfastviz GB/s",
+              "% of peak BW"]
+    body = []
+    for r in rows:
+        if "skipped" in r:
+            body.append([r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * 4])
+            continue
+        body.append([
+            r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),
+            fmt(r["speedup"]) + "x", fmt(r["pyfastviz_GBps"], ".1f"),
+            fmt(r["peak_bandwidth_fraction"] and 100 * r["peak_bandwidth_fraction"], ".0f"),
+        ])
+    return markdown(header, body)
+
+
 def technique_table(rows: list[dict]) -> str:
     unit = "peak MiB (cuda max allocated)" if rows and rows[0]["memory_metric"].startswith("cuda") else "saved MiB"
     header = ["technique", "input shape", "dtype", "hooks (reference) ms", "pyfastviz ms", "speedup",
@@ -450,6 +491,10 @@ def main(argv=None) -> int:
     for case in cases.gram_cases(args.quick):
         print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
         gram_rows.append(gram_row(case, device, op_repeat))
+    instance_norm_rows = []
+    for case in cases.instance_norm_cases(args.quick):
+        print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
+        instance_norm_rows.append(instance_norm_row(case, device, op_repeat, peak_bw))
     for case in cases.technique_cases(args.quick):
         print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
         technique_rows.append(technique_row(case, device, technique_repeat))
@@ -466,10 +511,11 @@ def main(argv=None) -> int:
     print(header(meta))
     print(op_table(op_rows) + "\n")
     print(gram_table(gram_rows) + "\n")
+    print(instance_norm_table(instance_norm_rows) + "\n")
     print(technique_table(technique_rows) + "\n")
     print(occlusion_table(occlusion_rows) + "\n")
     print(inspect_table(inspect_rows))
-    rows = op_rows + gram_rows + technique_rows + occlusion_rows + inspect_rows
+    rows = op_rows + gram_rows + instance_norm_rows + technique_rows + occlusion_rows + inspect_rows
     Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.json} ({meta['seconds']} s)")
     return 0

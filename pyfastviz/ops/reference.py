@@ -120,3 +120,24 @@ def occlusion_scatter(drops: torch.Tensor, window, stride, size) -> torch.Tensor
         total[(slice(None), *box)] += drops[:, position, None, None, None]
         covering[box] += 1
     return torch.where(covering > 0, total / covering.clamp(min=1), torch.zeros_like(total))
+
+
+def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                  eps: float = 1e-5, relu: bool = False) -> torch.Tensor:
+    """Reference instance norm: per-(n, c) mean and biased variance over H*W, then affine, then ReLU.
+
+    x: (N, C, H, W). weight, bias: None, (C,) (shared) or (N, C) (one row per image: conditional
+    instance norm). Statistics and arithmetic in fp32 (fp64 for fp64 x); returns x's dtype.
+    """
+    n, c = x.shape[:2]
+    work = x.to(torch.promote_types(x.dtype, torch.float32))
+    mean = work.mean(dim=(2, 3), keepdim=True)
+    var = work.var(dim=(2, 3), unbiased=False, keepdim=True)
+    y = (work - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight.to(work.dtype).expand(n, c)[:, :, None, None]
+    if bias is not None:
+        y = y + bias.to(work.dtype).expand(n, c)[:, :, None, None]
+    if relu:
+        y = torch.relu(y)
+    return y.to(x.dtype)

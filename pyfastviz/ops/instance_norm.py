@@ -1,0 +1,151 @@
+"""instance_norm: per-(image, channel) normalisation over H*W, with optional affine and fused ReLU.
+
+y = relu?((x - mean) / sqrt(var + eps) * weight + bias), mean and biased var over H*W of each
+(n, c) plane, accumulated in fp32. weight/bias are (C,) (torch.nn.InstanceNorm2d's affine) or
+(N, C) (conditional instance norm: one scale/shift per image, e.g. per style). Kernel:
+kernels/instance_norm.py (Triton); spec: reference.instance_norm. Registered as
+pyfastviz::instance_norm and pyfastviz::instance_norm_backward (torch.library.custom_op +
+register_fake + register_autograd), so the op composes with autograd, torch.compile and
+torch.library.opcheck.
+"""
+
+import warnings
+
+import torch
+
+from pyfastviz.ops import reference
+from pyfastviz.ops._checks import check_float_tensor
+
+try:
+    from pyfastviz.kernels import instance_norm as _kernels
+
+    TRITON_ERROR = None
+except ImportError as error:  # triton not installed
+    _kernels = None
+    TRITON_ERROR = error
+
+BACKENDS = ("auto", "triton", "reference")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_warned = False
+
+
+def triton_available() -> bool:
+    """True when Triton imported (pyfastviz.kernels.instance_norm is usable)."""
+    return TRITON_ERROR is None
+
+
+def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, *,
+                  eps: float = 1e-5, relu: bool = False, backend: str = "auto") -> torch.Tensor:
+    """Instance norm of x (N, C, H, W) -> (N, C, H, W) in x's dtype and memory format.
+
+    weight, bias: None, (C,) or (N, C), floating point, on x's device. eps: added to the
+    variance (> 0). relu: apply ReLU to the output (fused in the kernel). backend: "auto"
+    (CUDA tensor of float32/float16/bfloat16: the Triton kernel; otherwise, or Triton missing
+    (one warning), the reference), "triton" (the kernel on any device; on CPU tensors only
+    under TRITON_INTERPRET=1) or "reference". Differentiable in x, weight and bias.
+    """
+    check_float_tensor(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    n, c = x.shape[:2]
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is None:
+            continue
+        check_float_tensor(param, name)
+        if tuple(param.shape) not in ((c,), (n, c)):
+            raise ValueError(f"{name} must have shape ({c},) or ({n}, {c}), got {tuple(param.shape)}")
+        if param.device != x.device:
+            raise ValueError(f"{name} must be on x's device ({x.device}), got {param.device}")
+    if not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if use_triton(x, backend):
+        return torch.ops.pyfastviz.instance_norm(x, weight, bias, float(eps), bool(relu))[0]
+    return reference.instance_norm(x, weight, bias, eps=float(eps), relu=relu)
+
+
+def use_triton(x: torch.Tensor, backend: str) -> bool:
+    if backend == "reference":
+        return False
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError(f"backend='triton' but Triton did not import ({TRITON_ERROR})")
+        if x.dtype not in KERNEL_DTYPES:
+            raise TypeError(f"backend='triton' supports float32/float16/bfloat16 x, got {x.dtype}")
+        return True
+    if x.device.type != "cuda" or x.dtype not in KERNEL_DTYPES:
+        return False  # no CPU kernel; float64 is reference-only
+    if not triton_available():
+        warn_fallback()
+        return False
+    return True
+
+
+def warn_fallback() -> None:
+    """Warns once per process that instance_norm runs on its pure-PyTorch reference."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    warnings.warn(f"Triton did not import ({TRITON_ERROR}); pyfastviz.ops.instance_norm uses the pure-PyTorch "
+                  "reference, which is slower. Install it with `pip install triton`.", RuntimeWarning, stacklevel=3)
+
+
+# ---- registration ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("pyfastviz::instance_norm", mutates_args=())
+def _instance_norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                      relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, rstd): y like x; mean and rstd = 1 / sqrt(var + eps), (N, C) fp32 (Triton kernel)."""
+    if _kernels is None:
+        raise RuntimeError(f"pyfastviz::instance_norm needs Triton ({TRITON_ERROR})")
+    return _kernels.instance_norm_forward(x, weight, bias, eps, relu)
+
+
+@_instance_norm_op.register_fake
+def _(x, weight, bias, eps, relu):
+    stats = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return torch.empty_like(x), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("pyfastviz::instance_norm_backward", mutates_args=())
+def _instance_norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None,
+                               bias: torch.Tensor | None, mean: torch.Tensor, rstd: torch.Tensor,
+                               relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight_rows, dbias_rows): dx like x; per-(n, c) sums of g * xhat and g, (N, C) fp32,
+    g the output gradient masked by y > 0 under ReLU (Triton kernels)."""
+    if _kernels is None:
+        raise RuntimeError(f"pyfastviz::instance_norm_backward needs Triton ({TRITON_ERROR})")
+    return _kernels.instance_norm_backward(grad, x, weight, bias, mean, rstd, relu)
+
+
+@_instance_norm_backward_op.register_fake
+def _(grad, x, weight, bias, mean, rstd, relu):
+    rows = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return torch.empty_like(x), rows, torch.empty_like(rows)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, _eps, relu = inputs
+    _, mean, rstd = output
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.save_for_backward(x, weight, bias, mean, rstd)
+    ctx.relu = relu
+
+
+def _param_grad(rows: torch.Tensor, param: torch.Tensor | None) -> torch.Tensor | None:
+    """The gradient of a (C,) or (N, C) weight/bias from its (N, C) fp32 rows."""
+    if param is None:
+        return None
+    return (rows.sum(0) if param.dim() == 1 else rows).to(param.dtype)
+
+
+def _backward(ctx, grad, _grad_mean, _grad_rstd):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    dx, dweight, dbias = torch.ops.pyfastviz.instance_norm_backward(grad, x, weight, bias, mean, rstd, ctx.relu)
+    return dx, _param_grad(dweight, weight), _param_grad(dbias, bias), None, None
+
+
+_instance_norm_op.register_autograd(_backward, setup_context=_setup_context)

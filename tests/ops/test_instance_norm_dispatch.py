@@ -1,0 +1,143 @@
+"""instance_norm's CPU side: the reference (the spec), argument errors, backend dispatch and the
+fallback when Triton is missing. No Triton kernel runs here (tests/kernels/test_instance_norm.py
+runs them)."""
+
+import importlib
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyfastviz.ops import reference
+from pyfastviz.ops.instance_norm import instance_norm
+
+op_module = importlib.import_module("pyfastviz.ops.instance_norm")  # not the function pyfastviz.ops exports
+
+
+def naive_instance_norm(x, weight=None, bias=None, eps=1e-5, relu=False):
+    """Plane by plane in float64, straight from the definition."""
+    out = torch.empty(x.shape, dtype=torch.float64)
+    for i in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            plane = x[i, c].double()
+            y = (plane - plane.mean()) / torch.sqrt(((plane - plane.mean()) ** 2).mean() + eps)
+            if weight is not None:
+                y = y * (weight[c] if weight.dim() == 1 else weight[i, c]).double()
+            if bias is not None:
+                y = y + (bias[c] if bias.dim() == 1 else bias[i, c]).double()
+            out[i, c] = y.clamp(min=0) if relu else y
+    return out
+
+
+@pytest.mark.parametrize("kind", ["none", "channel", "image"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_reference_matches_the_definition_and_gradchecks(kind, relu):
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    shape = {"none": None, "channel": (3,), "image": (2, 3)}[kind]
+    weight = None if shape is None else torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    bias = None if shape is None else torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(instance_norm(x, weight, bias, eps=0.1, relu=relu),
+                               naive_instance_norm(x, weight, bias, eps=0.1, relu=relu))
+    inputs = tuple(t for t in (x, weight, bias) if t is not None)
+    assert torch.autograd.gradcheck(
+        lambda *t: reference.instance_norm(t[0], *(t[1:] or (None, None)), eps=0.1, relu=relu), inputs)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_reference_backend_equals_torch_instance_norm(affine, relu):
+    x = torch.randn(3, 4, 7, 6).to(memory_format=torch.channels_last)
+    weight, bias = (torch.randn(4), torch.randn(4)) if affine else (None, None)
+    y = instance_norm(x, weight, bias, eps=1e-3, relu=relu, backend="reference")
+    expected = F.instance_norm(x, weight=weight, bias=bias, eps=1e-3)
+    torch.testing.assert_close(y, torch.relu(expected) if relu else expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_are_computed_in_fp32_and_rounded_once(dtype):
+    x = (torch.randn(2, 3, 8, 8) * 4 + 2).to(dtype)
+    y = instance_norm(x)  # CPU tensor: the reference
+    assert y.dtype == dtype
+    assert torch.equal(y, F.instance_norm(x.float()).to(dtype))
+
+
+def test_cpu_tensors_use_the_reference_without_a_warning(monkeypatch):
+    calls = []
+    monkeypatch.setattr(reference, "instance_norm", lambda *a, **k: calls.append(k) or a[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        instance_norm(torch.randn(1, 2, 3, 3), eps=0.5, relu=True)
+        instance_norm(torch.randn(1, 2, 3, 3, dtype=torch.float64))
+    assert calls == [{"eps": 0.5, "relu": True}, {"eps": 1e-5, "relu": False}]
+
+
+def test_bad_arguments_name_the_argument():
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        instance_norm([[1.0]])
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        instance_norm(torch.ones(2, 3, 4, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"x must be 4-D \(N, C, H, W\)"):
+        instance_norm(torch.randn(3, 4, 4))
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\) or \(2, 3\), got \(4,\)"):
+        instance_norm(x, torch.ones(4))
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\) or \(2, 3\), got \(3, 2\)"):
+        instance_norm(x, None, torch.ones(3, 2))
+    with pytest.raises(TypeError, match="bias must be a floating-point tensor"):
+        instance_norm(x, None, torch.ones(3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="weight must be on x's device"):
+        instance_norm(x, torch.ones(3, device="meta"))
+    for eps in (0, -1e-5, "1e-5", None):
+        with pytest.raises(ValueError, match="eps must be a positive number"):
+            instance_norm(x, eps=eps)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        instance_norm(x, backend="native")
+
+
+@pytest.mark.skipif(not op_module.triton_available(), reason="Triton not installed")
+def test_triton_backend_rejects_float64():
+    with pytest.raises(TypeError, match="backend='triton' supports float32/float16/bfloat16 x"):
+        instance_norm(torch.ones(1, 2, 3, 3, dtype=torch.float64), backend="triton")
+
+
+def test_missing_triton_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(op_module, "TRITON_ERROR", ImportError("simulated"))
+    monkeypatch.setattr(op_module, "_warned", False)
+    monkeypatch.setattr(torch.Tensor, "device", property(lambda self: torch.device("cuda")), raising=False)
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.warns(RuntimeWarning, match="simulated"):
+        y = instance_norm(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        instance_norm(x)  # the second call is silent
+    monkeypatch.undo()
+    torch.testing.assert_close(y, F.instance_norm(x))
+    monkeypatch.setattr(op_module, "TRITON_ERROR", ImportError("simulated"))
+    with pytest.raises(RuntimeError, match="backend='triton' but Triton did not import"):
+        instance_norm(x, backend="triton")
+
+
+def test_package_imports_and_instance_norm_runs_without_triton():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "import importlib; m = importlib.import_module('pyfastviz.ops.instance_norm')\n"
+        "y = m.instance_norm(torch.randn(2, 3, 4, 4), torch.ones(3), relu=True)\n"
+        "print(tuple(y.shape), bool((y >= 0).all()), m.triton_available())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["(2,", "3,", "4,", "4)", "True", "False"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_tensors_use_the_kernel(monkeypatch):
+    calls = []
+    monkeypatch.setattr(reference, "instance_norm", lambda *a, **k: calls.append(1))
+    x = torch.randn(2, 64, 32, 32, device="cuda")
+    y = instance_norm(x, torch.ones(64, device="cuda"), relu=True)
+    assert not calls
+    torch.testing.assert_close(y, torch.relu(F.instance_norm(x)), rtol=1e-5, atol=1e-5)
