@@ -12,9 +12,10 @@ from pyfastviz.inversion import invert_features
 from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
 from pyfastviz.style import StyleTargets, style_transfer, texture_synthesis
+from pyfastviz.sweep import sweep
 
 __version__ = "0.1.0"
 __all__ = [
     "StyleTargets", "class_visualization", "deepdream", "fgsm", "fooling_images", "guided_backprop",
-    "invert_features", "occlusion", "saliency", "style_transfer", "texture_synthesis",
+    "invert_features", "occlusion", "saliency", "style_transfer", "sweep", "texture_synthesis",
 ]

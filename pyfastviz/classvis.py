@@ -27,6 +27,11 @@ def default_regularizers(preprocess: Preprocess) -> list[Regularizer]:
     return [L2(1e-2), Jitter(4), Blur(0.5, every=4), ClipNorm(10, every=4), ClampRange.from_preprocess(preprocess)]
 
 
+def default_fourier_regularizers() -> list[Regularizer]:
+    """Jitter 8 px only: the Fourier parameterisation itself smooths, and its sigmoid bounds pixels."""
+    return [Jitter(8)]
+
+
 class _PerImageUnits:
     """Image i maximises channel channels[i] of a layer: UnitObjective's (N, N) -> its diagonal (N,)."""
 
@@ -42,7 +47,7 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
                         size: int = 224, steps: int = 100, lr: float = 0.05, optimizer: str = "adam",
                         regularizers: Sequence[Regularizer] | None = None, start="blank",
                         preprocess: Preprocess | None = None, seed: int | None = None, progress: bool = True,
-                        snapshot_every: int | None = None) -> OptimizationResult:
+                        snapshot_every: int | None = None, parameterization: str = "pixels") -> OptimizationResult:
     """Images that maximise a class logit, or a channel / neuron of a named layer.
 
     target: an int (one image, or every image of a `start` batch) or N ints (one image each).
@@ -50,6 +55,8 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
     start: "blank" (the mean colour, zeros), "noise" (N(0, 0.1^2) in input space, seeded) or
     an (N, 3, H, W) tensor in model input space. regularizers: None -> default_regularizers;
     pass [] for none. preprocess gives the valid pixel range (default: ImageNet statistics).
+    parameterization: "pixels" or "fourier" (Lucid's decorrelated spectrum; its default
+    regularisers are default_fourier_regularizers(); see pyfastviz.optimize.optimize_images).
     Returns an OptimizationResult: .images (N, 3, size, size), .snapshots, .history (steps, N);
     .to_pil(preprocess) gives PIL images. The model is run in eval mode and left as found.
     """
@@ -97,7 +104,9 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
         else:
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
             given = (0.1 * torch.randn(shape, generator=generator)).to(device)
-    regularizers = default_regularizers(preprocess) if regularizers is None else list(regularizers)
+    if regularizers is None:
+        regularizers = default_fourier_regularizers() if parameterization == "fourier" else default_regularizers(preprocess)
     return optimize_images(model, objective, given, steps=steps, lr=lr, optimizer=optimizer,
-                           regularizers=regularizers, seed=seed, progress=progress, snapshot_every=snapshot_every,
-                           desc="class visualisation")
+                           regularizers=list(regularizers), seed=seed, progress=progress,
+                           snapshot_every=snapshot_every, desc="class visualisation",
+                           parameterization=parameterization, preprocess=preprocess)

@@ -1,7 +1,8 @@
 """The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images,
-`occlusion` maps what covering each part of an image does to its class score, `classvis` and
-`fool` make images by gradient ascent, `texture` and `style` match Gram statistics, and
-`filters`, `activations`, `embed` and `neighbours` look inside the model.
+`occlusion` maps what covering each part of an image does to its class score, `classvis`,
+`fool`, `invert` and `dream` make images by gradient ascent, `texture` and `style` match Gram statistics, and
+`filters`, `activations`, `embed` and `neighbours` look inside the model. `sweep` maps every
+image of a folder (resumable, sharded; under torchrun one process per GPU).
 
 Errors users can fix (a missing or unreadable image, an unknown class or model) print one
 line `pyfastviz: error: ...` to stderr and exit with status 2.
@@ -10,6 +11,7 @@ line `pyfastviz: error: ...` to stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +21,9 @@ import torch
 from pyfastviz.adversarial import fooling_images
 from pyfastviz.classvis import class_visualization
 from pyfastviz.data import ImageFolder, image_loader
+from pyfastviz.deepdream import deepdream, layer_energy
 from pyfastviz.guided import guided_backprop
+from pyfastviz.inversion import invert_features
 from pyfastviz.inspect import (
     activation_grid,
     activations,
@@ -45,6 +49,7 @@ from pyfastviz.occlusion import occlusion
 from pyfastviz.report import run_demo
 from pyfastviz.saliency import saliency
 from pyfastviz.style import style_transfer, texture_synthesis
+from pyfastviz.sweep import sweep
 
 METHODS = ("gradient", "guided")
 
@@ -95,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     vis.add_argument("--size", type=int, default=224, metavar="PX", help="image side (default: %(default)s)")
     vis.add_argument("--steps", type=int, default=100, help="Adam steps (default: %(default)s)")
     vis.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    vis.add_argument("--fourier", action="store_true",
+                     help="optimise a decorrelated Fourier spectrum (Lucid's parameterisation) instead of pixels")
     model_options(vis)
     vis.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
@@ -107,6 +114,29 @@ def _parser() -> argparse.ArgumentParser:
     fool.add_argument("--steps", type=int, default=50, help="most gradient steps (default: %(default)s)")
     model_options(fool)
     fool.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    inv = commands.add_parser("invert", help="feature inversion: an image rebuilt from a layer's features",
+                              description="Write <stem>_inverted.png per image: the image, grown from noise, whose "
+                                          "features at --layer match the photo's (Mahendran & Vedaldi).")
+    inv.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    inv.add_argument("--layer", default="_blocks.2", metavar="NAME",
+                     help="layer name, see `pyfastviz activations --list` (default: %(default)s)")
+    inv.add_argument("--steps", type=int, default=200, help="Adam steps (default: %(default)s)")
+    inv.add_argument("--tv-weight", type=float, default=1e-3, help="total-variation prior (default: %(default)s)")
+    inv.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    model_options(inv)
+    inv.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    dream = commands.add_parser("dream", help="DeepDream: amplify what a layer sees in an image",
+                                description="Write <stem>_dream.png per image (multi-octave gradient ascent on "
+                                            "the mean square activation of --layer, with jitter).")
+    dream.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    dream.add_argument("--layer", default="_blocks.8", metavar="NAME", help="layer name (default: %(default)s)")
+    dream.add_argument("--octaves", type=int, default=3, help="pyramid levels (default: %(default)s)")
+    dream.add_argument("--steps", type=int, default=10, help="steps per octave (default: %(default)s)")
+    dream.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    model_options(dream)
+    dream.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     tex = commands.add_parser("texture", help="a texture with an image's Gram statistics (Gatys et al.)",
                               description="Write a texture grown from noise to match the example's Gram matrices.")
@@ -153,6 +183,32 @@ def _parser() -> argparse.ArgumentParser:
     near.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
     near.add_argument("--query", required=True, metavar="IMAGE", help="query image file")
     near.add_argument("--k", type=int, default=5, help="neighbours shown (default: %(default)s)")
+
+    swp = commands.add_parser("sweep", help="maps of every image of a folder, resumable (torchrun: many GPUs)",
+                              description="Write the maps of every image under DATA (a folder, or a text file of "
+                                          "image paths) to DIR in float16 shards, with DIR/index.jsonl (path, shard, "
+                                          "offset, predicted class and probability, target, map statistics) and "
+                                          "DIR/errors.jsonl. Rerun the same command to resume after a crash. "
+                                          "Under `torchrun --nproc-per-node G -m pyfastviz.cli sweep ...` each "
+                                          "process takes its share of the shards.")
+    swp.add_argument("data", metavar="DATA", help="image folder (searched recursively) or list file")
+    swp.add_argument("--method", choices=("occlusion", "gradient", "guided"), default="occlusion",
+                     help="default: %(default)s")
+    model_options(swp)
+    swp.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or this sweep's to resume)")
+    swp.add_argument("--target", default="predicted", metavar="predicted|LABEL_FILE|CLASS",
+                     help="each image's predicted class (default), a file of 'path<TAB>class' lines, "
+                          "or one class name or index for every image")
+    swp.add_argument("--window", type=int, metavar="PX", help="occlusion window side (default: 16)")
+    swp.add_argument("--stride", type=int, metavar="PX", help="occlusion window step (default: 8)")
+    swp.add_argument("--score", choices=("prob", "logit"), help="occlusion score (default: prob)")
+    swp.add_argument("--smoothgrad", type=int, metavar="N", help="gradient: SmoothGrad over N noisy copies")
+    swp.add_argument("--shard-size", type=int, default=256, metavar="N", help="images per shard (default: %(default)s)")
+    swp.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default: %(default)s)")
+    swp.add_argument("--workers", type=int, metavar="N",
+                     help="decoding processes per GPU/process (default: CPU cores per process, at most 8)")
+    swp.add_argument("--device", metavar="DEV", help="e.g. cpu, cuda:0 (default: cuda:LOCAL_RANK, else cpu)")
+    swp.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -191,7 +247,8 @@ def _classvis(args: argparse.Namespace) -> None:
     model = load_model(args.model, weights_path=args.weights)
     classes = [_class_index(model, name) for name in args.classes]
     result = class_visualization(model.net, classes, size=args.size, steps=args.steps, lr=0.1, start="noise",
-                                 seed=args.seed, preprocess=model.preprocess)
+                                 seed=args.seed, preprocess=model.preprocess,
+                                 parameterization="fourier" if args.fourier else "pixels")
     with torch.no_grad():
         probs = model.net(result.images).softmax(dim=1)
     for i, (cls, image) in enumerate(zip(classes, result.to_pil(model.preprocess))):
@@ -201,11 +258,8 @@ def _classvis(args: argparse.Namespace) -> None:
 
 
 def _fool(args: argparse.Namespace) -> None:
-    paths = [Path(p) for p in args.images]
-    images = [load_image(p) for p in paths]
-    model = load_model(args.model, weights_path=args.weights)
+    paths, model, x = _photos(args)
     target = _class_index(model, args.target)
-    x = model.preprocess.batch(images)
     result = fooling_images(model.net, x, target, epsilon=args.epsilon / 255, steps=args.steps,
                             preprocess=model.preprocess)
     for i, path in enumerate(paths):
@@ -215,6 +269,34 @@ def _fool(args: argparse.Namespace) -> None:
         magnified = (0.5 + result.perturbation[i] / (2 * result.linf[i].clamp(min=1e-12))).clamp(0, 1)
         print(save_png(to_pil(model.preprocess.denormalize(result.images[i])), Path(args.out) / f"{path.stem}_fooled.png"))
         print(save_png(to_pil(magnified), Path(args.out) / f"{path.stem}_perturbation.png"))
+
+
+def _photos(args: argparse.Namespace):
+    """(paths, the model, the preprocessed batch (N, 3, S, S)) of the command's image files."""
+    paths = [Path(p) for p in args.images]
+    images = [load_image(p) for p in paths]
+    model = load_model(args.model, weights_path=args.weights)
+    return paths, model, model.preprocess.batch(images)
+
+
+def _invert(args: argparse.Namespace) -> None:
+    paths, model, x = _photos(args)
+    result = invert_features(model.net, x, args.layer, steps=args.steps, lr=0.1, tv_weight=args.tv_weight,
+                             preprocess=model.preprocess, seed=args.seed)
+    for path, error, image in zip(paths, result.feature_error.tolist(), result.to_pil(model.preprocess)):
+        print(f"{path}: relative feature error at {args.layer} {error:.3f}")
+        print(save_png(image, Path(args.out) / f"{path.stem}_inverted.png"))
+
+
+def _dream(args: argparse.Namespace) -> None:
+    paths, model, x = _photos(args)
+    result = deepdream(model.net, x, args.layer, octaves=args.octaves, steps_per_octave=args.steps, lr=0.1,
+                       preprocess=model.preprocess, seed=args.seed)
+    with torch.no_grad():
+        gain = layer_energy(model.net, args.layer, result.images) / layer_energy(model.net, args.layer, x)
+    for i, path in enumerate(paths):
+        print(f"{path}: mean square activation of {args.layer} x{gain[i]:.2f}")
+        print(save_png(to_pil(model.preprocess.denormalize(result.images[i])), Path(args.out) / f"{path.stem}_dream.png"))
 
 
 def _texture(args: argparse.Namespace) -> None:
@@ -317,6 +399,28 @@ def _neighbours(args: argparse.Namespace) -> None:
     print(save_png(neighbours_figure(query, [load_image(dataset.paths[i]) for i in indices[0].tolist()]), args.out))
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    target = args.target
+    if Path(target).is_file():
+        target = Path(target)
+    elif target.strip().isdigit():
+        target = int(target)
+    try:
+        summary = sweep(args.data, args.out, method=args.method, model=args.model, weights=args.weights,
+                        target=target, window=args.window, stride=args.stride, score=args.score,
+                        samples=args.smoothgrad, shard_size=args.shard_size, batch_size=args.batch_size,
+                        workers=args.workers, device=args.device, progress=not args.quiet)
+    except ValueError as err:  # name the flags, not the Python keywords
+        message = str(err)
+        for keyword, flag in (("samples", "smoothgrad"), ("shard_size", "shard-size"), ("batch_size", "batch-size"),
+                              ("window", "window"), ("stride", "stride"), ("score", "score"), ("workers", "workers")):
+            message = re.sub(rf"\b{keyword}=?(?=[ ,])", f"--{flag}", message)
+        raise ValueError(message) from None
+    if summary.rank == 0:
+        print(summary)
+        print(Path(args.out) / "index.jsonl")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
     parser = _parser()
@@ -326,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         commands = {"demo": _demo, "saliency": _saliency, "occlusion": _occlusion, "classvis": _classvis,
-                    "fool": _fool, "texture": _texture, "style": _style, "filters": _filters, "activations": _activations, "embed": _embed,
-                    "neighbours": _neighbours}
+                    "fool": _fool, "invert": _invert, "dream": _dream, "texture": _texture, "style": _style, "filters": _filters, "activations": _activations, "embed": _embed,
+                    "neighbours": _neighbours, "sweep": _sweep}
         commands[args.command](args)
     except (OSError, ValueError) as err:
         print(f"pyfastviz: error: {err}", file=sys.stderr)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from pyfastviz._inputs import check_choice, check_images, check_model
 from pyfastviz._state import evaluation_mode
+from pyfastviz.parameterization import FourierImage
 
 OPTIMIZERS = ("adam", "lbfgs")
 
@@ -192,11 +193,17 @@ class OptimizationResult:
 def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tensor], torch.Tensor],
                     start: torch.Tensor, *, steps: int = 100, lr: float = 0.05, optimizer: str = "adam",
                     regularizers: Sequence[Regularizer] = (), seed: int | None = None, progress: bool = True,
-                    snapshot_every: int | None = None, desc: str = "optimise") -> OptimizationResult:
+                    snapshot_every: int | None = None, desc: str = "optimise",
+                    parameterization: str = "pixels", preprocess=None) -> OptimizationResult:
     """Maximises objective(model, image) (scores (N,) or (N, K), summed over K) minus the
     regularisers' penalties, from `start` (N, C, H, W), with Adam or L-BFGS (one iteration per
     step, fixed step size lr; best without random transforms). The model runs in eval mode;
     only the image's gradient is computed, nothing is written to the model.
+
+    parameterization: "pixels" (optimise the image itself) or "fourier" (optimise a decorrelated,
+    1/f-scaled spectrum that starts at `start`: see pyfastviz.parameterization.FourierImage; needs
+    `preprocess`, 3-channel images, and no regulariser that projects pixels — the sigmoid keeps
+    them in range).
     """
     check_model(model)
     check_images(start, model)
@@ -211,20 +218,22 @@ def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tens
         raise TypeError("regularizers must be pyfastviz.optimize.Regularizer objects")
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else torch.seed())
-    x = start.detach().clone().requires_grad_(True)
+    to_image, x = _parameterize(parameterization, start, preprocess, regularizers)
+    x.requires_grad_(True)
     solver = torch.optim.Adam([x], lr=lr) if optimizer == "adam" else torch.optim.LBFGS([x], lr=lr, max_iter=1)
     history, snapshots, snapshot_steps = [], [], []
     last = {}
 
     def closure():
-        view = x
+        image = to_image(x)
+        view = image
         for regularizer in regularizers:
             view = regularizer.transform(view, generator)
         scores = objective(model, view)
         scores = scores.reshape(x.shape[0], -1).sum(1)
         loss = -scores.sum()
         for regularizer in regularizers:
-            term = regularizer.penalty(x)
+            term = regularizer.penalty(image)
             if term is not None:
                 loss = loss + term.sum()
         (x.grad,) = torch.autograd.grad(loss, x)
@@ -239,7 +248,30 @@ def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tens
                     regularizer.project(x, x.grad, step)
             history.append(last["scores"])
             if snapshot_every is not None and (step + 1) % snapshot_every == 0:
-                snapshots.append(x.detach().clone())
+                with torch.no_grad():
+                    snapshots.append(to_image(x).detach().clone())
                 snapshot_steps.append(step + 1)
-    return OptimizationResult(images=x.detach(), snapshots=torch.stack(snapshots) if snapshots else None,
+    with torch.no_grad():
+        images = to_image(x).detach()
+    return OptimizationResult(images=images, snapshots=torch.stack(snapshots) if snapshots else None,
                               snapshot_steps=snapshot_steps, history=torch.stack(history))
+
+
+PARAMETERIZATIONS = ("pixels", "fourier")
+
+
+def _parameterize(parameterization: str, start: torch.Tensor, preprocess, regularizers) -> tuple[Callable, torch.Tensor]:
+    """(variable -> image, the variable's start value) for the chosen parameterisation."""
+    check_choice(parameterization, "parameterization", PARAMETERIZATIONS)
+    if parameterization == "pixels":
+        return (lambda x: x), start.detach().clone()
+    if preprocess is None:
+        raise ValueError("parameterization='fourier' needs preprocess= (the model's Preprocess)")
+    if start.shape[1] != 3:
+        raise ValueError(f"parameterization='fourier' needs 3-channel images, got start of shape {tuple(start.shape)}")
+    projecting = [type(r).__name__ for r in regularizers if type(r).project is not Regularizer.project]
+    if projecting:
+        raise ValueError(f"parameterization='fourier' cannot use regularisers that change pixels after each step "
+                         f"({', '.join(projecting)}): pass penalties and transforms only (e.g. L2, TotalVariation, Jitter)")
+    fourier = FourierImage(preprocess, *start.shape[2:])
+    return fourier.image, fourier.spectrum(start)

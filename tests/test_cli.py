@@ -220,6 +220,32 @@ def test_fool_writes_the_fooled_image_within_budget(cat, tmp_path, capsys):
             assert image.size == (224, 224)
 
 
+@pytest.mark.slow
+def test_classvis_in_fourier_space(tmp_path, capsys):
+    assert main(["classvis", "goldfish", "--fourier", "--size", "64", "--steps", "3", "--out", str(tmp_path)]) == 0
+    assert "'goldfish': p = " in capsys.readouterr().out
+    with Image.open(tmp_path / "goldfish.png") as image:
+        assert image.size == (64, 64)
+
+
+@pytest.mark.slow
+def test_invert_and_dream_write_their_images(cat, tmp_path, capsys):
+    assert main(["invert", str(cat), "--layer", "_blocks.1", "--steps", "3", "--out", str(tmp_path)]) == 0
+    assert main(["dream", str(cat), "--octaves", "1", "--steps", "2", "--out", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    assert "cat.jpg: relative feature error at _blocks.1 " in stdout
+    assert "cat.jpg: mean square activation of _blocks.8 x" in stdout
+    for name in ("cat_inverted.png", "cat_dream.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size == (224, 224)
+
+
+@pytest.mark.parametrize("command", ["invert", "dream"])
+def test_invert_and_dream_unknown_layer_is_a_one_line_error(cat, tmp_path, capsys, command):
+    assert main([command, str(cat), "--layer", "_blocks.99", "--out", str(tmp_path)]) == 2
+    assert "_blocks.99" in _error_line(capsys)
+
+
 def test_classvis_unknown_class_is_a_one_line_error(tmp_path, capsys):
     assert main(["classvis", "goldfsh", "--out", str(tmp_path)]) == 2
     assert "goldfish" in _error_line(capsys)

@@ -1,0 +1,45 @@
+"""Decoding in DataLoader worker processes, so it overlaps the model; a bad file becomes an
+error record, never an exception."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pyfastviz.models import load_image
+
+
+class SweepImages(Dataset):
+    """Item i: (i, preprocess(image i) -> tensor (C, H, W), None), or (i, None, reason) for a file
+    that is missing, empty, truncated or not an image."""
+
+    def __init__(self, base: Path, paths: list[str], preprocess: Callable):
+        self.base, self.paths, self.preprocess = base, paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.base / self.paths[i]
+        try:
+            if path.stat().st_size == 0:
+                raise ValueError("empty file (0 bytes)")
+            return i, self.preprocess(load_image(path)), None
+        except (OSError, ValueError) as err:
+            return i, None, str(err)
+
+
+def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    """-> (positions of the readable images, their batch (B, C, H, W) or None, [(position, reason)])."""
+    good = [(i, x) for i, x, reason in items if reason is None]
+    batch = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], batch, [(i, reason) for i, _, reason in items if reason is not None]
+
+
+def batch_loader(dataset: SweepImages, batches: list[list[int]], workers: int, pin_memory: bool) -> DataLoader:
+    """Batches of the given positions, in the given order, decoded by `workers` processes (0: inline)."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
+                      pin_memory=pin_memory, prefetch_factor=4 if workers else None)

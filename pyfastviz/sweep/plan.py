@@ -1,0 +1,68 @@
+"""What a sweep works on: the sorted image list (a folder or a list file), its fixed shards,
+and the per-image classes of a label file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from pyfastviz.data import _image_extensions
+
+
+def list_images(data: str | os.PathLike) -> tuple[Path, list[str]]:
+    """(base folder, image paths relative to it as POSIX strings, sorted).
+
+    data: a folder, searched recursively for every file PIL can open, or a text file with one
+    image path per line (relative to the file's folder, or absolute; '#' lines are comments).
+    """
+    source = Path(data)
+    if source.is_dir():
+        suffixes = _image_extensions()
+        found = (p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        return source, sorted(p.relative_to(source).as_posix() for p in found)
+    if source.is_file():
+        lines = (line.strip() for line in source.read_text(encoding="utf-8").splitlines())
+        paths = sorted(Path(line).as_posix() for line in lines if line and not line.startswith("#"))
+        repeated = next((a for a, b in zip(paths, paths[1:]) if a == b), None)
+        if repeated is not None:
+            raise ValueError(f"data={str(data)!r} lists {repeated!r} more than once")
+        return source.parent, paths
+    raise ValueError(f"data={str(data)!r} is neither a folder of images nor a list file of image paths")
+
+
+def shard_range(shard: int, count: int, shard_size: int) -> range:
+    """Positions in the sorted image list of shard `shard`: [shard * size, (shard + 1) * size)."""
+    return range(shard * shard_size, min(count, (shard + 1) * shard_size))
+
+
+def shard_count(count: int, shard_size: int) -> int:
+    return -(-count // shard_size)
+
+
+def batches(shards: list[int], count: int, shard_size: int, batch_size: int) -> tuple[list[list[int]], list[bool]]:
+    """The shards' image positions in batches of batch_size (none spans two shards), and for
+    each batch whether it ends its shard."""
+    groups, ends = [], []
+    for shard in shards:
+        positions = shard_range(shard, count, shard_size)
+        for first in range(positions.start, positions.stop, batch_size):
+            groups.append(list(range(first, min(first + batch_size, positions.stop))))
+            ends.append(first + batch_size >= positions.stop)
+    return groups, ends
+
+
+def read_label_file(path: str | os.PathLike, class_index: Callable[[str], int]) -> dict[str, int]:
+    """Lines `relative/path.jpg<TAB>class` (class: index or name) -> {path: class index}.
+
+    Blank lines and '#' comments are skipped; class_index turns the class text into an index.
+    """
+    labels: dict[str, int] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        image, sep, cls = line.rstrip("\r\n").rpartition("\t")
+        if not sep or not image.strip():
+            raise ValueError(f"label file {str(path)!r}, line {number}: expected 'path<TAB>class', got {line!r}")
+        labels[Path(image.strip()).as_posix()] = class_index(cls.strip())
+    return labels

@@ -1,0 +1,291 @@
+"""sweep(): saliency maps of every image of a folder or list file, in fixed shards, resumable,
+one process per device under torchrun."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyfastviz._inputs import check_choice, check_model
+from pyfastviz._state import evaluation_mode
+from pyfastviz.guided import guided_backprop
+from pyfastviz.models import LoadedModel, load_model
+from pyfastviz.occlusion import occlusion
+from pyfastviz.saliency import saliency
+from pyfastviz.sweep import manifest, plan, store
+from pyfastviz.sweep.distributed import Group, default_device, process_group
+from pyfastviz.sweep.loading import SweepImages, batch_loader
+
+METHODS = ("occlusion", "gradient", "guided")
+OPTIONS = {  # per method: its options and their defaults
+    "occlusion": {"window": 16, "stride": 8, "score": "prob", "baseline": 0.0},
+    "gradient": {"samples": 0, "noise": 0.15, "seed": 0},
+    "guided": {},
+}
+POSITIONS_PER_PASS = 16  # occlusion: window positions of every image of a batch per forward pass
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """How a sweep run went. images: in the list; mapped / errors: rows of the finished index
+    and error list; resumed: images of shards an earlier run had finished; seconds: the whole
+    call; loop_seconds: this rank's shard loop, compute_seconds the part of it in the model
+    (forward, backward and maps, to the maps on the CPU); rank of world processes."""
+
+    out: Path
+    images: int
+    mapped: int
+    errors: int
+    resumed: int
+    seconds: float
+    loop_seconds: float
+    compute_seconds: float
+    rank: int
+    world: int
+
+    def __str__(self) -> str:
+        new = self.images - self.resumed
+        rate = f", {new / self.seconds:.1f} images/s" if new and self.seconds else ""
+        return (f"sweep {self.out}: {self.images} images, {self.mapped} mapped, {self.errors} errors, "
+                f"{self.resumed} done by an earlier run; {self.seconds:.1f} s on {self.world} process(es){rate}")
+
+
+def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occlusion",
+          model: str | LoadedModel | nn.Module = "efficientnet_lite0", weights: str | os.PathLike | None = None,
+          preprocess: Callable | None = None, classes: Sequence[str] | None = None, target=None,
+          window: int | None = None, stride: int | None = None, score: str | None = None,
+          baseline: float | None = None, samples: int | None = None, noise: float | None = None,
+          seed: int | None = None, shard_size: int = 256, batch_size: int = 16, workers: int | None = None,
+          device: str | torch.device | None = None, progress: bool = True) -> SweepSummary:
+    """Saliency maps of every image under `data`, written to folder `out` (read it with load_sweep).
+
+    data: a folder (recursive) or a text file of image paths; images are taken in sorted path
+    order, shard k = images [k * shard_size, (k + 1) * shard_size), each shard computed in
+    batches of batch_size and written as one float16 (n, H, W) .npy plus its index rows.
+    method: "occlusion" (options window=16, stride=8, score="prob", baseline=0.0),
+    "gradient" (samples=0 i.e. vanilla, else SmoothGrad with noise=0.15, seed=0), "guided".
+    model: a load_model name (with weights=), a LoadedModel, or an nn.Module with
+    preprocess= (PIL image -> (C, H, W) tensor) and optionally classes= (names).
+    target: None or "predicted" (each image's top class), a class index or name for every
+    image, or a pathlib.Path to a label file of `relative/path<TAB>class` lines.
+    Unreadable, empty or truncated files (and images the label file lacks) go to the
+    error list. Rerunning the same call resumes after a crash; other options against the
+    same `out` raise ValueError. Under torchrun each rank (NCCL on its GPU, gloo on the
+    CPU) maps every world-th shard of those left, and rank 0 merges the index.
+    workers: decoding processes per rank (default: the CPU cores per local rank, at most 8).
+    device: default cuda:LOCAL_RANK, else the CPU (an nn.Module is used where it is).
+    The model is left as found.
+    """
+    start = time.perf_counter()
+    check_choice(method, "method", METHODS)
+    options = _method_options(method, dict(window=window, stride=stride, score=score, baseline=baseline,
+                                           samples=samples, noise=noise, seed=seed))
+    if workers is None:
+        workers = max(1, min(8, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    for name, value, least in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1), ("workers", workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    net, preprocess, classes, device = _resolve_model(model, weights, preprocess, classes, device)
+    out = Path(out)
+    with process_group(device) as group:
+        setup = group.broadcast(_plan_on_rank0(group, data, out, net, preprocess, classes, target, method,
+                                               options, shard_size, batch_size))
+        if isinstance(setup, str):
+            raise ValueError(setup)
+        base, paths, targets, todo, resumed = setup
+        mine = todo[group.rank::group.world]
+        loop_seconds, compute_seconds = _run_shards(group, net, preprocess, classes, method, options, base, paths,
+                                                    targets, mine, out, shard_size, batch_size, workers,
+                                                    progress and group.rank == 0)
+        group.barrier()
+        counts = None
+        if group.rank == 0:  # a finished sweep run again is left as it is
+            shards = plan.shard_count(len(paths), shard_size)
+            counts = (not todo and store.merged_counts(out)) or store.merge(out, shards)
+        mapped, errors = group.broadcast(counts)
+    return SweepSummary(out, len(paths), mapped, errors, resumed, time.perf_counter() - start, loop_seconds,
+                        compute_seconds, group.rank, group.world)
+
+
+def _method_options(method: str, given: dict) -> dict:
+    """The method's options, defaults filled in; one given for another method is an error."""
+    options = dict(OPTIONS[method])
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in options:
+            owner = next(m for m, names in OPTIONS.items() if name in names)
+            raise ValueError(f"{name}= applies to method={owner!r}, not method={method!r}")
+        options[name] = value
+    return options
+
+
+def _resolve_model(model, weights, preprocess, classes, device):
+    """-> (net, preprocess, class names or None, device)."""
+    if isinstance(model, str):
+        device = torch.device(device) if device is not None else default_device()
+        model = load_model(model, weights_path=weights, device=device)
+    elif weights is not None:
+        raise ValueError("weights= applies to a model given by name")
+    if isinstance(model, LoadedModel):
+        net, preprocess, classes = model.net, preprocess or model.preprocess, classes or model.class_names
+    else:
+        net = check_model(model)
+        if preprocess is None or not callable(preprocess):
+            raise TypeError("preprocess must be a callable PIL image -> (C, H, W) tensor when model is an nn.Module")
+    parameter = next(net.parameters(), None)
+    where = parameter.device if parameter is not None else torch.device("cpu")
+    if device is not None and torch.device(device) != where:
+        raise ValueError(f"device={str(device)!r} but the model is on {where}; move the model there first")
+    if classes is not None and not all(isinstance(c, str) for c in classes):
+        raise TypeError("classes must be a list of class names (str)")
+    return net, preprocess, None if classes is None else list(classes), where
+
+
+def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, target, method, options, shard_size,
+                   batch_size):
+    """On rank 0: list the images, check or write the manifest, clean up after a crash, and
+    list the shards left. Returns (base, paths, per-image targets, shards to do, images already
+    done), or an error message for every rank to raise; None on other ranks."""
+    if group.rank != 0:
+        return None
+    try:
+        base, paths = plan.list_images(data)
+        if not paths:
+            raise ValueError(f"data={str(data)!r} holds no image files")
+        spec, targets = _targets(target, paths, classes)
+        manifest.write_or_check(out, {
+            "method": method, **options, "target": spec, "model": type(net).__name__,
+            "weights_sha256": manifest.weights_fingerprint(net), "preprocess": _describe(preprocess),
+            "shard_size": shard_size, "batch_size": batch_size, "images": len(paths),
+            "images_sha256": manifest.fingerprint(paths), "maps": "float16"}, bool(store.done_shards(out)))
+        store.remove_partial(out)
+        done = store.done_shards(out)
+        shards = plan.shard_count(len(paths), shard_size)
+        resumed = sum(len(plan.shard_range(k, len(paths), shard_size)) for k in done)
+        return base, paths, targets, [k for k in range(shards) if k not in done], resumed
+    except (OSError, ValueError, TypeError) as err:
+        if group.world == 1:
+            raise
+        return f"rank 0: {err}"
+
+
+def _targets(target, paths: list[str], classes) -> tuple[str, list[int | None] | int | None]:
+    """-> (description for the manifest, None (predicted) | one class | a class or None per image)."""
+    lookup = {} if classes is None else {name: i for i, name in reversed(list(enumerate(classes)))}
+
+    def index(cls) -> int:
+        if isinstance(cls, str) and cls.strip().isdigit():
+            cls = int(cls)
+        if isinstance(cls, int) and not isinstance(cls, bool):
+            if cls < 0 or (classes is not None and cls >= len(classes)):
+                raise ValueError(f"target class {cls} is out of range" +
+                                 (f" [0, {len(classes)})" if classes is not None else ""))
+            return cls
+        if classes is None:
+            raise ValueError(f"target class {cls!r} is a name but the model's classes are unknown (pass classes=)")
+        if cls not in lookup:
+            raise ValueError(f"target class {cls!r} is not one of the model's class names")
+        return lookup[cls]
+
+    if target is None or target == "predicted":
+        return "predicted", None
+    if isinstance(target, os.PathLike):
+        labels = plan.read_label_file(target, index)
+        text = Path(target).read_text(encoding="utf-8").splitlines()
+        return f"label file sha256 {manifest.fingerprint(text)}", [labels.get(p) for p in paths]
+    if isinstance(target, (int, str)) and not isinstance(target, bool):
+        cls = index(target)
+        return f"class {cls}", cls
+    raise TypeError(f"target must be None, 'predicted', a class index or name, or a pathlib.Path label file, "
+                    f"got {type(target).__name__}")
+
+
+def _describe(preprocess) -> str:
+    if dataclasses.is_dataclass(preprocess):
+        return repr(preprocess)
+    return getattr(preprocess, "__qualname__", type(preprocess).__qualname__)
+
+
+def _run_shards(group, net, preprocess, classes, method, options, base, paths, targets, shards, out, shard_size,
+                batch_size, workers, show) -> tuple[float, float]:
+    """Map this rank's shards, writing each in a background thread while the next computes.
+    Returns (loop seconds, compute seconds)."""
+    batches, ends = plan.batches(shards, len(paths), shard_size, batch_size)
+    loader = batch_loader(SweepImages(base, paths, preprocess), batches, workers, group.device.type == "cuda")
+    start, compute = time.perf_counter(), 0.0
+    maps, rows, errors, failed = [], [], [], 0
+    pending: Future | None = None
+    with ThreadPoolExecutor(1) as writer, tqdm(total=sum(map(len, batches)), unit="img", disable=not show,
+                                               desc=f"sweep {method} x{group.world}") as bar:
+        for (good, x, bad), end in zip(loader, ends):
+            shard = (good or [i for i, _ in bad])[0] // shard_size
+            errors += [{"path": paths[i], "shard": shard, "error": reason} for i, reason in bad]
+            wanted = good if not isinstance(targets, list) else [i for i in good if targets[i] is not None]
+            errors += [{"path": paths[i], "shard": shard, "error": "no class for it in the label file"}
+                       for i in good if i not in wanted]
+            if wanted:
+                tick = time.perf_counter()
+                x = x[[good.index(i) for i in wanted]] if len(wanted) < len(good) else x
+                batch_maps, batch_rows = _explain(net, x.to(group.device, non_blocking=True), method, options,
+                                                  _batch_targets(targets, wanted), classes)
+                compute += time.perf_counter() - tick
+                offset = sum(len(m) for m in maps)
+                maps.append(batch_maps)
+                rows += [{"path": paths[i], "shard": shard, "offset": offset + j, **row}
+                         for j, (i, row) in enumerate(zip(wanted, batch_rows))]
+            bar.update(len(good) + len(bad))
+            failed += len(bad) + len(good) - len(wanted)
+            bar.set_postfix(errors=failed, refresh=False)
+            if end:
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(store.write_shard, out, shard, np.concatenate(maps) if maps else None,
+                                        rows, errors)
+                maps, rows, errors = [], [], []
+        if pending is not None:
+            pending.result()
+    return time.perf_counter() - start, compute
+
+
+def _batch_targets(targets, positions: list[int]):
+    if targets is None or isinstance(targets, int):
+        return targets
+    return torch.tensor([targets[i] for i in positions])
+
+
+def _explain(net: nn.Module, x: torch.Tensor, method: str, options: dict, target, classes):
+    """-> (maps (B, H, W) float16 numpy, one index row per image without its path/shard/offset)."""
+    with evaluation_mode(net), torch.no_grad():
+        probs = net(x).float().softmax(1)
+    probability, predicted = probs.max(1)
+    chosen = predicted if target is None else torch.as_tensor(target, device=x.device).expand(len(x))
+    if method == "occlusion":
+        maps = occlusion(net, x, chosen, **options, batch_size=POSITIONS_PER_PASS * len(x), progress=False)
+    elif method == "gradient":
+        maps = saliency(net, x, chosen, **options, progress=False)
+    else:
+        maps = guided_backprop(net, x, chosen, reduce="abs_max")
+    maps = maps.detach().float()
+    flat = maps.flatten(1)
+    peak = flat.argmax(1)
+    columns = {"predicted": predicted, "probability": probability, "target": chosen,
+               "target_probability": probs.gather(1, chosen[:, None])[:, 0], "map_min": flat.amin(1),
+               "map_max": flat.amax(1), "map_mean": flat.mean(1), "peak_row": peak // maps.shape[2],
+               "peak_col": peak % maps.shape[2]}
+    columns = {name: value.cpu().tolist() for name, value in columns.items()}
+    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    if classes is not None:
+        for row in rows:
+            row["predicted_name"], row["target_name"] = classes[row["predicted"]], classes[row["target"]]
+    return maps.half().cpu().numpy(), rows

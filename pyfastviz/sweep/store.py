@@ -1,0 +1,103 @@
+"""Crash-safe files of a sweep folder.
+
+    DIR/manifest.json               options and image list (manifest.py)
+    DIR/shards/000007.npy           float16 maps (n, H, W) of shard 7's readable images, in order
+    DIR/shards/000007.json          {"rows": [index rows], "errors": [error rows]}: shard 7 is done
+    DIR/index.jsonl, errors.jsonl   every shard's rows merged in order: the sweep is done
+
+Every file is written to NAME.tmp, fsynced and renamed, so a kill at any moment leaves
+whole files only; a shard counts as done once its .json exists (written after its .npy).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+INDEX, ERRORS, SHARDS = "index.jsonl", "errors.jsonl", "shards"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to path via path.tmp + fsync + rename: readers see the old file or all of the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def shard_path(out: Path, shard: int, suffix: str) -> Path:
+    return out / SHARDS / f"{shard:06d}{suffix}"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_shard(out: Path, shard: int, maps: np.ndarray | None, rows: list[dict], errors: list[dict]) -> None:
+    """Shard files: maps (n, H, W) float16 (none when no image of the shard was readable), then the rows."""
+    if maps is not None:
+        atomic_write(shard_path(out, shard, ".npy"), npy_bytes(maps))
+    atomic_write(shard_path(out, shard, ".json"), json.dumps({"rows": rows, "errors": errors}).encode("utf-8"))
+
+
+def done_shards(out: Path) -> set[int]:
+    """Shards whose rows file exists."""
+    folder = out / SHARDS
+    return {int(p.stem) for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+
+def remove_partial(out: Path) -> None:
+    """Delete what a killed run left unfinished: *.tmp files and maps of shards without rows."""
+    folder = out / SHARDS
+    folder.mkdir(exist_ok=True)
+    done = done_shards(out)
+    for path in [*out.glob("*.tmp"), *folder.glob("*.tmp")]:
+        path.unlink()
+    for path in folder.glob("*.npy"):
+        if int(path.stem) not in done:
+            path.unlink()
+
+
+def read_shard(out: Path, shard: int) -> dict:
+    return json.loads(shard_path(out, shard, ".json").read_text(encoding="utf-8"))
+
+
+def merge(out: Path, shards: int) -> tuple[int, int]:
+    """Write errors.jsonl, then index.jsonl (the sweep's completion mark), from shards 0..shards-1.
+    Returns (index rows, error rows)."""
+    rows, errors = [], []
+    for shard in range(shards):
+        part = read_shard(out, shard)
+        rows += part["rows"]
+        errors += part["errors"]
+    atomic_write(out / ERRORS, _jsonl(errors))
+    atomic_write(out / INDEX, _jsonl(rows))
+    return len(rows), len(errors)
+
+
+def merged_counts(out: Path) -> tuple[int, int] | None:
+    """(index rows, error rows) of a merged sweep, None before the merge."""
+    if not (out / INDEX).exists():
+        return None
+    return len(read_jsonl(out / INDEX)), len(read_jsonl(out / ERRORS))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")

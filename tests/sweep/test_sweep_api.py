@@ -1,0 +1,212 @@
+"""sweep() in-process on a tiny model: the files it writes, targets, bad input, crash mid-write."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import pyfastviz
+from pyfastviz.sweep import load_sweep, store, sweep
+from tiny_sweep import CLASSES, PREPROCESS, TinyNet, make_folder
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    bad = make_folder(root, N)
+    return root, bad
+
+
+def run(data, out, **kwargs):
+    options = {"method": "occlusion", "model": TinyNet(), "preprocess": PREPROCESS, "classes": CLASSES,
+               "shard_size": 4, "batch_size": 3, "workers": 0, "progress": False, **kwargs}
+    if options["method"] == "occlusion":
+        options = {"window": 8, "stride": 4, **options}
+    return sweep(data, out, **options)
+
+
+def files(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def direct_maps(root, paths, method, target=None):
+    net = TinyNet()
+    x = torch.stack([PREPROCESS(pyfastviz.models.load_image(root / p)) for p in paths])
+    if method == "occlusion":
+        return pyfastviz.occlusion(net, x, target, window=8, stride=4, progress=False)
+    if method == "gradient":
+        return pyfastviz.saliency(net, x, target, progress=False)
+    return pyfastviz.guided_backprop(net, x, target, reduce="abs_max")
+
+
+@pytest.mark.parametrize("method", ["occlusion", "gradient", "guided"])
+def test_index_maps_and_errors(data, tmp_path, method):
+    root, bad = data
+    summary = run(root, tmp_path / "out", method=method, workers=1)
+    assert (summary.images, summary.mapped, summary.errors, summary.resumed) == (N + 3, N, 3, 0)
+    result = load_sweep(tmp_path / "out")
+    assert sorted(e["path"] for e in result.errors) == bad
+    reasons = {e["path"]: e["error"] for e in result.errors}
+    assert "0 bytes" in reasons["part2/empty.jpg"] and "truncated" in reasons["part1/truncated.jpg"]
+    paths = [row["path"] for row in result.index]
+    assert paths == sorted(paths) and len(paths) == N and not set(paths) & set(bad)
+    # the files pandas.read_json(lines=True) reads hold the same rows
+    assert store.read_jsonl(tmp_path / "out" / "index.jsonl") == result.index
+    expected = direct_maps(root, paths, method)
+    with torch.no_grad():
+        probs = TinyNet()(torch.stack([PREPROCESS(pyfastviz.models.load_image(root / p)) for p in paths])).softmax(1)
+    for i, row in enumerate(result.index):
+        heat = result.map(row["path"])
+        assert heat.dtype == np.float16 and heat.shape == (32, 32)
+        torch.testing.assert_close(torch.from_numpy(heat).float(), expected[i], atol=1e-3 * expected.abs().max(),
+                                   rtol=1e-2)
+        assert row["predicted"] == row["target"] == int(probs[i].argmax())
+        assert row["probability"] == pytest.approx(float(probs[i].max()), abs=1e-6)
+        assert row["predicted_name"] == CLASSES[row["predicted"]]
+        assert row["map_max"] == pytest.approx(float(expected[i].max()), rel=1e-5, abs=1e-7)
+        assert divmod(int(expected[i].argmax()), 32) == (row["peak_row"], row["peak_col"])
+    np.testing.assert_array_equal(result.map(3), result.map(result.index[3]["path"]))
+
+
+def test_rerun_changes_nothing_and_other_options_are_refused(data, tmp_path):
+    root, _ = data
+    out = tmp_path / "out"
+    run(root, out)
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")}
+    again = run(root, out)
+    assert (again.resumed, again.mapped) == (N + 3, N)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")} == before
+    with pytest.raises(ValueError, match=r"window=8 there, 12 now"):
+        run(root, out, window=12)
+    with pytest.raises(ValueError, match="weights differ"):
+        net = TinyNet()
+        torch.nn.init.zeros_(net.head.bias)
+        run(root, out, model=net)
+    (root / "part0" / "new.png").write_bytes((root / "part0" / "img000.png").read_bytes())
+    try:
+        with pytest.raises(ValueError, match=r"images=13 there, 14 now.*images differ"):
+            run(root, out)
+    finally:
+        (root / "part0" / "new.png").unlink()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and holds no sweep"):
+        run(root, tmp_path / "other")
+
+
+def test_options_may_change_until_a_shard_is_finished(data, tmp_path):
+    root, _ = data
+    with pytest.raises(ValueError, match="window must be a positive int"):
+        run(root, tmp_path / "out", window=0)
+    assert run(root, tmp_path / "out").mapped == N
+    run(root, tmp_path / "whole")
+    assert files(tmp_path / "out") == files(tmp_path / "whole")
+
+
+def test_crash_while_writing_resumes_to_the_same_files(data, tmp_path, monkeypatch):
+    root, _ = data
+    run(root, tmp_path / "whole")
+    writes = []
+    real = store.atomic_write
+
+    def failing(path, payload):
+        if len(writes) == 5:  # the maps of a shard written to .tmp, the rename never happens
+            path.with_name(path.name + ".tmp").write_bytes(payload[: len(payload) // 2])
+            raise OSError("disk gone")
+        writes.append(path)
+        real(path, payload)
+
+    monkeypatch.setattr(store, "atomic_write", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        run(root, tmp_path / "out")
+    monkeypatch.setattr(store, "atomic_write", real)
+    assert list((tmp_path / "out" / "shards").glob("*.tmp")) and not (tmp_path / "out" / "index.jsonl").exists()
+    with pytest.raises(ValueError, match="no finished sweep"):
+        load_sweep(tmp_path / "out")
+    summary = run(root, tmp_path / "out")
+    assert summary.resumed == 8  # shards 0 and 1 were complete
+    assert files(tmp_path / "out") == files(tmp_path / "whole")
+
+
+def test_targets_class_and_label_file(data, tmp_path):
+    root, _ = data
+    run(root, tmp_path / "two", target="class2")
+    index = load_sweep(tmp_path / "two").index
+    assert {row["target"] for row in index} == {2} and {row["target_name"] for row in index} == {"class2"}
+    paths = [row["path"] for row in index]
+    torch.testing.assert_close(torch.stack([torch.from_numpy(load_sweep(tmp_path / "two").map(p)).float()
+                                            for p in paths]), direct_maps(root, paths, "occlusion", 2),
+                               atol=2e-5, rtol=1e-2)
+    labels = tmp_path / "labels.tsv"
+    labelled = paths[:-1]  # the last image has no label: an error
+    labels.write_text("# path<TAB>class\n" + "".join(f"{p}\t{'class4' if i % 2 else i % 5}\n"
+                                                      for i, p in enumerate(labelled)))
+    run(root, tmp_path / "labels", target=labels)
+    result = load_sweep(tmp_path / "labels")
+    assert [row["target"] for row in result.index] == [4 if i % 2 else i % 5 for i in range(len(labelled))]
+    assert {"path": paths[-1], "error": "no class for it in the label file"}.items() <= \
+        next(e for e in result.errors if e["path"] == paths[-1]).items()
+    assert json.loads((tmp_path / "labels" / "manifest.json").read_text())["target"].startswith("label file sha256")
+
+
+def test_progress_bar_can_be_silenced(data, tmp_path, capsys):
+    root, _ = data
+    run(root, tmp_path / "quiet")
+    assert capsys.readouterr().err == ""
+    run(root, tmp_path / "shown", progress=True)
+    bar = capsys.readouterr().err
+    assert "sweep occlusion x1" in bar and "13/13" in bar and "errors=3" in bar
+    assert re.search(r"\dimg/s|\ds/img", bar)  # the rate (tqdm shows s/img below 1 img/s)
+
+
+def test_list_file_and_model_left_as_found(data, tmp_path):
+    root, _ = data
+    listing = root / "list.txt"
+    listing.write_text("part1/img001.jpg\npart0/img000.png\n\npart2/empty.jpg\n")
+    net = TinyNet().train()
+    net.head.weight.requires_grad_(False)
+    try:
+        summary = run(listing, tmp_path / "out", method="gradient", model=net)
+    finally:
+        listing.unlink()
+    assert net.training and all(m.training for m in net.modules())
+    assert not net.head.weight.requires_grad and net.head.bias.requires_grad
+    result = load_sweep(tmp_path / "out")
+    assert [row["path"] for row in result.index] == ["part0/img000.png", "part1/img001.jpg"]
+    assert [e["path"] for e in result.errors] == ["part2/empty.jpg"] and summary.errors == 1
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"method": "lrp"}, ValueError, "method must be one of"),
+    ({"samples": 4}, ValueError, "samples= applies to method='gradient'"),
+    ({"method": "gradient", "window": 8, "stride": None}, ValueError, "window= applies to method='occlusion'"),
+    ({"shard_size": 0}, ValueError, "shard_size must be an int >= 1"),
+    ({"batch_size": 2.5}, ValueError, "batch_size must be an int >= 1"),
+    ({"workers": -1}, ValueError, "workers must be an int >= 0"),
+    ({"preprocess": None}, TypeError, "preprocess must be a callable"),
+    ({"model": "resnet"}, ValueError, "unknown model name"),
+    ({"weights": "w.pt"}, ValueError, "weights= applies to a model given by name"),
+    ({"device": "meta"}, ValueError, "move the model there first"),
+    ({"target": "dog"}, ValueError, "not one of the model's class names"),
+    ({"target": 7}, ValueError, r"out of range \[0, 5\)"),
+    ({"target": 1.5}, TypeError, "target must be None"),
+])
+def test_bad_arguments(data, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        run(data[0], tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out" / "shards").exists()
+
+
+def test_bad_data(tmp_path):
+    with pytest.raises(ValueError, match="neither a folder"):
+        run(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image files"):
+        run(tmp_path / "empty", tmp_path / "out")
+    (tmp_path / "list.txt").write_text("a.png\nb.png\na.png\n")
+    with pytest.raises(ValueError, match="lists 'a.png' more than once"):
+        run(tmp_path / "list.txt", tmp_path / "out")

@@ -1,0 +1,60 @@
+"""`pyfastviz sweep`, run in-process through main()."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pyfastviz.cli import main
+from pyfastviz.sweep import load_sweep
+
+
+@pytest.fixture
+def photos(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.png"):
+        Image.fromarray(rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(tmp_path / "photos" / name)
+    (tmp_path / "photos" / "empty.jpg").write_bytes(b"")
+    return tmp_path / "photos"
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("pyfastviz: error: ")
+    return err
+
+
+def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["sweep", str(photos), "--method", "gradient", "--out", str(out), "--quiet", "--workers", "0"]
+    args = [*common, "--target", "7"]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "3 images, 2 mapped, 1 errors, 0 done by an earlier run" in stdout and str(out / "index.jsonl") in stdout
+    result = load_sweep(out)
+    assert [row["path"] for row in result.index] == ["a.jpg", "sub/b.png"]
+    assert {row["target"] for row in result.index} == {7} and result.map("a.jpg").shape == (224, 224)
+    assert [e["path"] for e in result.errors] == ["empty.jpg"]
+    assert json.loads((out / "manifest.json").read_text())["model"] == "EfficientNet"
+    assert main(args) == 0
+    assert "3 done by an earlier run" in capsys.readouterr().out
+    assert main([*common, "--target", "predicted"]) == 2
+    assert "target='class 7' there, 'predicted' now" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--smoothgrad", "4"], "--smoothgrad applies to method='gradient'"),
+    (["--shard-size", "0"], "--shard-size must be an int >= 1"),
+    (["--target", "no such class"], "not one of the model's class names"),
+])
+def test_sweep_usage_errors(photos, tmp_path, capsys, extra, message):
+    assert main(["sweep", str(photos), "--out", str(tmp_path / "out"), *extra]) == 2
+    assert message in _error_line(capsys)
+
+
+def test_sweep_missing_data(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    assert "neither a folder of images nor a list file" in _error_line(capsys)
