@@ -156,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     sty.add_argument("--size", type=int, default=256, metavar="PX", help="output side (default: %(default)s)")
     sty.add_argument("--steps", type=int, default=150, help="L-BFGS steps (default: %(default)s)")
     sty.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the content's colours")
+    sty.add_argument("--scales", type=int, default=1, help="coarse-to-fine levels, each half the size of the next "
+                                                           "(default: %(default)s)")
     sty.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     model_options(sty)
     sty.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
@@ -303,7 +305,7 @@ def _texture(args: argparse.Namespace) -> None:
     example = load_image(args.image)
     model = load_model(args.model, weights_path=args.weights)
     result = texture_synthesis(model.net, model.preprocess(example)[None], size=args.size, steps=args.steps,
-                               optimizer="adam", lr=0.1, tv_weight=0.5, seed=args.seed, preprocess=model.preprocess)
+                               optimizer="adam", lr=0.2, tv_weight=0.5, seed=args.seed, preprocess=model.preprocess)
     print(f"Gram loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}")
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))
 
@@ -315,7 +317,8 @@ def _style(args: argparse.Namespace) -> None:
                                         mode="bilinear", antialias=True)
     result = style_transfer(model.net, x, [model.preprocess(s)[None] for s in styles],
                             style_weights=args.style_weights, steps=args.steps, tv_weight=0.1,
-                            preserve_color=args.preserve_color, seed=args.seed, preprocess=model.preprocess)
+                            preserve_color=args.preserve_color, scales=args.scales, seed=args.seed,
+                            preprocess=model.preprocess)
     print(f"style loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}, "
           f"content loss {result.history['content'][-1]:.3f}")
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))

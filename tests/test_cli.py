@@ -256,7 +256,8 @@ def test_texture_and_style_write_their_images(cat, tmp_path, capsys):
     flower = tmp_path / "flower.png"
     sample_image("flower").save(flower)
     assert main(["texture", str(flower), "--size", "48", "--steps", "3", "--out", str(tmp_path / "t.png")]) == 0
-    assert main(["style", str(cat), str(flower), "--size", "48", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["style", str(cat), str(flower), "--size", "48", "--steps", "2", "--scales", "2",
+                 "--out", str(tmp_path / "s.png")]) == 0
     stdout = capsys.readouterr().out
     assert "Gram loss " in stdout and "style loss " in stdout
     for name in ("t.png", "s.png"):

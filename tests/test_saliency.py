@@ -21,6 +21,8 @@ def test_gradient_of_a_linear_model_is_its_weight_row():
     assert torch.allclose(grads, weight[[2, 0, 3]])
     maps = saliency(model, images, 1)
     assert torch.allclose(maps, weight[1].abs().amax(0).expand(3, 5, 6))
+    energy = saliency(model, images, [1, 3, 0], reduce="energy")
+    assert torch.allclose(energy, weight[[1, 3, 0]].square().sum(1))
 
 
 def test_default_target_is_the_predicted_class():
@@ -118,20 +120,42 @@ def test_model_must_be_a_module():
         saliency(lambda x: x, torch.randn(1, 3, 5, 6), 0)
 
 
+def top_pixels_share(heat, quadrant, fraction=0.05):
+    """Fraction of the map's top `fraction` of pixels that lie in `quadrant` (reading order)."""
+    rows, cols = heat.shape
+    top = heat.flatten().topk(int(fraction * heat.numel())).indices
+    row, col = divmod(quadrant, 2)
+    inside = (top // cols >= row * (rows // 2)) & (top // cols < (row + 1) * (rows // 2)) & \
+        (top % cols >= col * (cols // 2)) & (top % cols < (col + 1) * (cols // 2))
+    return float(inside.float().mean())
+
+
 @pytest.mark.slow
 def test_saliency_of_the_cat_class_lies_on_the_cat(default_model, cat_quadrant_canvases):
     """The pretrained model on a canvas with the cat in one quadrant and textures in the others.
 
-    SmoothGrad puts at least twice a quadrant's share (>= 0.5) of the map on the cat (measured
-    0.55-0.62); the single noisy vanilla gradient at least 1.6x (measured 0.45-0.48), peak included.
+    The bar: at least twice a quadrant's share (>= 0.5) of the map's mass on the cat's quadrant.
+    Measured per quadrant 0-3: the vanilla gradient's energy map (sum over colours of grad**2)
+    0.62 0.64 0.59 0.56; SmoothGrad (abs_max) 0.57 0.55 0.56 0.62.
+    The single vanilla gradient with Simonyan's abs_max (the default) only reaches 0.47 0.46
+    0.45 0.48, and no principled variant of it does: the log-softmax score 0.46 0.45 0.45 0.49,
+    the L2 norm 0.46 0.45 0.44 0.47, mean |grad| 0.46 0.44 0.43 0.47; seams and canvas border
+    hold no more than their area's share. It localises the cat as well as the energy map by
+    rank (its top 5% of pixels: 0.72 0.78 0.74 0.74 on the cat's quadrant; energy's 0.72 0.77
+    0.72 0.75), but |grad| puts more mass on the low-gradient floor of the three texture
+    quadrants, so its bar stays 0.4 with the peak on the cat.
     """
     cat = default_model.class_index("Egyptian cat")
     for quadrant, canvas in cat_quadrant_canvases:
-        vanilla = quadrant_shares(saliency(default_model.net, canvas, cat)[0])
+        vanilla = saliency(default_model.net, canvas, cat)[0]
+        shares = quadrant_shares(vanilla)
+        energy = quadrant_shares(saliency(default_model.net, canvas, cat, reduce="energy")[0])
         smooth = quadrant_shares(saliency(default_model.net, canvas, cat, samples=16, noise=0.2, seed=0,
                                           progress=False)[0])
+        assert energy[quadrant] >= 0.5, (quadrant, energy)
         assert smooth[quadrant] >= 0.5, (quadrant, smooth)
-        assert vanilla[quadrant] >= 0.4 and max(vanilla) == vanilla[quadrant], (quadrant, vanilla)
+        assert shares[quadrant] >= 0.4 and max(shares) == shares[quadrant], (quadrant, shares)
+        assert top_pixels_share(vanilla, quadrant) >= 0.5, quadrant
 
 
 @pytest.mark.slow

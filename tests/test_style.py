@@ -68,6 +68,19 @@ def test_preserve_color_keeps_content_chroma(net):
     assert (out[:, 0] - before[:, 0]).abs().mean() > 1e-3  # Y: transferred
 
 
+def test_coarse_to_fine_runs_every_level_up_to_full_size(net, monkeypatch):
+    import pyfastviz.style.transfer as transfer
+
+    starts = []
+    original = transfer.optimize_image
+    monkeypatch.setattr(transfer, "optimize_image", lambda start, *a: starts.append(start.shape) or original(start, *a))
+    result = run(net, pixels(1, 3, 40, 64), pixels(1, 3, 24, 24), scales=2, steps=2)
+    assert [tuple(shape[2:]) for shape in starts] == [(20, 32), (40, 64)]
+    assert result.image.shape == (1, 3, 40, 64)
+    assert len(result.history["style"]) == 2 * (2 + 1)  # per level: a loss before each step and the final one
+    assert transfer.pyramid((128, 66), 3) == [(32, 16), (64, 33), (128, 66)]
+
+
 def test_pixels_stay_in_valid_range(net):
     result = run(net, pixels(1, 3, 24, 24), pixels(1, 3, 24, 24, seed=1), init="noise", optimizer="adam",
                  lr=1.0, steps=3)
@@ -122,6 +135,8 @@ def test_model_left_as_found(net):
     (dict(optimizer="sgd"), ValueError, "optimizer must be one of"),
     (dict(init="zeros"), ValueError, "init must be one of"),
     (dict(steps=-1), ValueError, "steps must be"),
+    (dict(scales=0), ValueError, "scales must be an int >= 1"),
+    (dict(scales=2), ValueError, "smallest level 12x12 px"),
 ])
 def test_bad_inputs(net, kwargs, error, match):
     arguments = {"content": pixels(1, 3, 24, 24), "styles": pixels(1, 3, 24, 24), **kwargs}
@@ -145,18 +160,20 @@ def test_bad_texture_inputs_and_unknown_model(net):
 
 @pytest.fixture(scope="module")
 def photos():
-    return Preprocess(64)(sample_image("china"))[None], Preprocess(96)(sample_image("flower"))[None]
+    return Preprocess(96)(sample_image("china"))[None], Preprocess(96)(sample_image("flower"))[None]
 
 
 @pytest.mark.slow
 def test_style_transfer_on_photos(default_model, photos):
+    """china in the style of flower, 96 px, 300 Adam steps (lr 0.2 on logit pixels): the relative
+    style loss falls >= 10x (measured 12.5x; 10.9x after 200 steps) while the
+    relative content loss stays <= 1 (measured 0.83)."""
     content, style = photos
     before = model_state(default_model.net)
-    result = style_transfer(default_model.net, content, style, style_weight=10.0, tv_weight=0.0, steps=30,
+    result = style_transfer(default_model.net, content, style, tv_weight=0.0, steps=300, optimizer="adam", lr=0.2,
                             progress=False)
     history = result.history
-    # measured (64 px content, 96 px style, 30 L-BFGS steps): style 1.43 -> 0.45, content 0 -> 0.66
-    assert history["style"][-1] <= history["style"][0] / 2.5
+    assert history["style"][-1] <= history["style"][0] / 10
     assert history["content"][-1] <= 1.0  # relative: mean (F - F_c)^2 / mean F_c^2
     assert result.image.shape == content.shape
     assert_same_state(before, model_state(default_model.net))
@@ -164,9 +181,10 @@ def test_style_transfer_on_photos(default_model, photos):
 
 @pytest.mark.slow
 def test_texture_synthesis_from_noise(default_model, photos):
+    """A 96 px texture of flower from noise, 300 Adam steps (lr 0.2): the relative Gram loss
+    falls >= 10x (measured 12.1x)."""
     _, example = photos
-    result = texture_synthesis(default_model.net, example, size=64, steps=40, optimizer="adam", lr=0.1,
+    result = texture_synthesis(default_model.net, example, size=96, steps=300, optimizer="adam", lr=0.2,
                                progress=False, seed=0)
-    # measured (64 px, 40 Adam steps): relative Gram loss 1.46 -> ~0.45
-    assert result.history["style"][-1] <= result.history["style"][0] / 2.5
-    assert result.image.shape == (1, 3, 64, 64)
+    assert result.history["style"][-1] <= result.history["style"][0] / 10
+    assert result.image.shape == (1, 3, 96, 96)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from pyfastviz.adversarial import fooling_images
 from pyfastviz.classvis import class_visualization
+from pyfastviz.deepdream import deepdream, layer_energy
 from pyfastviz.guided import guided_backprop
 from pyfastviz.inspect import (
     activation_grid,
@@ -44,6 +45,7 @@ from pyfastviz.models import (
     save_png,
     to_pil,
 )
+from pyfastviz.inversion import invert_features
 from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
 from pyfastviz.style import style_transfer, texture_synthesis
@@ -53,6 +55,8 @@ from .gallery import Figure, Section, write_gallery
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
 MIDDLE_LAYERS = {"efficientnet_lite0": "_blocks.10"}  # else the convolution 2/3 of the way in
 EARLY_LAYERS = {"efficientnet_lite0": "_blocks.4"}  # else the convolution 1/3 of the way in
+INVERSION_LAYERS = {"efficientnet_lite0": {"early": "_blocks.2", "deep": "_blocks.8"}}  # else early / middle
+DREAM_LAYERS = {"efficientnet_lite0": "_blocks.8"}  # else the middle layer
 
 
 @dataclass
@@ -82,6 +86,14 @@ class DemoContext:
             return MIDDLE_LAYERS[self.model.name]
         convs = layer_names(self.model.net, nn.Conv2d)
         return convs[len(convs) * 2 // 3]
+
+    @cached_property
+    def early_layer(self) -> str:
+        """A layer a third of the way into the model."""
+        if self.model.name in EARLY_LAYERS:
+            return EARLY_LAYERS[self.model.name]
+        convs = layer_names(self.model.net, nn.Conv2d)
+        return convs[len(convs) // 3]
 
     @cached_property
     def probs(self) -> torch.Tensor:
@@ -245,17 +257,49 @@ def gradient_ascent_section(ctx: DemoContext) -> Section:
     )
 
 
+def inversion_dream_section(ctx: DemoContext) -> Section:
+    """chelsea rebuilt from its features at an early and a deeper layer; coffee dreamed on."""
+    size, steps, dream_steps = (224, 300, 10) if ctx.full else (96, 40, 4)
+    model, preprocess = ctx.model, ctx.model.preprocess
+    layers = INVERSION_LAYERS.get(model.name, {"early": ctx.early_layer, "deep": ctx.middle_layer})
+    cat = torch.nn.functional.interpolate(ctx.inputs[:1], size=(size, size), mode="bilinear", antialias=True)
+    figures = [ctx.photo(0)]
+    for depth, layer in layers.items():
+        inverted = invert_features(model.net, cat, layer, steps=steps, lr=0.1, tv_weight=1e-3, seed=0,
+                                   preprocess=preprocess, progress=ctx.progress)
+        figures.append(ctx.save(inverted.to_pil(preprocess)[0], f"inversion/chelsea_{depth}.png",
+                                f"from {layer} ({depth}): relative feature error {inverted.feature_error[0]:.2f}"))
+    coffee = ctx.inputs[PHOTOS.index("coffee")][None]
+    dream_layer = DREAM_LAYERS.get(model.name, ctx.middle_layer)
+    dream = deepdream(model.net, coffee, dream_layer, octaves=3, steps_per_octave=dream_steps, lr=0.1, seed=0,
+                      preprocess=preprocess, progress=ctx.progress)
+    with torch.no_grad():
+        gain = layer_energy(model.net, dream_layer, dream.images) / layer_energy(model.net, dream_layer, coffee)
+    figures += [ctx.photo(PHOTOS.index("coffee")),
+                ctx.save(to_pil(preprocess.denormalize(dream.images[0])), "inversion/coffee_dream.png",
+                         f"DeepDream on {dream_layer}: its mean square activation x{float(gain[0]):.1f}")]
+    return Section(
+        "Feature inversion and DeepDream",
+        "Mahendran & Vedaldi (2015): an image grown from noise until its features at one layer match the photo's, "
+        f"with a total-variation prior ({size} px, {steps} Adam steps; the caption gives the relative feature "
+        "error reached). Early layers keep the photo; deeper ones keep only what the model needs to recognise it. "
+        f"Then DeepDream (Mordvintsev et al. 2015): gradient ascent on a layer's mean square activation over three "
+        f"octaves ({dream_steps} steps each) with jitter, so the patterns that layer detects grow into the photo.",
+        figures,
+    )
+
+
 def style_section(ctx: DemoContext) -> Section:
     """A texture grown from noise with the Gram statistics of `flower`; `china` in its style."""
-    size, steps = (384, 300) if ctx.full else (96, 30)
+    size, steps = (384, 400) if ctx.full else (96, 60)
     preprocess = ctx.model.preprocess
     china, flower = (ctx.inputs[PHOTOS.index(name)][None] for name in ("china", "flower"))
     small = torch.nn.functional.interpolate(china, size=(size, size), mode="bilinear", antialias=True)
     # a total-variation prior keeps the default model's features from matching on pixel noise
-    texture = texture_synthesis(ctx.model.net, flower, size=size, steps=2 * steps, optimizer="adam", lr=0.1,
+    texture = texture_synthesis(ctx.model.net, flower, size=size, steps=steps, optimizer="adam", lr=0.2,
                                 tv_weight=0.5, seed=0, preprocess=preprocess, progress=ctx.progress)
-    styled = style_transfer(ctx.model.net, small, flower, steps=steps, tv_weight=0.1, seed=0, preprocess=preprocess,
-                            progress=ctx.progress)
+    styled = style_transfer(ctx.model.net, small, flower, steps=steps, optimizer="adam", lr=0.2, tv_weight=0.1,
+                            seed=0, preprocess=preprocess, progress=ctx.progress)
     figures = [
         ctx.photo(PHOTOS.index("flower")),
         ctx.save(to_pil(preprocess.denormalize(texture.image[0])), "style/flower_texture.png",
@@ -269,10 +313,9 @@ def style_section(ctx: DemoContext) -> Section:
         "Texture synthesis and style transfer",
         "Gatys et al. (2015, 2016): an image whose Gram matrices (channel correlations) at several layers match "
         f"those of an example, grown from noise; and a photo repainted to match a style image's Gram matrices "
-        f"while keeping its own content features ({size} px, {steps} L-BFGS steps, a total-variation prior; "
-        "captions give the relative "
-        "style loss before and after). On the default model's features the style match is partial; "
-        "VGG weights, when given, are the classic choice.",
+        f"while keeping its own content features ({size} px, {steps} Adam steps on logit pixels, a total-variation "
+        "prior; captions give the relative style loss before and after). VGG weights, when given, are the "
+        "classic loss network.",
         figures,
     )
 
@@ -281,8 +324,7 @@ def inside_section(ctx: DemoContext) -> Section:
     """First-layer filters, a middle layer's feature maps, neighbours in feature vs pixel space,
     a 2-D map of the features, and the patches that excite one channel most."""
     net, layer = ctx.model.net, ctx.middle_layer
-    convs = layer_names(net, nn.Conv2d)
-    early = EARLY_LAYERS.get(ctx.model.name, convs[len(convs) // 3])
+    convs, early = layer_names(net, nn.Conv2d), ctx.early_layer
     act = activations(net, ctx.inputs[:1], layer)[0]
     names, x, pictures = _photo_set(ctx)
     features = extract_features(net, x, progress=ctx.progress)
@@ -326,8 +368,8 @@ def inside_section(ctx: DemoContext) -> Section:
     )
 
 
-SECTIONS = [saliency_section, guided_section, occlusion_section, gradient_ascent_section, style_section,
-            inside_section]
+SECTIONS = [saliency_section, guided_section, occlusion_section, gradient_ascent_section, inversion_dream_section,
+            style_section, inside_section]
 
 
 def run_demo(

@@ -15,7 +15,8 @@ from pyfastviz.report import referenced_images, run_demo
 pytestmark = pytest.mark.slow
 
 SECTION_TITLES = ["Saliency by backprop (vanilla gradient)", "Guided backprop", "Saliency by occlusion",
-                  "Images by gradient ascent", "Texture synthesis and style transfer", "Looking inside the model"]
+                  "Images by gradient ascent", "Feature inversion and DeepDream", "Texture synthesis and style transfer",
+                  "Looking inside the model"]
 
 
 @pytest.fixture(scope="module")
