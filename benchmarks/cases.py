@@ -317,8 +317,11 @@ def technique_cases(quick: bool) -> list[TechniqueCase]:
 class OcclusionCase:
     """Occlusion of one image by every method: Captum (perturbations_per_eval 1 and 128, when
     installed), a plain batched PyTorch loop that builds each chunk with a mask, pyfastviz fp32,
-    and the pyfastviz fast path (bf16 autocast + channels_last). "kernels" times pyfastviz's
-    build and scatter ops alone, for the share of the end-to-end time they take."""
+    the pyfastviz fast path (bf16 autocast + channels_last), the fast path with the chunk forward
+    torch.compile'd ("compiled"), and on CUDA only, the fast path replaying a CUDA graph of the
+    eager ("graphs") or compiled ("compiled+graphs") chunk forward. Compilation and capture are
+    cached per model, so the warmup call pays for them. "kernels" times pyfastviz's build and
+    scatter ops alone, for the share of the end-to-end time they take."""
 
     model: str  # a torchvision builder name; random weights are fine for timing
     size: int
@@ -359,8 +362,13 @@ class OcclusionCase:
             "plain loop": lambda: _plain_occlusion(model, x, target, self.window, self.stride, self.batch_size),
             "pyfastviz": pyfastviz,
             "pyfastviz fast": lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True),
+            "pyfastviz compiled": lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True, compile=True),
             "kernels": kernels,
         }
+        if torch.device(device).type == "cuda":
+            methods["pyfastviz graphs"] = lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True, cuda_graph=True)
+            methods["pyfastviz compiled+graphs"] = lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True,
+                                                                     compile=True, cuda_graph=True)
         try:
             from captum.attr import Occlusion
         except ImportError:

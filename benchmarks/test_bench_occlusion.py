@@ -1,12 +1,14 @@
 """pytest-benchmark version of the occlusion cases in benchmarks/cases.py; one group per case
-holds every method (Captum when installed, the plain loop, pyfastviz fp32 and fast path)."""
+holds every method (Captum when installed, the plain loop, pyfastviz fp32, fast path, compiled,
+and on CUDA the CUDA-graph variants)."""
 
 import pytest
 
 from benchmarks import cases
 from benchmarks.test_bench_guided import synchronized
 
-METHODS = ["captum ppe=1", "captum ppe=128", "plain loop", "pyfastviz", "pyfastviz fast", "kernels"]
+METHODS = ["captum ppe=1", "captum ppe=128", "plain loop", "pyfastviz", "pyfastviz fast", "pyfastviz compiled",
+           "pyfastviz graphs", "pyfastviz compiled+graphs", "kernels"]
 
 
 def pytest_generate_tests(metafunc):
@@ -19,7 +21,7 @@ def pytest_generate_tests(metafunc):
 def test_occlusion(benchmark, bench_device, occlusion_case, method):
     methods = occlusion_case.build(bench_device)
     if method not in methods:
-        pytest.skip(f"{method}: captum is not installed")
+        pytest.skip(f"{method}: " + ("captum is not installed" if method.startswith("captum") else "CUDA only"))
     benchmark.group = f"{occlusion_case.name} {occlusion_case.size}px"
     benchmark.extra_info["positions"] = occlusion_case.positions
     benchmark.pedantic(synchronized(methods[method], bench_device), rounds=3, warmup_rounds=1)

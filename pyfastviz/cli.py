@@ -1,7 +1,8 @@
 """The `pyfastviz` command line: `demo` builds the gallery, `saliency` explains your images,
 `occlusion` maps what covering each part of an image does to its class score, `classvis`,
-`fool`, `invert` and `dream` make images by gradient ascent, `texture` and `style` match Gram statistics, and
-`filters`, `activations`, `embed` and `neighbours` look inside the model. `sweep` maps every
+`fool`, `invert` and `dream` make images by gradient ascent, `texture` and `style` match Gram
+statistics, `train-style` and `stylize` train and run fast (feed-forward) style networks,
+`filters`, `activations`, `embed` and `neighbours` look inside the model, and `sweep` maps every
 image of a folder (resumable, sharded; under torchrun one process per GPU).
 
 Errors users can fix (a missing or unreadable image, an unknown class or model) print one
@@ -22,6 +23,7 @@ from pyfastviz.adversarial import fooling_images
 from pyfastviz.classvis import class_visualization
 from pyfastviz.data import ImageFolder, image_loader
 from pyfastviz.deepdream import deepdream, layer_energy
+from pyfastviz.fast_style import load_style_network, save_style_network, stylize, train_style
 from pyfastviz.guided import guided_backprop
 from pyfastviz.inversion import invert_features
 from pyfastviz.inspect import (
@@ -161,6 +163,36 @@ def _parser() -> argparse.ArgumentParser:
     sty.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     model_options(sty)
     sty.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
+
+    train = commands.add_parser("train-style", help="train a fast neural style network (Johnson et al.)",
+                                description="Train a feed-forward network to paint images in the style of STYLE "
+                                            "(several STYLEs: one network with a scale and shift per style, "
+                                            "Dumoulin et al.) and save it to MODEL (safetensors).")
+    train.add_argument("styles", nargs="+", metavar="STYLE", help="style image files")
+    train.add_argument("--content", metavar="DIR",
+                       help="folder of content images (default: random crops of the bundled sample photos)")
+    train.add_argument("--size", type=int, default=256, metavar="PX", help="training crop side (default: %(default)s)")
+    train.add_argument("--steps", type=int, default=2000, help="Adam steps (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=4, metavar="N", help="default: %(default)s")
+    train.add_argument("--style-weight", type=float, default=10.0, help="default: %(default)s")
+    train.add_argument("--checkpoint-dir", metavar="DIR", help="checkpoint here, and resume from it")
+    train.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="default: %(default)s")
+    train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    train.add_argument("--device", metavar="DEV", help="e.g. cpu, cuda (default: cuda when there is one)")
+    train.add_argument("--loss-model", default="efficientnet_lite0", metavar="NAME",
+                       help=f"loss network (default: %(default)s; one of {', '.join(available_models())})")
+    train.add_argument("--loss-weights", metavar="PATH", help="weights file for the loss network (a state dict)")
+    train.add_argument("--out", required=True, metavar="MODEL", help="output network file (.safetensors)")
+
+    styl = commands.add_parser("stylize", help="paint images with a trained fast style network",
+                               description="Write <stem>_stylized.png per image, at the image's own size.")
+    styl.add_argument("network", metavar="MODEL", help="a network saved by train-style (or a pytorch/examples "
+                                                      "fast_neural_style .pth state dict)")
+    styl.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    styl.add_argument("--style", type=float, nargs="+", metavar="S",
+                      help="multi-style network: a style index, or one blend weight per style")
+    styl.add_argument("--device", metavar="DEV", help="e.g. cpu, cuda (default: cpu)")
+    styl.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     def inspect_command(name: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=description[0].lower() + description[1:-1], description=description)
@@ -324,6 +356,30 @@ def _style(args: argparse.Namespace) -> None:
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))
 
 
+def _train_style(args: argparse.Namespace) -> None:
+    styles = [load_image(p) for p in args.styles]
+    loss_model = load_model(args.loss_model, weights_path=args.loss_weights).net
+    result = train_style(styles[0] if len(styles) == 1 else styles, args.content, loss_model=loss_model,
+                         size=args.size, steps=args.steps, batch_size=args.batch_size, style_weight=args.style_weight,
+                         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    history = result.history
+    if history["total"]:
+        print(f"perceptual loss {history['total'][0]:.3f} -> {history['total'][-1]:.3f} over {len(history['total'])} steps")
+    print(save_style_network(result.network, args.out))
+
+
+def _stylize(args: argparse.Namespace) -> None:
+    network = load_style_network(args.network, device=args.device or "cpu")
+    style = None
+    if args.style is not None:
+        style = int(args.style[0]) if len(args.style) == 1 and args.style[0].is_integer() else args.style
+    paths = [Path(p) for p in args.images]
+    pictures = stylize(network, [load_image(p) for p in paths], style=style)
+    for path, picture in zip(paths, pictures):
+        print(save_png(picture, Path(args.out) / f"{path.stem}_stylized.png"))
+
+
 def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
     """For each image: the class (args.target or the predicted one), explain(model, x (1, 3, S, S),
     class) -> (heat (S, S), picture), written as <stem>_<method>.png and an overlay."""
@@ -433,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         commands = {"demo": _demo, "saliency": _saliency, "occlusion": _occlusion, "classvis": _classvis,
-                    "fool": _fool, "invert": _invert, "dream": _dream, "texture": _texture, "style": _style, "filters": _filters, "activations": _activations, "embed": _embed,
+                    "fool": _fool, "invert": _invert, "dream": _dream, "train-style": _train_style,
+                    "stylize": _stylize, "texture": _texture, "style": _style, "filters": _filters, "activations": _activations, "embed": _embed,
                     "neighbours": _neighbours, "sweep": _sweep}
         commands[args.command](args)
     except (OSError, ValueError) as err:

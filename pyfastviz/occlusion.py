@@ -4,8 +4,13 @@ for every patch position, and map how much the target's score drops.
 The occluded copies are written chunk by chunk into one preallocated batch by the
 occlusion_batch op, and the drops scattered into the map by occlusion_scatter; the map
 equals Captum's Occlusion with the same window, stride, baseline and target.
+
+Opt-in, the repeated chunk forward runs torch.compile'd and/or replays a CUDA graph: then
+every forward has the same shape (the last chunk padded), so there is one compile and one
+capture per (model, shape, dtype, layout).
 """
 
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
@@ -19,12 +24,20 @@ from pyfastviz._state import evaluation_mode
 
 SCORES = ("prob", "logit")
 FAST_DTYPES = (torch.bfloat16, torch.float16)
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # modes with CUDA graphs: use cuda_graph=True
+
+GRAPHS_PER_MODEL = 4  # CUDA graphs kept per model, the oldest dropped first: each holds its activations' memory
+
+# Per model (weakly held, so a cache never keeps a model alive): its compiled forwards by
+# (device type, autocast dtype, mode), and its CUDA graphs by shape, dtypes, layout, mode and weights.
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: int | Sequence[int] = 16,
               stride: int | Sequence[int] = 8, baseline=0.0, batch_size: int | None = None, score: str = "prob",
-              dtype: torch.dtype | None = None, channels_last: bool = False, return_grid: bool = False,
-              progress: bool = True, backend: str = "auto"):
+              dtype: torch.dtype | None = None, channels_last: bool = False, compile: bool | str = False,
+              cuda_graph: bool = False, return_grid: bool = False, progress: bool = True, backend: str = "auto"):
     """Occlusion maps: the drop of the target's score when a window of the image is replaced.
 
     images: (N, C, H, W) preprocessed. target: None (predicted class), int, N ints, or (N, K)
@@ -32,7 +45,16 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
     what fills the window, in the model's input space: a number, C values, a (C, H, W) image
     or (N, C, H, W) images (e.g. blurred copies). score: "prob" (softmax) or "logit".
     batch_size: occluded images per forward pass (default: chosen from free memory).
-    Fast path: dtype=torch.bfloat16/float16 runs under autocast; channels_last=True.
+    Fast path: dtype=torch.bfloat16/float16 runs under autocast; channels_last=True; compile=True
+    (or a torch.compile mode, one of COMPILE_MODES) runs the chunk forward torch.compile'd
+    (dynamic=False); cuda_graph=True (CUDA images) captures it once in a CUDA graph and replays
+    it per chunk. With compile or cuda_graph every chunk has the full batch size (the last is
+    padded), so one compile and one capture (paid by the first call) serve every chunk; both are
+    cached per model and shape: the next call with the same shapes reuses them (clear_cache()
+    frees them). They
+    change only how the forward runs: in fp32 the maps equal the eager ones within float
+    rounding (tests: 1e-6 + 1e-5 relative compiled on the CPU; 1e-5 + 1e-4 relative on CUDA,
+    where cuDNN may pick other kernels for the padded batch).
     Returns (N, H, W) maps, (N, K, H, W) for K targets; with return_grid also the drop per
     window position, (N, [K,] rows, cols). The model runs in eval mode and is left as found.
     """
@@ -41,6 +63,13 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
     check_choice(score, "score", SCORES)
     if dtype is not None and dtype not in FAST_DTYPES:
         raise ValueError(f"dtype must be None (the images' dtype) or one of {FAST_DTYPES}, got {dtype}")
+    if not (isinstance(compile, bool) or (isinstance(compile, str) and compile in COMPILE_MODES)):
+        raise ValueError(f"compile must be True, False or a torch.compile mode in {COMPILE_MODES} (for CUDA graphs "
+                         f"use cuda_graph=True), got {compile!r}")
+    if not isinstance(cuda_graph, bool):
+        raise ValueError(f"cuda_graph must be True or False, got {cuda_graph!r}")
+    if cuda_graph and not images.is_cuda:
+        raise ValueError(f"cuda_graph=True needs CUDA images and model, got images on {images.device}")
     size = tuple(images.shape[1:])
     window3 = (size[0], *_pair(window, "window"))
     stride3 = (1, *_pair(stride, "stride"))
@@ -50,8 +79,10 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
         forward = _forward(model, images.device.type, dtype)
         scorer = _scorer(score)
         indices, multi = (None, False) if target is None else resolve_targets(target, images.shape[0])
+        mode = ("default" if compile is True else compile) or None  # None: eager
+        fixed = _fixed_forward(model, images.device, dtype, mode, cuda_graph) if mode or cuda_graph else None
         drops = occlusion_drops(forward, scorer, images, fill, window3, stride3, indices, batch_size,
-                                dtype, channels_last, progress, backend)
+                                dtype, channels_last, progress, backend, fixed)
     n, k, count = drops.shape
     heat = ops.occlusion_scatter(drops.reshape(n * k, count), (1, *window3[1:]), stride3, (1, *size[1:]),
                                  backend=backend).view(n, k, *size[1:])
@@ -62,11 +93,14 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
 
 def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, fill: torch.Tensor, window, stride,
                     indices: torch.Tensor | None, batch_size: int | None, dtype=None, channels_last=False, progress=False,
-                    backend="auto") -> torch.Tensor:
+                    backend="auto", fixed: Callable | None = None) -> torch.Tensor:
     """The engine: score drop (N, K, P) of each of K targets per image at each window position.
 
     forward: (B, C, H, W) -> outputs; scorer(outputs, indices (B, K)) -> (B, K) scores.
     indices: (N, K) classes, or None for each image's predicted class (from the same first pass).
+    fixed: None, or fixed(shape, dtype, layout) -> (buffer, run) for a forward that must always
+    see one shape: the chunks are written into buffer (B, C, H, W) and run() returns the outputs
+    for all of it, the last chunk padded. The first pass (N images) runs forward.
     """
     n = images.shape[0]
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -75,28 +109,101 @@ def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, f
     fill = fill.to(work_dtype).contiguous(memory_format=layout)
     total = ops.occlusion.positions(images.shape[1:], window, stride)
     per_chunk = max(1, min(total, (batch_size or _default_batch(forward, x)) // n))
-    chunk = torch.empty((per_chunk * n, *x.shape[1:]), dtype=work_dtype, device=x.device, memory_format=layout)
     outputs = forward(x)
     indices = outputs.argmax(1, keepdim=True) if indices is None else indices.to(x.device)
     _check_targets(outputs, indices)
     initial = scorer(outputs, indices)
+    shape = (per_chunk * n, *x.shape[1:])
+    if fixed is None:
+        chunk = torch.empty(shape, dtype=work_dtype, device=x.device, memory_format=layout)
+    else:
+        chunk, run = fixed(shape, work_dtype, layout)
     drops = torch.empty((n, indices.shape[1], total), dtype=torch.float32, device=x.device)
     with tqdm(total=total, desc="occlusion", unit="pos", disable=not progress, leave=False) as bar:
         for first in range(0, total, per_chunk):
             count = min(per_chunk, total - first)
             batch = chunk[: count * n]
             ops.occlusion_batch(x, fill, window, stride, first, batch, backend=backend)
-            scores = scorer(forward(batch), indices.repeat(count, 1)).view(count, n, -1)
+            # fixed: the last chunk's spare rows hold the chunk before's images; their scores go unused
+            outputs = forward(batch) if fixed is None else run()[: count * n]
+            scores = scorer(outputs, indices.repeat(count, 1)).view(count, n, -1)
             drops[:, :, first:first + count] = (initial[None] - scores).permute(1, 2, 0)
             bar.update(count)
     return drops
 
 
 def _forward(model: nn.Module, device_type: str, dtype) -> Callable:
+    """model(x) under autocast to dtype (None: none). Holds the model weakly, so a cached compiled
+    forward never keeps it alive; autocast's weight cache is off, as CUDA graph capture requires
+    (each call casts anew anyway)."""
+    ref = weakref.ref(model)
+
     def forward(x):
-        with torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext():
-            return model(x)
+        with torch.autocast(device_type, dtype=dtype, cache_enabled=False) if dtype is not None else nullcontext():
+            return ref()(x)
     return forward
+
+
+def _fixed_forward(model: nn.Module, device: torch.device, dtype, mode: str | None, cuda_graph: bool) -> Callable:
+    """The engine's `fixed` for a torch.compile'd forward (mode, None: eager) and/or a CUDA graph
+    of it, from the caches or made and cached now."""
+    if mode is None:
+        forward = _forward(model, device.type, dtype)
+    else:
+        compiled = _COMPILED.setdefault(model, {})
+        key = (device.type, dtype, mode)
+        if key not in compiled:
+            compiled[key] = torch.compile(_forward(model, device.type, dtype), mode=mode, dynamic=False)
+        forward = compiled[key]
+
+    def fixed(shape, work_dtype, layout):
+        if not cuda_graph:
+            buffer = torch.empty(shape, dtype=work_dtype, device=device, memory_format=layout)
+            return buffer, lambda: forward(buffer)
+        # a graph reads the weights where they were at capture: their addresses are part of the key
+        key = (device, shape, work_dtype, layout, dtype, mode,
+               tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers())))
+        graphs = _GRAPHS.setdefault(model, {})
+        if key not in graphs:
+            while len(graphs) >= GRAPHS_PER_MODEL:
+                del graphs[next(iter(graphs))]  # free the oldest capture's memory before making a new one
+            graphs[key] = _ChunkGraph(forward, shape, work_dtype, layout, device)
+        return graphs[key].input, graphs[key].run
+    return fixed
+
+
+class _ChunkGraph:
+    """forward captured in a CUDA graph on a static input buffer (B, C, H, W): write a chunk into
+    .input, then run() replays the graph and returns the static outputs (overwritten by the next run)."""
+
+    def __init__(self, forward: Callable, shape, dtype, layout, device: torch.device):
+        self.input = torch.zeros(shape, dtype=dtype, device=device, memory_format=layout)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # off the graph: cuDNN autotuning, lazy initialisation, compilation
+                    forward(self.input)
+            torch.cuda.current_stream().wait_stream(side)
+            try:
+                with torch.cuda.graph(self.graph):
+                    self.output = forward(self.input)
+            except RuntimeError as error:
+                raise RuntimeError(f"cuda_graph=True: the model's forward cannot be captured in a CUDA graph (it "
+                                   f"synchronises with the CPU or is not static); use cuda_graph=False: {error}"
+                                   ) from error
+
+    def run(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.output
+
+
+def clear_cache() -> None:
+    """Drops the cached compiled forwards and CUDA graphs of every model (and the GPU memory the
+    graphs hold). Caches never keep a model alive; this frees them while the model lives on."""
+    _COMPILED.clear()
+    _GRAPHS.clear()
 
 
 def _scorer(score: str) -> Callable:

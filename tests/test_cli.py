@@ -269,3 +269,31 @@ def test_style_with_mismatched_weights_is_a_one_line_error(cat, tmp_path, capsys
     assert main(["style", str(cat), str(cat), "--style-weights", "1", "2", "--size", "32", "--steps", "1",
                  "--out", str(tmp_path / "s.png")]) == 2
     assert "style_weights" in _error_line(capsys)
+
+
+@pytest.mark.slow
+def test_train_style_then_stylize(cat, tmp_path, capsys):
+    flower, brick = tmp_path / "flower.png", tmp_path / "brick.png"
+    sample_image("flower").save(flower)
+    sample_image("brick").save(brick)
+    single, multi = tmp_path / "flower.safetensors", tmp_path / "two.safetensors"
+    assert main(["train-style", str(flower), "--size", "32", "--steps", "2", "--batch-size", "1",
+                 "--device", "cpu", "--out", str(single)]) == 0
+    assert main(["train-style", str(flower), str(brick), "--size", "32", "--steps", "2", "--batch-size", "2",
+                 "--device", "cpu", "--out", str(multi)]) == 0
+    assert "perceptual loss " in capsys.readouterr().out
+    assert main(["stylize", str(single), str(cat), "--out", str(tmp_path / "a")]) == 0
+    assert main(["stylize", str(multi), str(cat), "--style", "0.5", "0.5", "--out", str(tmp_path / "b")]) == 0
+    assert main(["stylize", str(multi), str(cat), "--style", "1", "--out", str(tmp_path / "c")]) == 0
+    with Image.open(cat) as original:
+        size = original.size
+    for folder in "abc":
+        with Image.open(tmp_path / folder / "cat_stylized.png") as image:
+            assert image.size == size
+
+
+def test_stylize_foreign_file_is_a_one_line_error(cat, tmp_path, capsys):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a network")
+    assert main(["stylize", str(junk), str(cat), "--out", str(tmp_path)]) == 2
+    assert "junk.safetensors" in _error_line(capsys)

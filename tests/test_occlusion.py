@@ -125,6 +125,10 @@ def test_model_left_exactly_as_found_also_after_errors(net):
     ({"window": 9}, ValueError, r"window \(3, 9, 9\) is larger than the image \(3, 8, 8\)"),
     ({"score": "loss"}, ValueError, "score must be one of"),
     ({"dtype": torch.float64}, ValueError, "dtype must be None"),
+    ({"compile": "reduce-overhead"}, ValueError, "compile must be True, False or a torch.compile mode"),
+    ({"compile": 1}, ValueError, "compile must be True, False or a torch.compile mode"),
+    ({"cuda_graph": "yes"}, ValueError, "cuda_graph must be True or False"),
+    ({"cuda_graph": True}, ValueError, "cuda_graph=True needs CUDA images"),
     ({"baseline": torch.zeros(2, 8, 8)}, ValueError, "baseline must be a number"),
     ({"baseline": float("nan")}, ValueError, "baseline contains NaN"),
 ])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import nn
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from pyfastviz.adversarial import fooling_images
 from pyfastviz.classvis import class_visualization
 from pyfastviz.deepdream import deepdream, layer_energy
+from pyfastviz.fast_style import stylize, train_style
 from pyfastviz.guided import guided_backprop
 from pyfastviz.inspect import (
     activation_grid,
@@ -48,7 +50,8 @@ from pyfastviz.models import (
 from pyfastviz.inversion import invert_features
 from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
-from pyfastviz.style import style_transfer, texture_synthesis
+from pyfastviz.style import StyleTargets, style_transfer, texture_synthesis
+from pyfastviz.style import extract_features as extract_style_features
 
 from .gallery import Figure, Section, write_gallery
 
@@ -57,6 +60,7 @@ MIDDLE_LAYERS = {"efficientnet_lite0": "_blocks.10"}  # else the convolution 2/3
 EARLY_LAYERS = {"efficientnet_lite0": "_blocks.4"}  # else the convolution 1/3 of the way in
 INVERSION_LAYERS = {"efficientnet_lite0": {"early": "_blocks.2", "deep": "_blocks.8"}}  # else early / middle
 DREAM_LAYERS = {"efficientnet_lite0": "_blocks.8"}  # else the middle layer
+FAST_STYLES = ("flower", "brick")
 
 
 @dataclass
@@ -320,6 +324,49 @@ def style_section(ctx: DemoContext) -> Section:
     )
 
 
+def fast_style_section(ctx: DemoContext) -> Section:
+    """A network trained briefly on `flower`, applied to two photos; a two-style network (flower,
+    brick) with a 50/50 blend; captions give each output's style loss to its style image."""
+    size, steps, shown = (256, 2000, 256) if ctx.full else (48, 80, 128)
+    net, preprocess = ctx.model.net, ctx.model.preprocess
+    styles = {name: sample_image(name) for name in FAST_STYLES}
+    train = dict(loss_model=net, size=size, batch_size=2 if not ctx.full else 4, steps=steps,
+                 lr=1e-2 if not ctx.full else 1e-3, seed=0, progress=ctx.progress)
+    single = train_style(styles[FAST_STYLES[0]], **train).network
+    both = train_style(list(styles.values()), **train).network
+    targets = {name: StyleTargets(net, preprocess(image)[None]) for name, image in styles.items()}
+    layers = {name: dict.fromkeys(t.layers, 1 / len(t.layers)) for name, t in targets.items()}
+
+    def style_loss(picture: Image.Image, name: str) -> float:
+        with torch.no_grad():
+            x = preprocess.normalize(torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255).permute(2, 0, 1))
+            return float(targets[name].loss(extract_style_features(net, x[None], targets[name].layers), layers[name]))
+
+    photos = [ctx.photos[PHOTOS.index(name)].resize((shown, shown)) for name in ("chelsea", "china")]
+    figures = [ctx.save(styles[name].resize((shown, shown)), f"fast_style/style_{name}.png", f"style: {name}")
+               for name in FAST_STYLES]
+    first = FAST_STYLES[0]
+    for name, photo, out in zip(("chelsea", "china"), photos, stylize(single, photos)):
+        figures.append(ctx.save(out, f"fast_style/{name}_{first}.png",
+                                f"{name} in one pass: style loss to {first} {style_loss(out, first):.2f} "
+                                f"(the photo: {style_loss(photo, first):.2f})"))
+    for label, style in (*((n, i) for i, n in enumerate(FAST_STYLES)), ("50/50 blend", [0.5, 0.5])):
+        out = stylize(both, photos[0], style=style)
+        losses = ", ".join(f"{n} {style_loss(out, n):.2f}" for n in FAST_STYLES)
+        figures.append(ctx.save(out, f"fast_style/chelsea_two_styles_{label.replace('/', '_').replace(' ', '_')}.png",
+                                f"two-style network, {label}: style losses {losses}"))
+    return Section(
+        "Fast neural style",
+        "Johnson et al. (2016): a feed-forward network (downsampling convolutions, five residual blocks, "
+        "upsampling, instance norm) trained to minimise the perceptual loss of the style-transfer section, then "
+        f"run in one forward pass on any photo ({size} px crops of the sample photos, {steps} Adam steps, "
+        "the default model as loss network). Then one network for two styles (Dumoulin et al. 2017: each style "
+        "owns only its instance-norm scale and shift), run with either style or a blend of their scales and "
+        "shifts. Captions give the relative style loss of each output to each style image.",
+        figures,
+    )
+
+
 def inside_section(ctx: DemoContext) -> Section:
     """First-layer filters, a middle layer's feature maps, neighbours in feature vs pixel space,
     a 2-D map of the features, and the patches that excite one channel most."""
@@ -369,7 +416,7 @@ def inside_section(ctx: DemoContext) -> Section:
 
 
 SECTIONS = [saliency_section, guided_section, occlusion_section, gradient_ascent_section, inversion_dream_section,
-            style_section, inside_section]
+            style_section, fast_style_section, inside_section]
 
 
 def run_demo(

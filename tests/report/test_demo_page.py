@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 SECTION_TITLES = ["Saliency by backprop (vanilla gradient)", "Guided backprop", "Saliency by occlusion",
                   "Images by gradient ascent", "Feature inversion and DeepDream", "Texture synthesis and style transfer",
-                  "Looking inside the model"]
+                  "Fast neural style", "Looking inside the model"]
 
 
 @pytest.fixture(scope="module")

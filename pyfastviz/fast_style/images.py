@@ -1,0 +1,100 @@
+"""Training images: the content sampler (random crops and flips, a function of (seed, step)) and
+style images, as float RGB tensors in pytorch/examples' [0, 255] pixel convention."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pyfastviz.data import ImageFolder
+from pyfastviz.models import load_image, sample_image
+
+# The colour photos among pyfastviz.models.SAMPLE_IMAGES: the default content images.
+SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
+MIN_CROP = 0.5  # crops cover between half and all of an image's shorter side
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def resize_shorter(image: torch.Tensor, side: int) -> torch.Tensor:
+    """(N, 3, H, W) float -> the same with the shorter side resized to `side` (bilinear, antialiased)."""
+    scale = side / min(image.shape[2:])
+    size = [max(side, round(s * scale)) for s in image.shape[2:]]
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def style_tensor(image, size: int, name: str = "style_images") -> torch.Tensor:
+    """A style image (PIL image, path, or (3, H, W) / (1, 3, H, W) tensor in [0, 1]) -> (1, 3, h, w)
+    float in [0, 1], shorter side resized to `size`."""
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image)
+    if isinstance(image, Image.Image):
+        x = pil_to_tensor(image)[None].float() / 255
+    elif isinstance(image, torch.Tensor):
+        x = image[None] if image.dim() == 3 else image
+        if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point():
+            raise ValueError(f"{name}: a tensor must be a float (3, H, W) or (1, 3, H, W) image in [0, 1], "
+                             f"got {x.dtype} of shape {tuple(image.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name}: the tensor contains NaN or infinite values")
+        x = x.detach().float().cpu().clamp(0, 1)
+    else:
+        raise TypeError(f"{name} must hold PIL images, paths or (3, H, W) tensors, got {type(image).__name__}")
+    return resize_shorter(x, size).clamp(0, 1)
+
+
+class ContentSampler:
+    """Batches of square content crops, a function of (seed, step) only (so runs resume exactly).
+
+    images: None (the bundled SAMPLE_PHOTOS), a folder path or pyfastviz.data.ImageFolder (files
+    read when drawn), or a non-empty list of PIL images and/or paths. Each crop: a random image,
+    a random square of MIN_CROP..1 of its shorter side, resized to size x size, flipped
+    left-right with probability 1/2.
+    """
+
+    def __init__(self, images, size: int, seed: int):
+        if images is None:
+            images = [sample_image(name) for name in SAMPLE_PHOTOS]
+        elif isinstance(images, (str, os.PathLike)):
+            if not Path(images).is_dir():
+                raise ValueError(f"content_images={str(images)!r} is not a folder")
+            images = ImageFolder(images)
+        if isinstance(images, ImageFolder):
+            images = list(images.paths)
+        if not isinstance(images, (list, tuple)) or not images:
+            raise ValueError("content_images must be None, a folder, or a non-empty list of PIL images or paths, "
+                             f"got {images if isinstance(images, (list, tuple)) else type(images).__name__!r}")
+        for item in images:
+            if not isinstance(item, (Image.Image, str, os.PathLike)):
+                raise TypeError(f"content_images must hold PIL images or paths, got {type(item).__name__}")
+        self.sources = [pil_to_tensor(item) if isinstance(item, Image.Image) else Path(item) for item in images]
+        self.size, self.seed = size, seed
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        """(batch_size, 3, size, size) float32 pixels in [0, 255] for training step `step`."""
+        rng = np.random.default_rng((self.seed, step))  # SeedSequence: well-mixed, no (seed, step) overlaps
+        crops = []
+        for _ in range(batch_size):
+            source = self.sources[int(rng.integers(len(self.sources)))]
+            image = source if isinstance(source, torch.Tensor) else pil_to_tensor(load_image(source))
+            height, width = image.shape[1:]
+            side = max(1, round(min(height, width) * rng.uniform(MIN_CROP, 1)))
+            top, left = int(rng.integers(height - side + 1)), int(rng.integers(width - side + 1))
+            crop = image[None, :, top:top + side, left:left + side].float()
+            crop = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                 align_corners=False)
+            if rng.random() < 0.5:
+                crop = crop.flip(3)
+            crops.append(crop.clamp(0, 255))
+        return torch.cat(crops)

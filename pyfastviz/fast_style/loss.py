@@ -1,0 +1,81 @@
+"""Johnson et al.'s perceptual loss on a frozen loss network: content feature match at one
+layer, Gram-matrix style loss at several (pyfastviz.style.StyleTargets, one per style), and
+total variation. Takes the transformer's [0, 255] pixels and normalises them for the loss
+network with a Preprocess's mean/std."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from pyfastviz._state import evaluation_mode
+from pyfastviz.models import Preprocess
+from pyfastviz.style import StyleTargets, extract_features, total_variation
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Runs the body with model in eval mode and its parameters' requires_grad False; restores
+    both, also on error."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with evaluation_mode(model):
+        try:
+            model.requires_grad_(False)
+            yield model
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
+
+
+class PerceptualLoss:
+    """Loss parts of transformer outputs against their content images and style indices.
+
+    model: the loss network, frozen by the caller (see frozen). styles: S (1, 3, h, w) style
+    images, pixels in [0, 1], on the model's device. Style layers count equally.
+    __call__(output, content, style_index) with output, content (N, 3, H, W) pixels in [0, 255]
+    and style_index (N,) ints in [0, S) -> {"content", "style", "tv"}, each (N,): content
+    mean (F - F_c)^2 / mean F_c^2 at content_layer; style as StyleTargets.loss (relative to each
+    layer's target); tv: total_variation of output / 255.
+    """
+
+    def __init__(self, model: nn.Module, styles: Sequence[torch.Tensor], content_layer: str,
+                 style_layers: Sequence[str], preprocess: Preprocess | None = None):
+        self.model, self.content_layer = model, content_layer
+        self.preprocess = preprocess or Preprocess(224)
+        self.targets = [StyleTargets(model, self.preprocess.normalize(style), layers=style_layers,
+                                     preprocess=self.preprocess) for style in styles]
+        self.layer_weights = {layer: 1 / len(self.targets[0].layers) for layer in self.targets[0].layers}
+        self.layers = list(dict.fromkeys([*self.targets[0].layers, content_layer]))
+
+    def __call__(self, output: torch.Tensor, content: torch.Tensor, style_index: torch.Tensor) -> dict:
+        with torch.no_grad():
+            target = extract_features(self.model, self.preprocess.normalize(content / 255), [self.content_layer])
+            target = target[self.content_layer].float()
+        features = extract_features(self.model, self.preprocess.normalize(output / 255), self.layers)
+        features = {name: f.float() for name, f in features.items()}
+        content_loss = ((features[self.content_layer] - target).pow(2).flatten(1).mean(1)
+                        / target.pow(2).flatten(1).mean(1).clamp_min(1e-30))
+        return {"content": content_loss, "style": self.style_loss(features, style_index),
+                "tv": total_variation(output.float() / 255)}
+
+    def style_loss(self, features: dict[str, torch.Tensor], style_index: torch.Tensor) -> torch.Tensor:
+        """(N,) style loss of features (from extract_features at self.layers) to each image's style."""
+        loss = features[self.content_layer].new_zeros(style_index.shape[0])
+        for style, targets in enumerate(self.targets):
+            rows = (style_index == style).nonzero()[:, 0]
+            if rows.numel():
+                part = targets.loss({name: features[name][rows] for name in targets.layers}, self.layer_weights)
+                loss = loss.index_put((rows,), part)
+        return loss
+
+    def style_losses(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, S) style loss of each image (pixels in [0, 255]) to each style, without gradients."""
+        with torch.no_grad():
+            features = extract_features(self.model, self.preprocess.normalize(images / 255), self.layers)
+            features = {name: f.float() for name, f in features.items()}
+            rows = [self.style_loss(features, torch.full((images.shape[0],), style, device=images.device))
+                    for style in range(len(self.targets))]
+        return torch.stack(rows, dim=1)

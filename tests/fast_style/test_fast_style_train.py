@@ -1,0 +1,124 @@
+"""train_style on a tiny loss network: exact resume from checkpoints, refused and damaged
+checkpoints, the loss model left as found (also on errors), argument errors."""
+
+import pytest
+import torch
+
+from pyfastviz.fast_style import TransformerNet, save_style_network
+from pyfastviz.fast_style.train import CHECKPOINT_NAME, LOSSES
+from tests.fast_style.tiny import TinyLossNet, pixels, tiny_train
+from tests.helpers import FailsLater, assert_same_state, model_state
+
+
+@pytest.mark.parametrize("styles", [None, [pixels(3, 40, 36), pixels(3, 36, 44, seed=1)]],
+                         ids=["single", "two-styles"])
+def test_resumed_run_ends_at_the_uninterrupted_weights(tiny_net, tmp_path, styles):
+    full = tiny_train(tiny_net, styles, steps=4, seed=3)
+    first = tiny_train(tiny_net, styles, steps=3, seed=3, checkpoint_dir=tmp_path, checkpoint_every=2)
+    resumed = tiny_train(tiny_net, styles, steps=4, seed=3, checkpoint_dir=tmp_path)
+    assert isinstance(full.network, TransformerNet)
+    assert full.network.num_styles == (None if styles is None else 2)
+    assert all(len(full.history[name]) == 4 for name in LOSSES)
+    assert resumed.history["total"][:3] == first.history["total"]  # the first half came from the checkpoint
+    torch.testing.assert_close(resumed.history["total"], full.history["total"], rtol=1e-5, atol=0)
+    for name, value in full.network.state_dict().items():
+        torch.testing.assert_close(resumed.network.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(full.network.state_dict()["in1.bias"], first.network.state_dict()["in1.bias"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no temporary files left
+
+
+def test_seed_changes_the_run(tiny_net):
+    a, b = tiny_train(tiny_net, steps=1, seed=0), tiny_train(tiny_net, steps=1, seed=1)
+    assert not torch.equal(a.network.conv1.conv2d.weight, b.network.conv1.conv2d.weight)
+
+
+def test_resume_false_starts_over(tiny_net, tmp_path):
+    tiny_train(tiny_net, steps=1, checkpoint_dir=tmp_path)
+    fresh = tiny_train(tiny_net, steps=2, checkpoint_dir=tmp_path, resume=False, seed=1)
+    assert len(fresh.history["total"]) == 2  # resuming would have refused the seed-0 checkpoint
+
+
+@pytest.mark.parametrize("change, field", [(dict(size=36), "size"), (dict(tv_weight=0.5), "tv_weight"),
+                                           (dict(styles=[pixels(3, 40, 36)] * 2), "num_styles"),
+                                           (dict(styles=[pixels(3, 40, 36)]), "multi_style"),
+                                           (dict(styles=pixels(3, 40, 36, seed=7)), "styles_sha256")])
+def test_checkpoint_of_another_configuration_is_refused(tiny_net, tmp_path, change, field):
+    tiny_train(tiny_net, steps=1, checkpoint_dir=tmp_path)
+    styles = change.pop("styles", None)
+    with pytest.raises(ValueError, match=f"another configuration.*{field}: checkpoint"):
+        tiny_train(tiny_net, styles, steps=2, checkpoint_dir=tmp_path, **change)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign", "network", "empty"])
+def test_damaged_or_foreign_checkpoint_gives_a_clear_error(tiny_net, tmp_path, damage):
+    path = tmp_path / CHECKPOINT_NAME
+    if damage == "garbage":
+        path.write_bytes(b"GIF89a not a checkpoint at all" * 10)
+    elif damage == "truncated":
+        tiny_train(tiny_net, steps=1, checkpoint_dir=tmp_path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "foreign":
+        torch.save({"epoch": 3, "weights": [torch.zeros(2)]}, path)
+    elif damage == "network":
+        save_style_network(TransformerNet(), path)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match="checkpoint"):
+        tiny_train(tiny_net, steps=2, checkpoint_dir=tmp_path)
+
+
+def test_loss_model_is_left_as_found(tiny_net):
+    tiny_net.train()
+    tiny_net.conv3.requires_grad_(False)
+    before = model_state(tiny_net)
+    tiny_train(tiny_net, steps=2)
+    assert_same_state(before, model_state(tiny_net))
+    assert tiny_net.training and tiny_net.conv1.weight.requires_grad and not tiny_net.conv3.weight.requires_grad
+
+
+def test_loss_model_is_restored_when_training_fails(tmp_path):
+    torch.manual_seed(0)
+    model = FailsLater(fail_at=4)  # style targets: call 1; step 1: calls 2-3; step 2 raises
+    model.train()
+    before = model_state(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        tiny_train(model, steps=3, content_layer="conv2", style_layers=["conv1", "conv2"], checkpoint_dir=tmp_path)
+    assert_same_state(before, model_state(model))
+    assert list(tmp_path.iterdir()) == []  # no checkpoint was due, nothing half-written
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(size=0), ValueError, "size must be an int >= 1"),
+    (dict(batch_size=2.0), ValueError, "batch_size"),
+    (dict(steps=-1), ValueError, "steps"),
+    (dict(lr=0), ValueError, "lr must be"),
+    (dict(style_weight=float("nan")), ValueError, "style_weight"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(checkpoint_every=0), ValueError, "checkpoint_every"),
+    (dict(content_layer="nope"), ValueError, "content_layer"),
+    (dict(style_layers=["relu1", "nope"]), ValueError, "style_layers"),
+    (dict(device="meta"), ValueError, "device"),
+    (dict(device="cpux"), ValueError, "device"),
+    (dict(mixed_precision=True), ValueError, "mixed_precision"),
+    (dict(mixed_precision="bf16"), TypeError, "mixed_precision"),
+    (dict(content_images=[]), ValueError, "content_images"),
+    (dict(content_images=[3]), TypeError, "content_images"),
+    (dict(content_images="/nonexistent/folder"), ValueError, "content_images"),
+    (dict(styles=[]), ValueError, "style_images"),
+    (dict(styles=3), TypeError, "style_images"),
+    (dict(styles=pixels(2, 3, 8, 8)), ValueError, "style_images"),
+    (dict(styles=pixels(1, 8, 8)), ValueError, "style_images"),
+    (dict(loss_model="vgg16"), TypeError, "model"),
+])
+def test_bad_arguments_name_the_argument(tiny_net, kwargs, error, match):
+    kwargs = {"loss_model": tiny_net, **kwargs}
+    styles = kwargs.pop("styles", None)
+    with pytest.raises(error, match=match):
+        tiny_train(kwargs.pop("loss_model"), styles, **kwargs)
+
+
+def test_default_layers_need_a_known_model():
+    from pyfastviz.fast_style import train_style
+
+    with pytest.raises(ValueError, match="no default style/content layers"):
+        train_style(pixels(3, 16, 16), loss_model=TinyLossNet(), steps=0, progress=False)
