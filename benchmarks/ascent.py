@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: make pyfastviz importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyfastviz import class_visualization, deepdream, fooling_images, invert_features, style_transfer  # noqa: E402
 from pyfastviz.models import load_model  # noqa: E402

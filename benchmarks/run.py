@@ -25,6 +25,11 @@ on the last nn.Linear (images/s), nearest_neighbours (cosine, k=5) against sciki
 brute-force NearestNeighbors (queries/s), pca(backend="torch") against pca(backend="sklearn");
 median ms of each, speedup = reference / pyfastviz, and how far the two outputs agree
 (from the warmup call). Medians of the technique repeat (default 3: sklearn's full SVD is slow).
+Gradient-ascent rows (benchmarks/ascent.py): steps/s of each technique on the default model
+against a bare forward+backward of the model at the same shape. Fast-style rows
+(benchmarks/fast_style.py): one training step of the transformer network against the same
+network built from torch.nn modules. Sweep rows (benchmarks/sweep.py): images/s of an
+occlusion and a gradient sweep over a folder of JPEGs and the share of time outside the model.
 The header also gives x.clone() GB/s of the largest op size, a practical bandwidth ceiling.
 Timing: warmup calls, then rounds that call every method once in turn (so a slow spell
 on a shared machine hits all of them), median per method. CUDA: events around each call;
@@ -512,6 +517,15 @@ def main(argv=None) -> int:
     for case in cases.inspect_cases(args.quick):
         print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
         inspect_rows.append(inspect_row(case, device, inspect_repeat))
+    # These modules import this one (timing helpers), so they are imported here, not at the top.
+    from benchmarks import ascent, fast_style, sweep
+
+    print("  gradient-ascent steps ...", file=sys.stderr, flush=True)
+    ascent_rows = ascent.ascent_rows(device, args.quick, repeat=args.repeat or 3)
+    print("  fast-style training step ...", file=sys.stderr, flush=True)
+    fast_style_rows = fast_style.training_step_rows(device, repeat=technique_repeat, full=not args.quick)
+    print("  sweeps ...", file=sys.stderr, flush=True)
+    sweep_rows = sweep.sweep_rows(device, 8 if args.quick else 300, window=32, stride=32)
     meta["seconds"] = round(time.perf_counter() - started, 1)
 
     print(header(meta))
@@ -520,8 +534,12 @@ def main(argv=None) -> int:
     print(instance_norm_table(instance_norm_rows) + "\n")
     print(technique_table(technique_rows) + "\n")
     print(occlusion_table(occlusion_rows) + "\n")
-    print(inspect_table(inspect_rows))
-    rows = op_rows + gram_rows + instance_norm_rows + technique_rows + occlusion_rows + inspect_rows
+    print(inspect_table(inspect_rows) + "\n")
+    print(ascent.ascent_table(ascent_rows) + "\n")
+    print(fast_style.training_step_table(fast_style_rows) + "\n")
+    print(sweep.sweep_table(sweep_rows))
+    rows = (op_rows + gram_rows + instance_norm_rows + technique_rows + occlusion_rows + inspect_rows + ascent_rows
+            + fast_style_rows + [{"kind": "sweep", **row} for row in sweep_rows])
     Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.json} ({meta['seconds']} s)")
     return 0

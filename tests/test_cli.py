@@ -151,9 +151,10 @@ def test_inspect_commands_check_their_paths_first(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_occlusion_writes_map_and_overlay(cat, tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--compile"]])
+def test_occlusion_writes_map_and_overlay(cat, tmp_path, capsys, extra):
     out = tmp_path / "out"
-    assert main(["occlusion", str(cat), "--window", "56", "--stride", "56", "--target", "Egyptian cat",
+    assert main(["occlusion", str(cat), "--window", "56", "--stride", "56", "--target", "Egyptian cat", *extra,
                  "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "class 285 'Egyptian cat'" in stdout
