@@ -10,12 +10,11 @@ features' dtype; the sums are accumulated in fp32 and rounded once. fp32 dot pro
 IEEE fp32 unless allow_tf32=True (allow_tf32=None follows torch.backends.cuda.matmul.allow_tf32).
 """
 
-import warnings
-
 import torch
 
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_float_tensor
+from pyfastviz.ops._triton import BACKENDS, TritonBackend
 
 try:
     from pyfastviz.kernels import gram as _kernels
@@ -25,15 +24,16 @@ except ImportError as error:  # triton not installed
     _kernels = None
     TRITON_ERROR = error
 
-OP = "gram"
-BACKENDS = ("auto", "triton", "reference")
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_warned = False
+TRITON = TritonBackend("gram", TRITON_ERROR)
 
 
 def triton_available() -> bool:
     """True when Triton imported (pyfastviz.kernels.gram is usable)."""
-    return TRITON_ERROR is None
+    return TRITON.available()
+
+
+def use_triton(features: torch.Tensor, backend: str) -> bool:
+    return TRITON.use(features, backend, "features")
 
 
 def gram(features: torch.Tensor, *, normalize: bool = True, allow_tf32: bool | None = None,
@@ -64,33 +64,6 @@ def scale(features: torch.Tensor, normalize: bool) -> float:
     """The factor G is multiplied by: 1 / (C*H*W), or 1 (normalize=False or C*H*W == 0)."""
     _, c, h, w = features.shape
     return 1.0 / (c * h * w) if normalize and c * h * w else 1.0
-
-
-def use_triton(features: torch.Tensor, backend: str) -> bool:
-    if backend == "reference":
-        return False
-    if backend == "triton":
-        if not triton_available():
-            raise RuntimeError(f"backend='triton' but Triton did not import ({TRITON_ERROR})")
-        if features.dtype not in KERNEL_DTYPES:
-            raise TypeError(f"backend='triton' supports float32/float16/bfloat16 features, got {features.dtype}")
-        return True
-    if features.device.type != "cuda" or features.dtype not in KERNEL_DTYPES:
-        return False  # no CPU kernel; float64 is reference-only
-    if not triton_available():
-        warn_fallback()
-        return False
-    return True
-
-
-def warn_fallback() -> None:
-    """Warns once per process that gram runs on its pure-PyTorch reference."""
-    global _warned
-    if _warned:
-        return
-    _warned = True
-    warnings.warn(f"Triton did not import ({TRITON_ERROR}); pyfastviz.ops.gram uses the pure-PyTorch "
-                  "reference, which is slower. Install it with `pip install triton`.", RuntimeWarning, stacklevel=3)
 
 
 # ---- registration ---------------------------------------------------------------------------

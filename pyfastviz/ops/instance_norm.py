@@ -9,12 +9,11 @@ register_fake + register_autograd), so the op composes with autograd, torch.comp
 torch.library.opcheck.
 """
 
-import warnings
-
 import torch
 
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_float_tensor
+from pyfastviz.ops._triton import BACKENDS, TritonBackend
 
 try:
     from pyfastviz.kernels import instance_norm as _kernels
@@ -24,14 +23,16 @@ except ImportError as error:  # triton not installed
     _kernels = None
     TRITON_ERROR = error
 
-BACKENDS = ("auto", "triton", "reference")
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_warned = False
+TRITON = TritonBackend("instance_norm", TRITON_ERROR)
 
 
 def triton_available() -> bool:
     """True when Triton imported (pyfastviz.kernels.instance_norm is usable)."""
-    return TRITON_ERROR is None
+    return TRITON.available()
+
+
+def use_triton(x: torch.Tensor, backend: str) -> bool:
+    return TRITON.use(x, backend, "x")
 
 
 def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, *,
@@ -63,33 +64,6 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
     if use_triton(x, backend):
         return torch.ops.pyfastviz.instance_norm(x, weight, bias, float(eps), bool(relu))[0]
     return reference.instance_norm(x, weight, bias, eps=float(eps), relu=relu)
-
-
-def use_triton(x: torch.Tensor, backend: str) -> bool:
-    if backend == "reference":
-        return False
-    if backend == "triton":
-        if not triton_available():
-            raise RuntimeError(f"backend='triton' but Triton did not import ({TRITON_ERROR})")
-        if x.dtype not in KERNEL_DTYPES:
-            raise TypeError(f"backend='triton' supports float32/float16/bfloat16 x, got {x.dtype}")
-        return True
-    if x.device.type != "cuda" or x.dtype not in KERNEL_DTYPES:
-        return False  # no CPU kernel; float64 is reference-only
-    if not triton_available():
-        warn_fallback()
-        return False
-    return True
-
-
-def warn_fallback() -> None:
-    """Warns once per process that instance_norm runs on its pure-PyTorch reference."""
-    global _warned
-    if _warned:
-        return
-    _warned = True
-    warnings.warn(f"Triton did not import ({TRITON_ERROR}); pyfastviz.ops.instance_norm uses the pure-PyTorch "
-                  "reference, which is slower. Install it with `pip install triton`.", RuntimeWarning, stacklevel=3)
 
 
 # ---- registration ---------------------------------------------------------------------------

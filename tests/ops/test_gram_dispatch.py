@@ -88,8 +88,8 @@ def test_triton_backend_rejects_float64():
 
 
 def test_missing_triton_falls_back_with_one_warning(monkeypatch):
-    monkeypatch.setattr(gram_module, "TRITON_ERROR", ImportError("simulated"))
-    monkeypatch.setattr(gram_module, "_warned", False)
+    monkeypatch.setattr(gram_module.TRITON, "error", ImportError("simulated"))
+    monkeypatch.setattr(gram_module.TRITON, "warned", False)
     monkeypatch.setattr(torch.Tensor, "device", property(lambda self: torch.device("cuda")), raising=False)
     x = torch.randn(1, 3, 4, 4)
     with pytest.warns(RuntimeWarning, match="simulated"):
@@ -99,7 +99,7 @@ def test_missing_triton_falls_back_with_one_warning(monkeypatch):
         gram(x)  # the second call is silent
     monkeypatch.undo()
     torch.testing.assert_close(g, reference.gram(x))
-    monkeypatch.setattr(gram_module, "TRITON_ERROR", ImportError("simulated"))
+    monkeypatch.setattr(gram_module.TRITON, "error", ImportError("simulated"))
     with pytest.raises(RuntimeError, match="backend='triton' but Triton did not import"):
         gram(x, backend="triton")
 

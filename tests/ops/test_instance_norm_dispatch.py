@@ -104,8 +104,8 @@ def test_triton_backend_rejects_float64():
 
 
 def test_missing_triton_falls_back_with_one_warning(monkeypatch):
-    monkeypatch.setattr(op_module, "TRITON_ERROR", ImportError("simulated"))
-    monkeypatch.setattr(op_module, "_warned", False)
+    monkeypatch.setattr(op_module.TRITON, "error", ImportError("simulated"))
+    monkeypatch.setattr(op_module.TRITON, "warned", False)
     monkeypatch.setattr(torch.Tensor, "device", property(lambda self: torch.device("cuda")), raising=False)
     x = torch.randn(1, 3, 4, 4)
     with pytest.warns(RuntimeWarning, match="simulated"):
@@ -115,7 +115,7 @@ def test_missing_triton_falls_back_with_one_warning(monkeypatch):
         instance_norm(x)  # the second call is silent
     monkeypatch.undo()
     torch.testing.assert_close(y, F.instance_norm(x))
-    monkeypatch.setattr(op_module, "TRITON_ERROR", ImportError("simulated"))
+    monkeypatch.setattr(op_module.TRITON, "error", ImportError("simulated"))
     with pytest.raises(RuntimeError, match="backend='triton' but Triton did not import"):
         instance_norm(x, backend="triton")
 

@@ -1,0 +1,46 @@
+"""Backend choice shared by the Triton ops (gram, instance_norm): the kernel for CUDA tensors of
+a kernel dtype, the reference elsewhere, and one warning per op when Triton did not import."""
+
+import warnings
+
+import torch
+
+BACKENDS = ("auto", "triton", "reference")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class TritonBackend:
+    """Whether op runs its Triton kernel. error: the ImportError of its kernel module, or None."""
+
+    def __init__(self, op: str, error: ImportError | None):
+        self.op, self.error, self.warned = op, error, False
+
+    def available(self) -> bool:
+        """True when Triton imported (the op's kernel module is usable)."""
+        return self.error is None
+
+    def use(self, x: torch.Tensor, backend: str, name: str) -> bool:
+        """backend "reference": no; "triton": yes (or raise); "auto": for CUDA fp32/fp16/bf16 x.
+        name: x's argument name, for errors."""
+        if backend == "reference":
+            return False
+        if backend == "triton":
+            if not self.available():
+                raise RuntimeError(f"backend='triton' but Triton did not import ({self.error})")
+            if x.dtype not in KERNEL_DTYPES:
+                raise TypeError(f"backend='triton' supports float32/float16/bfloat16 {name}, got {x.dtype}")
+            return True
+        if x.device.type != "cuda" or x.dtype not in KERNEL_DTYPES:
+            return False  # no CPU kernel; float64 is reference-only
+        if not self.available():
+            self.warn_fallback()
+            return False
+        return True
+
+    def warn_fallback(self) -> None:
+        """Warns once per process that the op runs on its pure-PyTorch reference."""
+        if self.warned:
+            return
+        self.warned = True
+        warnings.warn(f"Triton did not import ({self.error}); pyfastviz.ops.{self.op} uses the pure-PyTorch "
+                      "reference, which is slower. Install it with `pip install triton`.", RuntimeWarning, stacklevel=4)
