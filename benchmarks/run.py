@@ -373,7 +373,7 @@ def op_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         if "skipped" in r:
-            body.append([r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * 7])
+            body.append(skipped_row(r, blanks=7))
             continue
         saved = r.get("saved_bytes_per_element")
         body.append([
@@ -386,13 +386,18 @@ def op_table(rows: list[dict]) -> str:
     return markdown(header, body)
 
 
+def skipped_row(r: dict, blanks: int) -> list[str]:
+    """A table row of a case that did not run: its name, shape, dtype and the reason."""
+    return [r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * blanks]
+
+
 def gram_table(rows: list[dict]) -> str:
     header = ["op", "shape", "dtype", "reference ms", "pyfastviz ms", "speedup", "reference TFLOP/s",
               "pyfastviz TFLOP/s"]
     body = []
     for r in rows:
         if "skipped" in r:
-            body.append([r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * 4])
+            body.append(skipped_row(r, blanks=4))
             continue
         body.append([
             r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),
@@ -407,7 +412,7 @@ def instance_norm_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         if "skipped" in r:
-            body.append([r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * 4])
+            body.append(skipped_row(r, blanks=4))
             continue
         body.append([
             r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),

@@ -373,6 +373,17 @@ def _affine_args(param: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Ten
     return param, param.stride(0), param.stride(1)
 
 
+def _tiling(x: torch.Tensor, x_sc: int, x_sk: int, fused_tile: tuple[int, int], weight, bias,
+            relu: bool) -> tuple[int, int, dict]:
+    """(channel blocks per image, programs over N, the kernels' shared meta-parameters)."""
+    N, C, H, W = x.shape
+    rows, block_k = choose_tiles(C, H * W, x_sc, x_sk, x.element_size(), fused_tile)
+    c_blocks = triton.cdiv(C, rows)
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, RELU=relu, ROWS=rows, BLOCK_K=block_k,
+                 num_warps=_warps(rows, block_k))
+    return c_blocks, N * c_blocks, flags
+
+
 def instance_norm_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
                           relu: bool, split: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, rstd): y (N, C, H, W) in x's dtype and memory format; mean and rstd (N, C)
@@ -389,12 +400,9 @@ def instance_norm_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: to
     y_sn, y_sc, y_sk = plane_strides(target)
     w, w_sn, w_sc = _affine_args(weight, x)
     b, b_sn, b_sc = _affine_args(bias, x)
-    fused_tile = FUSED_TILE_FWD if split is None else NEVER_FUSED
-    rows, block_k = choose_tiles(C, K, x_sc, x_sk, x.element_size(), fused_tile)
-    c_blocks = triton.cdiv(C, rows)
-    programs = N * c_blocks
-    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, RELU=relu, ROWS=rows, BLOCK_K=block_k,
-                 num_warps=_warps(rows, block_k))
+    c_blocks, programs, flags = _tiling(x, x_sc, x_sk, FUSED_TILE_FWD if split is None else NEVER_FUSED,
+                                        weight, bias, relu)
+    block_k = flags["BLOCK_K"]
     if split is None and block_k >= K:
         _fwd_fused_kernel[(programs,)](
             x, target, w, b, mean, rstd, C, K, c_blocks,
@@ -406,7 +414,7 @@ def instance_norm_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: to
         part = torch.empty((2, split, N * C), device=x.device, dtype=torch.float32)
         _fwd_stats_kernel[(programs, split)](
             x, part, C, K, c_blocks, k_per_split, N * C, split, x_sn, x_sc, x_sk,
-            ROWS=rows, BLOCK_K=block_k, num_warps=flags["num_warps"])
+            ROWS=flags["ROWS"], BLOCK_K=block_k, num_warps=flags["num_warps"])
         _fwd_apply_kernel[(programs, split)](
             x, target, w, b, mean, rstd, part, C, K, c_blocks, k_per_split, N * C, split,
             x_sn, x_sc, x_sk, y_sn, y_sc, y_sk, w_sn, w_sc, b_sn, b_sc, eps,
@@ -434,12 +442,9 @@ def instance_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     dx_sn, dx_sc, dx_sk = plane_strides(target)
     w, w_sn, w_sc = _affine_args(weight, x)
     b, b_sn, b_sc = _affine_args(bias, x)
-    fused_tile = FUSED_TILE_BWD if split is None else NEVER_FUSED
-    rows, block_k = choose_tiles(C, K, x_sc, x_sk, x.element_size(), fused_tile)
-    c_blocks = triton.cdiv(C, rows)
-    programs = N * c_blocks
-    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, RELU=relu, ROWS=rows, BLOCK_K=block_k,
-                 num_warps=_warps(rows, block_k))
+    c_blocks, programs, flags = _tiling(x, x_sc, x_sk, FUSED_TILE_BWD if split is None else NEVER_FUSED,
+                                        weight, bias, relu)
+    block_k = flags["BLOCK_K"]
     strides = (dy_sn, dy_sc, dy_sk, x_sn, x_sc, x_sk)
     affine = (w_sn, w_sc, b_sn, b_sc)
     if split is None and block_k >= K:
