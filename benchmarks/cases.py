@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -135,25 +136,54 @@ def op_cases(quick: bool) -> list[OpCase]:
     ]
 
 
+# precision name -> (feature dtype, TF32 dot products on both sides)
+GRAM_PRECISIONS = {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)}
+
+
+@contextmanager
+def matmul_tf32(enabled: bool):
+    """torch.backends.cuda.matmul.allow_tf32 = enabled inside, restored after (the reference's TF32 switch)."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 @dataclass(frozen=True)
 class GramCase:
-    """gram forward or backward on one feature map, two ways: "reference" (reference.gram /
-    reference.gram_backward: a batched matmul in PyTorch) and "pyfastviz" (the Triton kernel,
-    pyfastviz::gram / pyfastviz::gram_backward). fp32 runs IEEE on both sides (no TF32)."""
+    """gram forward, or forward+backward (the gradient of F), on one batch of feature maps, two
+    ways: "reference" (reference.gram: a batched matmul, torch.bmm / cuBLAS) and "pyfastviz"
+    (ops.gram on the Triton kernels). precision: "fp32" (IEEE dot products on both sides), "tf32"
+    (TF32 on both: allow_tf32 for torch.bmm and for the kernel) or "bf16" (bf16 features, fp32
+    accumulation on both)."""
 
-    direction: str  # "forward" | "backward"
+    direction: str  # "forward" | "forward+backward"
     shape: tuple[int, int, int, int]  # (N, C, H, W)
-    dtype: torch.dtype
+    precision: str  # a GRAM_PRECISIONS key
 
     @property
     def name(self) -> str:
         return f"gram {self.direction}"
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return GRAM_PRECISIONS[self.precision][0]
+
     def flops(self) -> int:
-        """2 N C^2 H W: the multiply-adds of a full F @ F^T (forward; the kernel does about
-        half of them, one triangle) or of (dG + dG^T) @ F (backward)."""
+        """2 N C^2 H W per product: F @ F^T (forward; the kernel does about half of it, one
+        triangle), and (dG + dG^T) @ F for the backward."""
         n, c, h, w = self.shape
-        return 2 * n * c * c * h * w
+        return 2 * n * c * c * h * w * (1 if self.direction == "forward" else 2)
+
+    def bytes_moved(self) -> int:
+        """Bytes the kernels must move at least: forward reads F and writes G; forward+backward
+        also reads dG and F and writes dF."""
+        n, c, h, w = self.shape
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        features, gram = n * c * h * w * itemsize, n * c * c * itemsize
+        return features + gram if self.direction == "forward" else 3 * features + 2 * gram
 
     def available(self, device: str | torch.device) -> bool:
         """True on CUDA with Triton importable (there is no CPU kernel: CPU runs the reference)."""
@@ -161,33 +191,41 @@ class GramCase:
 
     def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
         """{"reference": fn, "pyfastviz": fn}, inputs allocated on device."""
+        tf32 = GRAM_PRECISIONS[self.precision][1]
         gen = torch.Generator(device=device).manual_seed(0)
         x = torch.randn(self.shape, generator=gen, device=device, dtype=self.dtype)
-        scale = _gram_module.scale(x, normalize=True)
+
+        def reference_gram(features):
+            with matmul_tf32(tf32):
+                return reference.gram(features)
+
+        def pyfastviz_gram(features):
+            return ops.gram(features, allow_tf32=tf32, backend="triton")
+
         if self.direction == "forward":
-            return {
-                "reference": lambda: reference.gram(x),
-                "pyfastviz": lambda: torch.ops.pyfastviz.gram(x, scale, False),
-            }
+            return {"reference": lambda: reference_gram(x), "pyfastviz": lambda: pyfastviz_gram(x)}
         n, c = self.shape[:2]
         grad = torch.randn((n, c, c), generator=gen, device=device, dtype=self.dtype)
-        return {
-            "reference": lambda: reference.gram_backward(grad, x),
-            "pyfastviz": lambda: torch.ops.pyfastviz.gram_backward(grad, x, scale, False),
-        }
+        leaf = x.detach().requires_grad_(True)
+
+        def forward_backward(fn):
+            with matmul_tf32(tf32):  # the reference's backward matmul runs under the same switch
+                return torch.autograd.grad(fn(leaf), leaf, grad)
+
+        return {"reference": lambda: forward_backward(reference_gram),
+                "pyfastviz": lambda: forward_backward(pyfastviz_gram)}
 
 
 def gram_cases(quick: bool) -> list[GramCase]:
-    """The feature maps of style transfer on VGG (relu1_1 .. relu4_1 of one image).
-    quick: a 128 px image's relu1_1 and relu3_1, fp32. Full: a 512 px image's four, fp32 and bf16."""
+    """The feature maps of style transfer on VGG (relu1_1 .. relu5_1). quick: a 128 px image's
+    relu1_1 and relu3_1, batch 1, fp32. Full: a 512 px image's five, batch 4, fp32, tf32 and bf16."""
     if quick:
-        shapes, dtypes = [(1, 64, 128, 128), (1, 256, 32, 32)], (torch.float32,)
+        shapes, precisions = [(1, 64, 128, 128), (1, 256, 32, 32)], ("fp32",)
     else:
-        shapes = [(1, 64, 512, 512), (1, 128, 256, 256), (1, 256, 128, 128), (1, 512, 64, 64)]
-        dtypes = (torch.float32, torch.bfloat16)
-    return [GramCase(direction, shape, dtype) for dtype in dtypes for shape in shapes
-            for direction in ("forward", "backward")]
-
+        shapes = [(4, 64, 512, 512), (4, 128, 256, 256), (4, 256, 128, 128), (4, 512, 64, 64), (4, 512, 32, 32)]
+        precisions = tuple(GRAM_PRECISIONS)
+    return [GramCase(direction, shape, precision) for precision in precisions for shape in shapes
+            for direction in ("forward", "forward+backward")]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Benchmark table: pyfastviz against its pure-PyTorch references, same run, same device.
 
-    python benchmarks/run.py [--device cpu|cuda|auto] [--quick] [--repeat N] [--json PATH]
+    python benchmarks/run.py [--device cpu|cuda|auto] [--quick] [--repeat N] [--sections A,B] [--json PATH]
     python -m benchmarks.run ...
 
 Op rows (guided_relu forward/backward): median time of the reference (ops/reference.py)
@@ -9,9 +9,11 @@ classic hook method runs (autograd's fused ReLU backward + clamp; the plain ReLU
 the kernel's achieved GB/s (bytes it must move, see cases.OpCase.bytes_moved) and on CUDA
 its fraction of the device's peak bandwidth; the bytes per element each method saves for
 backward.
-Gram rows (gram forward/backward on VGG feature-map shapes, kernels/gram.py): median time of
-the reference (a batched matmul) and of the Triton kernel, speedup, and both as TFLOP/s of
-the full 2*N*C^2*H*W product; CUDA only (skipped on CPU, where gram runs the reference).
+Gram rows (gram forward and forward+backward on VGG feature-map shapes, kernels/gram.py, in
+exact fp32, tf32 and bf16): median time of the reference (torch.bmm) and of the Triton kernels,
+speedup, both as TFLOP/s of the full 2*N*C^2*H*W products, and the kernels' GB/s of the bytes
+they must move (cases.GramCase.bytes_moved) with its fraction of the device's peak bandwidth;
+CUDA only (skipped on CPU, where gram runs the reference).
 Instance-norm rows (forward and forward+backward with a (C,) affine, kernels/instance_norm.py):
 median time of F.instance_norm and of the Triton kernels, speedup, the kernels' GB/s of the
 bytes they must move (cases.InstanceNormCase.bytes_moved) and its fraction of the device's
@@ -25,7 +27,9 @@ on the last nn.Linear (images/s), nearest_neighbours (cosine, k=5) against sciki
 brute-force NearestNeighbors (queries/s), pca(backend="torch") against pca(backend="sklearn");
 median ms of each, speedup = reference / pyfastviz, and how far the two outputs agree
 (from the warmup call). Medians of the technique repeat (default 3: sklearn's full SVD is slow).
-Gradient-ascent rows (benchmarks/ascent.py): steps/s of each technique on the default model
+Style rows (benchmarks/style.py): one Gatys iteration on VGG19 with pyfastviz's Gram ops against
+the same iteration on the reference, and (full sizes, CUDA) the peak memory of a 2048 px style
+transfer against its estimate. Gradient-ascent rows (benchmarks/ascent.py): steps/s of each technique on the default model
 against a bare forward+backward of the model at the same shape. Fast-style rows
 (benchmarks/fast_style.py): one training step of the transformer network against the same
 network built from torch.nn modules. Sweep rows (benchmarks/sweep.py): images/s of an
@@ -34,6 +38,7 @@ The header also gives x.clone() GB/s of the largest op size, a practical bandwid
 Timing: warmup calls, then rounds that call every method once in turn (so a slow spell
 on a shared machine hits all of them), median per method. CUDA: events around each call;
 CPU: time.perf_counter.
+--sections runs some of the tables only (SECTIONS, e.g. --sections gram,instance_norm).
 Prints Markdown tables and writes the same rows, with device/torch/date/commit, as JSON.
 """
 
@@ -48,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -224,12 +230,13 @@ def op_row(case: cases.OpCase, device: str, repeat: int, peak_bw: float | None) 
     return row
 
 
-def gram_row(case: cases.GramCase, device: str, repeat: int) -> dict:
-    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": str(case.dtype).removeprefix("torch.")}
+def gram_row(case: cases.GramCase, device: str, repeat: int, peak_bw: float | None) -> dict:
+    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": case.precision}
     if not case.available(device):
         return {**row, "skipped": f"no {device} kernel for gram (Triton kernel, CUDA only)"}
     samples = sample_times(case.build(device), device, warmup=3, repeat=repeat)
     ms = medians(samples)
+    gbps = case.bytes_moved() / (ms["pyfastviz"] * 1e-3) / 1e9
     row |= {
         "reference_ms": ms["reference"],
         "pyfastviz_ms": ms["pyfastviz"],
@@ -237,6 +244,9 @@ def gram_row(case: cases.GramCase, device: str, repeat: int) -> dict:
         "flops": case.flops(),
         "reference_TFLOPs": case.flops() / (ms["reference"] * 1e-3) / 1e12,
         "pyfastviz_TFLOPs": case.flops() / (ms["pyfastviz"] * 1e-3) / 1e12,
+        "bytes_moved": case.bytes_moved(),
+        "pyfastviz_GBps": gbps,
+        "peak_bandwidth_fraction": gbps * 1e9 / peak_bw if peak_bw else None,
         "samples_ms": samples,
     }
     if device == "cuda":
@@ -392,16 +402,18 @@ def skipped_row(r: dict, blanks: int) -> list[str]:
 
 
 def gram_table(rows: list[dict]) -> str:
-    header = ["op", "shape", "dtype", "reference ms", "pyfastviz ms", "speedup", "reference TFLOP/s",
-              "pyfastviz TFLOP/s"]
+    header = ["op", "shape", "precision", "torch.bmm ms", "pyfastviz ms", "speedup", "torch.bmm TFLOP/s",
+              "pyfastviz TFLOP/s", "pyfastviz GB/s", "% of peak BW"]
     body = []
     for r in rows:
         if "skipped" in r:
-            body.append(skipped_row(r, blanks=4))
+            body.append(skipped_row(r, blanks=6))
             continue
         body.append([
             r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),
             fmt(r["speedup"]) + "x", fmt(r["reference_TFLOPs"], ".1f"), fmt(r["pyfastviz_TFLOPs"], ".1f"),
+            fmt(r["pyfastviz_GBps"], ".1f"),
+            fmt(r["peak_bandwidth_fraction"] and 100 * r["peak_bandwidth_fraction"], ".0f"),
         ])
     return markdown(header, body)
 
@@ -465,21 +477,87 @@ def inspect_table(rows: list[dict]) -> str:
     return markdown(header, body)
 
 
+def describe(case) -> str:
+    """A case's name, shape (or image size) and precision, for the progress lines on stderr."""
+    size = shape_text(case.shape) if hasattr(case, "shape") else f"{case.size} px"
+    precision = getattr(case, "precision", None) or getattr(case, "dtype", None)
+    return " ".join(str(part) for part in (case.name, size, precision) if part is not None)
+
+
+def over_cases(case_list, make_row, table):
+    """A section that makes one row per case (each announced on stderr), then its table."""
+    def run():
+        rows = []
+        for case in case_list:
+            print(f"  {describe(case)} ...", file=sys.stderr, flush=True)
+            rows.append(make_row(case))
+        return rows, table(rows)
+    return run
+
+
+def tabulated(make_rows, table):
+    """A section whose rows come from one call, then its table."""
+    def run():
+        rows = make_rows()
+        return rows, table(rows)
+    return run
+
+
+def sections(device: str, quick: bool, repeat: int | None, peak_bw: float | None) -> dict:
+    """{name: () -> (rows, markdown table)}, in the order they run and print."""
+    # These modules import this one (timing helpers), so they are imported here, not at the top.
+    from benchmarks import ascent, fast_style, style, sweep
+
+    op_repeat, technique_repeat, inspect_repeat = repeat or 20, repeat or 5, repeat or 3
+    return {
+        "ops": over_cases(cases.op_cases(quick), lambda c: op_row(c, device, op_repeat, peak_bw), op_table),
+        "gram": over_cases(cases.gram_cases(quick), lambda c: gram_row(c, device, op_repeat, peak_bw), gram_table),
+        "instance_norm": over_cases(cases.instance_norm_cases(quick),
+                                    lambda c: instance_norm_row(c, device, op_repeat, peak_bw), instance_norm_table),
+        "techniques": over_cases(cases.technique_cases(quick), lambda c: technique_row(c, device, technique_repeat),
+                                 technique_table),
+        "occlusion": over_cases(cases.occlusion_cases(quick), lambda c: occlusion_row(c, device, technique_repeat),
+                                occlusion_table),
+        "inspect": over_cases(cases.inspect_cases(quick), lambda c: inspect_row(c, device, inspect_repeat),
+                              inspect_table),
+        "style": tabulated(lambda: style.style_rows(device, quick, repeat=technique_repeat, large=not quick),
+                           style.style_table),
+        "ascent": tabulated(lambda: ascent.ascent_rows(device, quick, repeat=repeat or 3), ascent.ascent_table),
+        "fast_style": tabulated(lambda: fast_style.training_step_rows(device, repeat=technique_repeat, full=not quick),
+                                fast_style.training_step_table),
+        "sweep": tabulated(lambda: [{"kind": "sweep", **row}
+                                    for row in sweep.sweep_rows(device, 8 if quick else 300, window=32, stride=32)],
+                           sweep.sweep_table),
+    }
+
+
+SECTIONS = ("ops", "gram", "instance_norm", "techniques", "occlusion", "inspect", "style", "ascent", "fast_style",
+            "sweep")
+
+
+def parse_sections(text: str) -> list[str]:
+    """"all" or a comma-separated list of SECTIONS names, in SECTIONS order."""
+    names = SECTIONS if text == "all" else [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {unknown or [text]}: choose from {', '.join(SECTIONS)}")
+    return [name for name in SECTIONS if name in names]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke, small CPUs)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed rounds per case (default: 20 for ops, 5 for techniques, 3 for inspect)")
+    parser.add_argument("--sections", type=parse_sections, default="all",
+                        help=f"comma-separated, from {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--json", default="bench-results.json", help="where to write the rows")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be >= 1")
 
     device = resolve_device(args.device)
-    op_repeat = args.repeat or 20
-    technique_repeat = args.repeat or 5
-    inspect_repeat = args.repeat or 3
     peak_bw = peak_bandwidth(device)
     commit, dirty = git_commit()
     meta = {
@@ -493,61 +571,39 @@ def main(argv=None) -> int:
         "dirty": dirty,
         "loadavg_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # others' work skews CPU times
         "quick": args.quick,
-        "repeat": {"op": op_repeat, "technique": technique_repeat, "inspect": inspect_repeat},
+        "repeat": {"op": args.repeat or 20, "technique": args.repeat or 5, "inspect": args.repeat or 3},
+        "sections": args.sections,
     }
 
     started = time.perf_counter()
     copy_numel = max(case.numel for case in cases.op_cases(args.quick))  # fp32 copy of the largest op size
     meta["copy_MiB"], meta["copy_GBps"] = copy_numel * 4 / MiB, copy_bandwidth(device, copy_numel)
-    op_rows, technique_rows = [], []
-    for case in cases.op_cases(args.quick):
-        print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
-        op_rows.append(op_row(case, device, op_repeat, peak_bw))
-    gram_rows = []
-    for case in cases.gram_cases(args.quick):
-        print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
-        gram_rows.append(gram_row(case, device, op_repeat))
-    instance_norm_rows = []
-    for case in cases.instance_norm_cases(args.quick):
-        print(f"  {case.name} {shape_text(case.shape)} {case.dtype} ...", file=sys.stderr, flush=True)
-        instance_norm_rows.append(instance_norm_row(case, device, op_repeat, peak_bw))
-    for case in cases.technique_cases(args.quick):
-        print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
-        technique_rows.append(technique_row(case, device, technique_repeat))
-    occlusion_rows = []
-    for case in cases.occlusion_cases(args.quick):
-        print(f"  {case.name} {case.size} px ...", file=sys.stderr, flush=True)
-        occlusion_rows.append(occlusion_row(case, device, technique_repeat))
-    inspect_rows = []
-    for case in cases.inspect_cases(args.quick):
-        print(f"  {case.name} {shape_text(case.shape)} ...", file=sys.stderr, flush=True)
-        inspect_rows.append(inspect_row(case, device, inspect_repeat))
-    # These modules import this one (timing helpers), so they are imported here, not at the top.
-    from benchmarks import ascent, fast_style, sweep
-
-    print("  gradient-ascent steps ...", file=sys.stderr, flush=True)
-    ascent_rows = ascent.ascent_rows(device, args.quick, repeat=args.repeat or 3)
-    print("  fast-style training step ...", file=sys.stderr, flush=True)
-    fast_style_rows = fast_style.training_step_rows(device, repeat=technique_repeat, full=not args.quick)
-    print("  sweeps ...", file=sys.stderr, flush=True)
-    sweep_rows = sweep.sweep_rows(device, 8 if args.quick else 300, window=32, stride=32)
-    meta["seconds"] = round(time.perf_counter() - started, 1)
+    runners = sections(device, args.quick, args.repeat, peak_bw)
+    rows, tables, failed = [], [], []
+    for name in args.sections:
+        print(f"{name}:", file=sys.stderr, flush=True)
+        try:
+            section_rows, table = runners[name]()
+        except Exception as error:  # one broken section must not cost the others (a GPU lease is short)
+            traceback.print_exc()
+            failed.append(name)
+            section_rows, table = [{"kind": "error", "section": name, "error": repr(error)}], f"{name}: FAILED {error!r}"
+        rows += section_rows
+        tables.append(table)
+        meta["seconds"] = round(time.perf_counter() - started, 1)
+        write_json(args.json, meta, rows)  # after every section, so a run cut short keeps what it measured
 
     print(header(meta))
-    print(op_table(op_rows) + "\n")
-    print(gram_table(gram_rows) + "\n")
-    print(instance_norm_table(instance_norm_rows) + "\n")
-    print(technique_table(technique_rows) + "\n")
-    print(occlusion_table(occlusion_rows) + "\n")
-    print(inspect_table(inspect_rows) + "\n")
-    print(ascent.ascent_table(ascent_rows) + "\n")
-    print(fast_style.training_step_table(fast_style_rows) + "\n")
-    print(sweep.sweep_table(sweep_rows))
-    rows = (op_rows + gram_rows + instance_norm_rows + technique_rows + occlusion_rows + inspect_rows + ascent_rows
-            + fast_style_rows + [{"kind": "sweep", **row} for row in sweep_rows])
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"\nwrote {args.json} ({meta['seconds']} s)")
-    return 0
+    print("\n\n".join(tables))
+    print(f"\nwrote {args.json} ({meta['seconds']} s)" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def write_json(path: str, meta: dict, rows: list[dict]) -> None:
+    """The rows and meta as JSON, written to a temporary file and renamed (never half-written)."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def pytest_generate_tests(metafunc):
 
 
 def gram_id(case: cases.GramCase) -> str:
-    return f"{case.direction}-{'x'.join(map(str, case.shape))}-{str(case.dtype).removeprefix('torch.')}"
+    return f"{case.direction}-{'x'.join(map(str, case.shape))}-{case.precision}"
 
 
 @pytest.mark.parametrize("method", ["reference", "pyfastviz"])

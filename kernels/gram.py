@@ -17,6 +17,10 @@ Forward, for the short and wide shapes of style transfer (C = 64..512, K up to 5
 Accumulation is fp32 for every input dtype. fp32 inputs use IEEE fp32 dot products unless
 allow_tf32. The output is rounded once to the output's dtype.
 
+Style loss: sum over i, j of (G - T)^2 per image, with no G output. Short reductions: one
+program per triangle tile keeps its tile of G in registers. Long ones (few tiles, K large):
+split-K partial sums go into an fp32 workspace, then a finish kernel reduces the loss.
+
 Backward: dF[n] = scale * (dG[n] + dG[n]^T) @ F[n], a tiled matmul over (C, K) tiles whose
 A operand sums dG and its transpose on load (no dG + dG^T temporary); fp32 accumulation,
 the symmetrised dG rounded to F's dtype before the dot for fp16/bf16 (tensor cores).
@@ -114,25 +118,27 @@ def _gram_fwd_kernel(
     else:
         g = (acc * scale).to(out_ptr.dtype.element_ty)
         out = out_ptr + n * C * C
-        tl.store(out + rows[:, None] * C + cols[None, :], g, mask=mask)
-        if bi != bj:  # the mirrored tile G[bj, bi] = G[bi, bj]^T
-            tl.store(out + cols[None, :] * C + rows[:, None], g, mask=mask)
+        # The tile and its mirror G[bj, bi] = G[bi, bj]^T. A diagonal tile writes its upper
+        # half both ways, so G is exactly symmetric whatever order the dot summed in.
+        off_diagonal = bi != bj
+        tl.store(out + rows[:, None] * C + cols[None, :], g,
+                 mask=mask & (off_diagonal | (rows[:, None] <= cols[None, :])))
+        tl.store(out + cols[None, :] * C + rows[:, None], g,
+                 mask=mask & (off_diagonal | (rows[:, None] < cols[None, :])))
 
 
 @triton.jit
 def _gram_finish_kernel(ws_ptr, out_ptr, C, scale, BLOCK: tl.constexpr):
-    """out[n] = scale * (upper tiles of ws[n], mirrored into the lower ones), cast."""
+    """out[n][r, c] = scale * ws[n][min(r, c), max(r, c)]: the upper triangle of ws, mirrored
+    (exactly symmetric), cast."""
     bi = tl.program_id(0)
     bj = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
     rows, cols, row_ok, col_ok = _tile_indices(bi, bj, C, BLOCK)
     mask = row_ok[:, None] & col_ok[None, :]
-    ws = ws_ptr + n * C * C
-    if bi <= bj:
-        src = ws + rows[:, None] * C + cols[None, :]
-    else:
-        src = ws + cols[None, :] * C + rows[:, None]
-    g = tl.load(src, mask=mask, other=0.0) * scale
+    upper_rows = tl.minimum(rows[:, None], cols[None, :])
+    upper_cols = tl.maximum(rows[:, None], cols[None, :])
+    g = tl.load(ws_ptr + n * C * C + upper_rows * C + upper_cols, mask=mask, other=0.0) * scale
     tl.store(out_ptr + n * C * C + rows[:, None] * C + cols[None, :], g.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -182,6 +188,18 @@ def _gram_bwd_kernel(
 
 
 @triton.jit
+def _tile_loss(g, tgt, rows, cols, mask, t_r, t_c, bi, bj):
+    """sum over tile (bi, bj) of (g - T[rows, cols])^2; an off-diagonal tile also stands for its
+    mirror, so its residual against T[cols, rows]^T is added too. g: (BLOCK, BLOCK) fp32."""
+    r = g - tl.load(tgt + rows[:, None] * t_r + cols[None, :] * t_c, mask=mask, other=0.0).to(tl.float32)
+    total = tl.sum(tl.sum(tl.where(mask, r * r, 0.0), axis=1), axis=0)
+    if bi != bj:
+        r2 = g - tl.load(tgt + cols[None, :] * t_r + rows[:, None] * t_c, mask=mask, other=0.0).to(tl.float32)
+        total += tl.sum(tl.sum(tl.where(mask, r2 * r2, 0.0), axis=1), axis=0)
+    return total
+
+
+@triton.jit
 def _style_loss_kernel(
     f_ptr, t_ptr, loss_ptr,
     C, K, W,
@@ -193,9 +211,8 @@ def _style_loss_kernel(
 ):
     """loss[n] += sum over one tile pair of (G - T)^2, G's tile kept in registers, never stored.
 
-    Program (t, n) owns upper-triangle tile (bi, bj) and reduces all of K (no split: the
-    residual needs the whole tile). An off-diagonal tile also stands for its mirror: its
-    residual against T[bi, bj] and T[bj, bi]^T are both added."""
+    Program (t, n) owns upper-triangle tile (bi, bj) and reduces all of K (the residual needs
+    the whole tile; see style_loss_forward for the split-K alternative)."""
     t = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     bi, bj = _triangle_tile(t)
@@ -204,14 +221,20 @@ def _style_loss_kernel(
     acc = _gram_tile(base, rows, cols, row_ok, col_ok, 0, K, W, s_c, s_h, s_w,
                      MERGED_HW, USE_TF32, IS_FP32, UPCAST, BLOCK, BLOCK_K)
     mask = row_ok[:, None] & col_ok[None, :]
-    g = acc * scale
-    tgt = t_ptr + n * t_n
-    r = g - tl.load(tgt + rows[:, None] * t_r + cols[None, :] * t_c, mask=mask, other=0.0).to(tl.float32)
-    total = tl.sum(tl.sum(tl.where(mask, r * r, 0.0), axis=1), axis=0)
-    if bi != bj:
-        r2 = g - tl.load(tgt + cols[None, :] * t_r + rows[:, None] * t_c, mask=mask, other=0.0).to(tl.float32)
-        total += tl.sum(tl.sum(tl.where(mask, r2 * r2, 0.0), axis=1), axis=0)
-    tl.atomic_add(loss_ptr + n, total)
+    tl.atomic_add(loss_ptr + n, _tile_loss(acc * scale, t_ptr + n * t_n, rows, cols, mask, t_r, t_c, bi, bj))
+
+
+@triton.jit
+def _style_loss_finish_kernel(ws_ptr, t_ptr, loss_ptr, C, t_n, t_r, t_c, scale, BLOCK: tl.constexpr):
+    """loss[n] += sum over upper-triangle tile t (and its mirror) of (scale * ws[n] - T)^2, ws
+    holding the split-K sums of F F^T."""
+    t = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    bi, bj = _triangle_tile(t)
+    rows, cols, row_ok, col_ok = _tile_indices(bi, bj, C, BLOCK)
+    mask = row_ok[:, None] & col_ok[None, :]
+    g = tl.load(ws_ptr + n * C * C + rows[:, None] * C + cols[None, :], mask=mask, other=0.0) * scale
+    tl.atomic_add(loss_ptr + n, _tile_loss(g, t_ptr + n * t_n, rows, cols, mask, t_r, t_c, bi, bj))
 
 
 # ---- launchers ------------------------------------------------------------------------------
@@ -253,6 +276,17 @@ def choose_split(N: int, C: int, K: int, block: int, block_k: int, device: torch
     return max(1, min(triton.cdiv(2 * num_sms(device), programs), k_steps // 4))
 
 
+def _slices(K: int, split: int, block_k: int) -> tuple[int, int]:
+    """(k_per_split, split): slices of whole BLOCK_K steps, none of them empty."""
+    k_per_split = triton.cdiv(triton.cdiv(K, split), block_k) * block_k
+    return k_per_split, triton.cdiv(K, k_per_split)
+
+
+def _block_k(dtype: torch.dtype) -> int:
+    """Reduction step of the forward kernels."""
+    return 32 if INTERPRET else (64 if dtype == torch.float32 else 128)
+
+
 def gram_forward(features: torch.Tensor, scale: float, allow_tf32: bool, split: int | None = None,
                  out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """G (N, C, C) = scale * F @ F^T, in out_dtype (default features' dtype). split: slices of K
@@ -265,11 +299,10 @@ def gram_forward(features: torch.Tensor, scale: float, allow_tf32: bool, split: 
     if K == 0:
         return out.zero_()
     block = _block(C)
-    block_k = 32 if INTERPRET else (64 if features.dtype == torch.float32 else 128)
+    block_k = _block_k(features.dtype)
     if split is None:
         split = choose_split(N, C, K, block, block_k, features.device)
-    k_per_split = triton.cdiv(triton.cdiv(K, split), block_k) * block_k
-    split = triton.cdiv(K, k_per_split)
+    k_per_split, split = _slices(K, split, block_k)
     tiles = triton.cdiv(C, block)
     w, s_h, s_w, merged = _spatial(features)
     ws = torch.zeros((N, C, C), device=features.device, dtype=torch.float32) if split > 1 else out
@@ -315,28 +348,39 @@ def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allo
     return out
 
 
-def style_loss_forward(features: torch.Tensor, target: torch.Tensor, scale: float, allow_tf32: bool) -> torch.Tensor:
-    """loss (N,) fp32 = sum over i, j of (scale * F F^T - target)^2 per image, G never written.
-    target: (N, C, C) of any strides (an expanded (C, C) costs nothing)."""
+def style_loss_forward(features: torch.Tensor, target: torch.Tensor, scale: float, allow_tf32: bool,
+                       split: int | None = None) -> torch.Tensor:
+    """loss (N,) fp32 = sum over i, j of (scale * F F^T - target)^2 per image. target: (N, C, C)
+    of any strides (an expanded (C, C) costs nothing). split: slices of K (None: choose, as
+    gram_forward). One slice: G's tiles stay in registers, never stored. More (few tiles and a
+    long K, e.g. C = 64 at 512^2, where one program per tile would leave the GPU idle): the
+    split-K sums go into an fp32 (N, C, C) workspace and a finish kernel reduces the loss from it."""
     N, C, H, W = features.shape
+    K = H * W
     loss = torch.zeros((N,), device=features.device, dtype=torch.float32)
     if N == 0 or C == 0:
         return loss
-    if H * W == 0:  # G = 0
+    if K == 0:  # G = 0
         return target.float().square().sum((1, 2))
     block = _block(C)
-    block_k = 32 if INTERPRET else (64 if features.dtype == torch.float32 else 128)
+    block_k = _block_k(features.dtype)
+    if split is None:
+        split = choose_split(N, C, K, block, block_k, features.device)
+    k_per_split, split = _slices(K, split, block_k)
     tiles = triton.cdiv(C, block)
+    triangle = tiles * (tiles + 1) // 2
     w, s_h, s_w, merged = _spatial(features)
-    _style_loss_kernel[(tiles * (tiles + 1) // 2, N)](
-        features, target, loss, C, H * W, w,
-        features.stride(0), features.stride(1), s_h, s_w,
-        target.stride(0), target.stride(1), target.stride(2),
-        scale,
-        MERGED_HW=merged, USE_TF32=allow_tf32, IS_FP32=features.dtype == torch.float32,
-        UPCAST=_upcast(features.dtype), BLOCK=block, BLOCK_K=block_k,
-        num_warps=4, num_stages=3,
-    )
+    f_strides = (features.stride(0), features.stride(1), s_h, s_w)
+    t_strides = (target.stride(0), target.stride(1), target.stride(2))
+    meta = dict(MERGED_HW=merged, USE_TF32=allow_tf32, IS_FP32=features.dtype == torch.float32,
+                UPCAST=_upcast(features.dtype), BLOCK=block, BLOCK_K=block_k, num_warps=4, num_stages=3)
+    if split == 1:
+        _style_loss_kernel[(triangle, N)](features, target, loss, C, K, w, *f_strides, *t_strides, scale, **meta)
+        return loss
+    ws = torch.zeros((N, C, C), device=features.device, dtype=torch.float32)
+    _gram_fwd_kernel[(triangle, split, N)](features, ws, ws, C, K, w, *f_strides, 1.0, k_per_split, SPLIT=True,
+                                           **meta)
+    _style_loss_finish_kernel[(triangle, N)](ws, target, loss, C, *t_strides, scale, BLOCK=block, num_warps=4)
     return loss
 
 

@@ -64,7 +64,11 @@ class ConditionalInstanceNorm2d(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"ConditionalInstanceNorm2d({self.num_features}) expects (N, {self.num_features}, H, W) "
                              f"input, got shape {tuple(x.shape)}")
-        mix = style_mixture(styles, x.shape[0], self.num_styles, self.weight)
+        return self.forward_mixture(x, style_mixture(styles, x.shape[0], self.num_styles, self.weight))
+
+    def forward_mixture(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """forward with blend weights mix (N, num_styles) that style_mixture already made: no
+        checks, so no host syncs (a network checks its styles once, not in every layer)."""
         return instance_norm(x, mix @ self.weight, mix @ self.bias, eps=self.eps, relu=self.relu)
 
     def extra_repr(self) -> str:

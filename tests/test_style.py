@@ -111,6 +111,14 @@ def test_memory_check_names_largest_size_that_fits(net):
     assert estimate_peak_memory(net, (height, width)) <= available
 
 
+def test_vgg19_at_2048px_is_estimated_to_fit_80_gb():
+    """What the CUDA test in tests/test_cuda_end_to_end.py checks for real: 2048 px on 80 GB."""
+    import torchvision
+
+    vgg19 = torchvision.models.vgg19(weights=None)
+    assert 10 * 2**30 < estimate_peak_memory(vgg19, 2048) < 80 * 2**30
+
+
 def test_model_left_as_found(net):
     net.train()
     before = model_state(net)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyfastviz.nn import ConditionalInstanceNorm2d, InstanceNorm2d
+from pyfastviz.nn import ConditionalInstanceNorm2d, InstanceNorm2d, style_mixture
 
 MULTIPLE = 4  # two stride-2 convolutions down, two x2 upsamplings up
 MIN_SIDE = 8  # the residual blocks' reflection padding needs 2 x 2 maps at 1/4 resolution
@@ -47,8 +47,9 @@ def _norm(channels: int, num_styles: int | None, relu: bool) -> nn.Module:
     return ConditionalInstanceNorm2d(channels, num_styles, relu=relu)
 
 
-def _apply(norm: nn.Module, x: torch.Tensor, styles) -> torch.Tensor:
-    return norm(x, styles) if isinstance(norm, ConditionalInstanceNorm2d) else norm(x)
+def _apply(norm: nn.Module, x: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
+    """norm(x); a conditional norm takes the network's (N, S) blend weights, checked once per forward."""
+    return norm.forward_mixture(x, mix) if isinstance(norm, ConditionalInstanceNorm2d) else norm(x)
 
 
 class ResidualBlock(nn.Module):
@@ -61,9 +62,10 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
         self.in2 = _norm(channels, num_styles, relu=False)
 
-    def forward(self, x: torch.Tensor, styles=None) -> torch.Tensor:
-        out = _apply(self.in1, self.conv1(x), styles)
-        return _apply(self.in2, self.conv2(out), styles) + x
+    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        """mix: (N, S) blend weights from pyfastviz.nn.style_mixture (multi-style blocks)."""
+        out = _apply(self.in1, self.conv1(x), mix)
+        return _apply(self.in2, self.conv2(out), mix) + x
 
 
 class TransformerNet(nn.Module):
@@ -103,14 +105,15 @@ class TransformerNet(nn.Module):
         if self.num_styles is not None and styles is None:
             raise ValueError(f"styles is required for a {self.num_styles}-style network: an int, (N,) indices "
                              f"or (N, {self.num_styles}) blend weights")
+        mix = None if self.num_styles is None else style_mixture(styles, x.shape[0], self.num_styles, self.in1.weight)
         height, width = x.shape[2:]
         pad_h, pad_w = (max(MIN_SIDE, -(-side // MULTIPLE) * MULTIPLE) - side for side in (height, width))
         y = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-        y = _apply(self.in1, self.conv1(y), styles)
-        y = _apply(self.in2, self.conv2(y), styles)
-        y = _apply(self.in3, self.conv3(y), styles)
+        y = _apply(self.in1, self.conv1(y), mix)
+        y = _apply(self.in2, self.conv2(y), mix)
+        y = _apply(self.in3, self.conv3(y), mix)
         for block in (self.res1, self.res2, self.res3, self.res4, self.res5):
-            y = block(y, styles)
-        y = _apply(self.in4, self.deconv1(y), styles)
-        y = _apply(self.in5, self.deconv2(y), styles)
+            y = block(y, mix)
+        y = _apply(self.in4, self.deconv1(y), mix)
+        y = _apply(self.in5, self.deconv2(y), mix)
         return self.deconv3(y)[:, :, :height, :width]

@@ -115,7 +115,8 @@ _gram_op.register_autograd(_backward, setup_context=_setup_context)
 
 def gram_style_loss(features: torch.Tensor, target: torch.Tensor, *, normalize: bool = True,
                     allow_tf32: bool | None = None, backend: str = "auto") -> torch.Tensor:
-    """Style loss per image, sum over i, j of (gram(features) - target)^2, without writing G.
+    """Style loss per image, sum over i, j of (gram(features) - target)^2, G never materialised
+    in the output dtype (its tiles stay in registers, or long reductions use an fp32 split-K workspace).
 
     features: (N, C, H, W) as for gram. target: (C, C) (the same for every image, read in
     place) or (N, C, C), floating point. normalize, allow_tf32, backend: as for gram.
@@ -142,7 +143,7 @@ def gram_style_loss(features: torch.Tensor, target: torch.Tensor, *, normalize: 
 
 @torch.library.custom_op("pyfastviz::gram_style_loss", mutates_args=())
 def _style_loss_op(features: torch.Tensor, target: torch.Tensor, scale: float, allow_tf32: bool) -> torch.Tensor:
-    """(N,) fp32: sum over i, j of (scale * F F^T - target)^2 (Triton kernel, G kept in registers)."""
+    """(N,) fp32: sum over i, j of (scale * F F^T - target)^2 (Triton kernels, kernels.gram.style_loss_forward)."""
     if _kernels is None:
         raise RuntimeError(f"pyfastviz::gram_style_loss needs Triton ({TRITON_ERROR})")
     return _kernels.style_loss_forward(features, target, scale, allow_tf32)

@@ -66,13 +66,15 @@ class StyleTargets:
     styles: a (S, 3, H, W) tensor or a list of (S_i, 3, H_i, W_i) tensors, normalised for the
     model; sizes may differ. style_weights: one weight >= 0 per style image (default equal);
     the target per layer is their weighted mean Gram matrix (C_l, C_l). luminance=True computes
-    them on the styles' luminance (for style_transfer(preserve_color=True)).
+    them on the styles' luminance (for style_transfer(preserve_color=True)). backend: the Gram
+    ops' backend for the targets and the loss ("auto", "triton" or "reference"; see ops.gram).
     """
 
     def __init__(self, model: nn.Module, styles, *, layers: Sequence[str] | None = None,
                  style_weights: Sequence[float] | None = None, luminance: bool = False,
-                 preprocess: Preprocess | None = None):
+                 preprocess: Preprocess | None = None, backend: str = "auto"):
         check_model(model)
+        self.backend = backend
         images = style_list(styles, model)
         self.layers = tuple(check_layers(model, default_layers(model).style if layers is None else layers, "layers"))
         weights = check_weights(style_weights, len(images), "style_weights", "one per style image")
@@ -84,14 +86,14 @@ class StyleTargets:
                 features = extract_features(model, to_luminance(image, preprocess) if luminance else image,
                                             self.layers)
                 for name in self.layers:
-                    sums[name] = sums[name] + weight * ops.gram(features[name].float())[0]
+                    sums[name] = sums[name] + weight * ops.gram(features[name].float(), backend=backend)[0]
         self.grams: dict[str, torch.Tensor] = {name: g / sum(weights) for name, g in sums.items()}
         self._norms = {name: g.pow(2).sum().clamp_min(1e-30) for name, g in self.grams.items()}
 
     def loss(self, features: dict[str, torch.Tensor], layer_weights: dict[str, float]) -> torch.Tensor:
         """(N,) sum over layers of layer_weights[l] * sum_ij (gram(features[l]) - T_l)^2 / sum_ij T_l^2
         (relative, so that layers of any scale count alike)."""
-        return sum(w * ops.gram_style_loss(features[name], self.grams[name]) / self._norms[name]
+        return sum(w * ops.gram_style_loss(features[name], self.grams[name], backend=self.backend) / self._norms[name]
                    for name, w in layer_weights.items())
 
 

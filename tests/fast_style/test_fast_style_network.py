@@ -168,6 +168,25 @@ def test_multi_style_forward_per_image_styles_and_blends():
         assert not torch.allclose(net(x, 0), net(x, 1))
 
 
+def test_multi_style_network_checks_its_styles_once_per_forward(monkeypatch):
+    """Each check syncs with the GPU (style index range, finite weights): once, not in all 15 norms."""
+    import pyfastviz.fast_style.network as network
+    import pyfastviz.nn
+
+    calls, original = [], pyfastviz.nn.style_mixture
+
+    def counting(*args):
+        calls.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(network, "style_mixture", counting)
+    monkeypatch.setattr(pyfastviz.nn, "style_mixture", lambda *a: pytest.fail("a norm checked the styles again"))
+    net = TransformerNet(num_styles=2).eval()
+    with torch.no_grad():
+        net(photo(2, 16), torch.tensor([0, 1]))
+    assert len(calls) == 1
+
+
 def test_styles_argument_errors():
     x = photo(1, 16)
     with pytest.raises(ValueError, match="styles must be None"):

@@ -199,6 +199,21 @@ def test_style_loss_matches_reference(dtype, shape, per_image_target):
     close(dt, dt_ref, RTOL[dtype])
 
 
+@pytest.mark.parametrize("split", [1, 3, 7])
+def test_style_loss_split_k_slices_agree(split):
+    x = features((2, 40, 10, 30))
+    target = features((2, 40, 40), seed=1) * 0.05
+    expected = reference.gram_style_loss(x, target, normalize=False)
+    close(kernels.style_loss_forward(x, target, 1.0, False, split=split), expected, 1e-5)
+
+
+def test_style_loss_splits_long_reductions_over_few_tiles():
+    x = features((1, 8, 40, 50))  # one tile, 2000 positions: split-K (on the GPU too, with more slices)
+    assert kernels.choose_split(1, 8, 2000, kernels._block(8), kernels._block_k(x.dtype), x.device) > 1
+    target = features((8, 8), seed=1) * 0.05
+    close(gram_style_loss(x, target, backend="triton"), reference.gram_style_loss(x, target), 1e-5)
+
+
 def test_style_loss_forward_never_writes_the_gram_matrix(monkeypatch):
     x = features((2, 20, 6, 6))
     expected = gram_style_loss(x, torch.zeros(20, 20), backend="reference")
