@@ -5,7 +5,8 @@
 # step has a time limit inside the budget, so the script always ends with its files written.
 #
 #   bash benchmarks/gpu_session.sh --wheels   # here, with network: the wheels the GPU machine lacks -> .whl/
-#   bash benchmarks/gpu_session.sh            # there: device run(command=..., carry=[".whl"], timeout_s=600)
+#   BENCH_COMMIT=<commit> bash benchmarks/gpu_session.sh   # there: device run(command=..., carry=[".whl"],
+#                                                          # timeout_s=600); the copy there has no .git
 #
 # Environment: OUT (results folder; the device tool sets it, default gpu-out), BUDGET_S
 # (seconds for the whole script, default 560), SECTIONS / REST_SECTIONS (run.py --sections of
@@ -47,7 +48,7 @@ step() {
 
 step facts 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv;
   python3 -c "import sys, torch, triton; print(sys.version.split()[0], torch.__version__, torch.version.cuda, triton.__version__)";
-  nproc; git log -1 --format="commit %h %s"'
+  nproc; echo "commit ${BENCH_COMMIT:-unknown}"'
 
 if ls .whl/*.whl >/dev/null 2>&1; then
   step wheels 60 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

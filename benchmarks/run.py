@@ -113,14 +113,15 @@ def peak_bandwidth(device: str) -> float | None:
 
 
 def git_commit() -> tuple[str | None, bool]:
-    """(short commit, working tree has changes)."""
+    """(short commit, working tree has changes). Without git or a .git folder (a copy of the tree,
+    as on a lent GPU machine): the environment's BENCH_COMMIT, or None."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         return git("rev-parse", "--short", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
-        return None, False
+        return os.environ.get("BENCH_COMMIT"), False
 
 
 # ---- measuring ------------------------------------------------------------------------------
