@@ -19,11 +19,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[test]" --no-build-isolation
 	touch $@ $(VENV)/.built  # that install built pyfastviz._C too
 
-# Rebuild pyfastviz._C whenever a native source changes.
+# Rebuild pyfastviz._C whenever a native source changes. On a fresh checkout make plans this
+# rule before the venv exists, so the recipe checks again: the install above has just built it.
 build: $(VENV)/.built
 $(VENV)/.built: $(VENV)/.installed $(NATIVE_SOURCES)
-	$(PIP) install -q -e . --no-build-isolation --no-deps
-	touch $@
+	@if [ ! -e $@ ] || [ -n "$$(find $? -newer $@)" ]; then \
+		echo "$(PIP) install -q -e . --no-build-isolation --no-deps"; \
+		$(PIP) install -q -e . --no-build-isolation --no-deps && touch $@; \
+	fi
 
 demo: build
 	$(VENV)/bin/pyfastviz demo
