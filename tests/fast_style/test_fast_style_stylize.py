@@ -52,7 +52,9 @@ def test_tensor_inputs_keep_their_shape_and_range():
     with torch.no_grad():
         torch.testing.assert_close(out, (net(batch * 255) / 255).clamp(0, 1))
     assert stylize(net, pixels(0, 3, 8, 8)).shape == (0, 3, 8, 8)
-    torch.testing.assert_close(stylize(net, batch[:1].double(), device="cpu"), out[:1].double())
+    # float64 pixels run through the fp32 network: fp32 tolerances (a batch of 1 may take other conv kernels)
+    torch.testing.assert_close(stylize(net, batch[:1].double(), device="cpu"), out[:1].double(), rtol=1.3e-6,
+                               atol=1e-5)
 
 
 def test_multi_style_index_and_blend_weights():
