@@ -61,7 +61,8 @@ RESERVE_S=300 step build 240 python3 -m pip install -q -e . --no-build-isolation
   echo "build failed: nothing else can run"; exit 1; }
 python3 -c "from pyfastviz import _native; print('pyfastviz._C:', _native.LOAD_ERROR or _native.KERNELS)"
 
-RESERVE_S=240 step gpu-tests 200 python3 -m pytest -m "cuda or triton" -q -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
+WORKERS=(); python3 -c "import xdist" 2>/dev/null && WORKERS=(-n "${TEST_WORKERS:-8}")  # pytest-xdist, when there
+RESERVE_S=240 step gpu-tests 200 python3 -m pytest -m "cuda or triton" -q -p no:cacheprovider "${WORKERS[@]}" \
   --junitxml="$OUT/gpu-tests.xml" -o junit_family=xunit1 -W ignore::DeprecationWarning
 
 RESERVE_S=30 step bench 600 python3 benchmarks/run.py --device cuda --sections "$SECTIONS" --json "$OUT/bench.json"

@@ -97,13 +97,14 @@ def test_fast_path_stays_close_to_fp32(net):
 @pytest.mark.slow
 @pytest.mark.parametrize("score", ["logit", "prob"])
 def test_fast_path_on_the_default_model(default_model, score):
-    """bf16 + channels_last against fp32 on real photos: max deviation <= 15% of the map's peak
-    (measured 7-9%), correlation >= 0.99 (measured 0.997)."""
+    """bf16 + channels_last against fp32 on real photos: max deviation <= 15% of the map's peak,
+    correlation >= 0.99 (measured 7-9% and 0.997 at stride 16)."""
     from pyfastviz.models import sample_image
 
     x = default_model.preprocess.batch([sample_image("chelsea"), sample_image("coffee")])
-    exact = occlusion(default_model.net, x, window=32, stride=16, score=score, progress=False)
-    fast = occlusion(default_model.net, x, window=32, stride=16, score=score, dtype=torch.bfloat16,
+    # stride 32 (49 positions): on a CPU without native bf16 (AVX2 only) each bf16 forward is slow
+    exact = occlusion(default_model.net, x, window=32, stride=32, score=score, progress=False)
+    fast = occlusion(default_model.net, x, window=32, stride=32, score=score, dtype=torch.bfloat16,
                      channels_last=True, progress=False)
     assert (fast - exact).abs().max() <= 0.15 * exact.abs().max()
     assert torch.corrcoef(torch.stack([fast.flatten(), exact.flatten()]))[0, 1] >= 0.99

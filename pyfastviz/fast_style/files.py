@@ -55,7 +55,8 @@ def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Te
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{str(path)!r} is not a readable {what} file (corrupt or foreign: {err})") from None
+        detail = " ".join(str(err).split())  # torch's unpickling errors run over several lines
+        raise ValueError(f"{str(path)!r} is not a readable {what} file (corrupt or foreign: {detail})") from None
     if isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("tensors"), dict):
         return data["tensors"], _meta(data.get("meta"), path, what)
     if isinstance(data, dict) and data and all(isinstance(k, str) and isinstance(v, torch.Tensor)
