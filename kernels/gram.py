@@ -34,6 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pyfastviz.kernels._launch import num_sms, slices
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -259,12 +261,6 @@ def _block(C: int) -> int:
     return max(16, min(32 if INTERPRET else 64, triton.next_power_of_2(C)))
 
 
-def num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4  # interpreter: a few programs, so split-K is exercised without slowing tests much
-
-
 def choose_split(N: int, C: int, K: int, block: int, block_k: int, device: torch.device) -> int:
     """Slices of K: enough programs to fill the machine (about 2 per SM), each slice at
     least 4 BLOCK_K steps long; 1 under torch.use_deterministic_algorithms."""
@@ -274,12 +270,6 @@ def choose_split(N: int, C: int, K: int, block: int, block_k: int, device: torch
     programs = N * tiles * (tiles + 1) // 2
     k_steps = triton.cdiv(K, block_k)
     return max(1, min(triton.cdiv(2 * num_sms(device), programs), k_steps // 4))
-
-
-def _slices(K: int, split: int, block_k: int) -> tuple[int, int]:
-    """(k_per_split, split): slices of whole BLOCK_K steps, none of them empty."""
-    k_per_split = triton.cdiv(triton.cdiv(K, split), block_k) * block_k
-    return k_per_split, triton.cdiv(K, k_per_split)
 
 
 def _block_k(dtype: torch.dtype) -> int:
@@ -302,7 +292,7 @@ def gram_forward(features: torch.Tensor, scale: float, allow_tf32: bool, split: 
     block_k = _block_k(features.dtype)
     if split is None:
         split = choose_split(N, C, K, block, block_k, features.device)
-    k_per_split, split = _slices(K, split, block_k)
+    k_per_split, split = slices(K, split, block_k)
     tiles = triton.cdiv(C, block)
     w, s_h, s_w, merged = _spatial(features)
     ws = torch.zeros((N, C, C), device=features.device, dtype=torch.float32) if split > 1 else out
@@ -366,7 +356,7 @@ def style_loss_forward(features: torch.Tensor, target: torch.Tensor, scale: floa
     block_k = _block_k(features.dtype)
     if split is None:
         split = choose_split(N, C, K, block, block_k, features.device)
-    k_per_split, split = _slices(K, split, block_k)
+    k_per_split, split = slices(K, split, block_k)
     tiles = triton.cdiv(C, block)
     triangle = tiles * (tiles + 1) // 2
     w, s_h, s_w, merged = _spatial(features)

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pyfastviz.kernels._launch import num_sms, slices
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Tile sizes in elements. Fused: the largest tile kept in registers, (contiguous, channels_last);
 # on sm_90 these compile without register spills at 16 warps (the channels_last backward
@@ -325,12 +327,6 @@ def _writable_like(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out, out
 
 
-def num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4  # interpreter: a few programs, so the split path runs without slowing tests much
-
-
 def choose_tiles(C: int, K: int, s_c: int, s_k: int, itemsize: int,
                  fused_tile: tuple[int, int]) -> tuple[int, int]:
     """(ROWS, BLOCK_K): the fused tile [ROWS, next_pow2(K)] when the whole plane fits fused_tile
@@ -356,12 +352,6 @@ def choose_split(programs: int, K: int, block_k: int, device: torch.device) -> i
 
 def _warps(rows: int, block_k: int) -> int:
     return min(16, max(1, rows * block_k // 512))
-
-
-def _slices(K: int, split: int, block_k: int) -> tuple[int, int]:
-    """(k_per_split, split): slices of whole BLOCK_K steps, none of them empty."""
-    k_per_split = triton.cdiv(triton.cdiv(K, split), block_k) * block_k
-    return k_per_split, triton.cdiv(K, k_per_split)
 
 
 def _affine_args(param: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -410,7 +400,7 @@ def instance_norm_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: to
     else:
         if split is None:
             split = choose_split(programs, K, block_k, x.device)
-        k_per_split, split = _slices(K, split, block_k)
+        k_per_split, split = slices(K, split, block_k)
         part = torch.empty((2, split, N * C), device=x.device, dtype=torch.float32)
         _fwd_stats_kernel[(programs, split)](
             x, part, C, K, c_blocks, k_per_split, N * C, split, x_sn, x_sc, x_sk,
@@ -454,7 +444,7 @@ def instance_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     else:
         if split is None:
             split = choose_split(programs, K, block_k, x.device)
-        k_per_split, split = _slices(K, split, block_k)
+        k_per_split, split = slices(K, split, block_k)
         part = torch.empty((2, split, N * C), device=x.device, dtype=torch.float32)
         _bwd_reduce_kernel[(programs, split)](
             grad, x, w, b, mean, rstd, part, C, K, c_blocks, k_per_split, N * C, split,
