@@ -9,10 +9,12 @@ classic hook-based guided backprop) and a "pyfastviz" callable, doing the same w
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,13 @@ from pyfastviz.saliency import saliency
 _gram_module = importlib.import_module("pyfastviz.ops.gram")
 _instance_norm_module = importlib.import_module("pyfastviz.ops.instance_norm")
 MASK_BYTES_PER_ELEMENT = 1 / 8  # the native guided_relu keeps 1 bit per element
+
+
+def triton_runs(device: str | torch.device, op_module) -> bool:
+    """True where the op's Triton kernel runs: Triton imported, and a CUDA device, or the CPU
+    under TRITON_INTERPRET=1 (how the tests run the benchmark rows' code without a GPU)."""
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    return op_module.triton_available() and (torch.device(device).type == "cuda" or interpreted)
 
 
 # ---- ops ------------------------------------------------------------------------------------
@@ -159,13 +168,14 @@ class GramCase:
     (TF32 on both: allow_tf32 for torch.bmm and for the kernel) or "bf16" (bf16 features, fp32
     accumulation on both)."""
 
+    op: ClassVar[str] = "gram"
     direction: str  # "forward" | "forward+backward"
     shape: tuple[int, int, int, int]  # (N, C, H, W)
     precision: str  # a GRAM_PRECISIONS key
 
     @property
     def name(self) -> str:
-        return f"gram {self.direction}"
+        return f"{self.op} {self.direction}"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -185,9 +195,12 @@ class GramCase:
         features, gram = n * c * h * w * itemsize, n * c * c * itemsize
         return features + gram if self.direction == "forward" else 3 * features + 2 * gram
 
+    @property
+    def dtype_label(self) -> str:
+        return self.precision
+
     def available(self, device: str | torch.device) -> bool:
-        """True on CUDA with Triton importable (there is no CPU kernel: CPU runs the reference)."""
-        return torch.device(device).type == "cuda" and _gram_module.triton_available()
+        return triton_runs(device, _gram_module)
 
     def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
         """{"reference": fn, "pyfastviz": fn}, inputs allocated on device."""
@@ -235,13 +248,14 @@ class InstanceNormCase:
     pyfastviz::instance_norm and its backward). forward+backward takes the gradients of x,
     weight and bias."""
 
+    op: ClassVar[str] = "instance_norm"
     direction: str  # "forward" | "forward+backward"
     shape: tuple[int, int, int, int]  # (N, C, H, W)
     dtype: torch.dtype
 
     @property
     def name(self) -> str:
-        return f"instance_norm {self.direction}"
+        return f"{self.op} {self.direction}"
 
     @property
     def numel(self) -> int:
@@ -253,9 +267,12 @@ class InstanceNormCase:
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         return self.numel * itemsize * (2 if self.direction == "forward" else 5)
 
+    @property
+    def dtype_label(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
     def available(self, device: str | torch.device) -> bool:
-        """True on CUDA with Triton importable (there is no CPU kernel: CPU runs the reference)."""
-        return torch.device(device).type == "cuda" and _instance_norm_module.triton_available()
+        return triton_runs(device, _instance_norm_module)
 
     def build(self, device: str | torch.device) -> dict[str, Callable[[], object]]:
         """{"reference": fn, "pyfastviz": fn}, inputs allocated on device."""

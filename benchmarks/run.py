@@ -12,12 +12,12 @@ backward.
 Gram rows (gram forward and forward+backward on VGG feature-map shapes, kernels/gram.py, in
 exact fp32, tf32 and bf16): median time of the reference (torch.bmm) and of the Triton kernels,
 speedup, both as TFLOP/s of the full 2*N*C^2*H*W products, and the kernels' GB/s of the bytes
-they must move (cases.GramCase.bytes_moved) with its fraction of the device's peak bandwidth;
-CUDA only (skipped on CPU, where gram runs the reference).
+they must move (cases.GramCase.bytes_moved) with its fraction of the device's peak bandwidth.
 Instance-norm rows (forward and forward+backward with a (C,) affine, kernels/instance_norm.py):
 median time of F.instance_norm and of the Triton kernels, speedup, the kernels' GB/s of the
 bytes they must move (cases.InstanceNormCase.bytes_moved) and its fraction of the device's
-peak bandwidth; CUDA only.
+peak bandwidth. Both are CUDA only: skipped on the CPU, where the ops run the reference, except
+under TRITON_INTERPRET=1 (tests/test_benchmark_rows.py runs them there, tiny and untimed).
 Technique rows (guided backprop on a model): the hook-based reference, pyfastviz and the
 vanilla gradient; time per call, and memory: on CUDA torch.cuda.max_memory_allocated of the
 call, on CPU the bytes the forward pass saves for backward (unique storages packed by
@@ -231,34 +231,13 @@ def op_row(case: cases.OpCase, device: str, repeat: int, peak_bw: float | None) 
     return row
 
 
-def gram_row(case: cases.GramCase, device: str, repeat: int, peak_bw: float | None) -> dict:
-    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": case.precision}
+def kernel_row(case: cases.GramCase | cases.InstanceNormCase, device: str, repeat: int,
+               peak_bw: float | None) -> dict:
+    """A Triton kernel's case against its reference: times, speedup, GB/s of the bytes the kernels
+    must move and its fraction of peak bandwidth, and TFLOP/s where the case counts flops."""
+    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": case.dtype_label}
     if not case.available(device):
-        return {**row, "skipped": f"no {device} kernel for gram (Triton kernel, CUDA only)"}
-    samples = sample_times(case.build(device), device, warmup=3, repeat=repeat)
-    ms = medians(samples)
-    gbps = case.bytes_moved() / (ms["pyfastviz"] * 1e-3) / 1e9
-    row |= {
-        "reference_ms": ms["reference"],
-        "pyfastviz_ms": ms["pyfastviz"],
-        "speedup": ms["reference"] / ms["pyfastviz"],
-        "flops": case.flops(),
-        "reference_TFLOPs": case.flops() / (ms["reference"] * 1e-3) / 1e12,
-        "pyfastviz_TFLOPs": case.flops() / (ms["pyfastviz"] * 1e-3) / 1e12,
-        "bytes_moved": case.bytes_moved(),
-        "pyfastviz_GBps": gbps,
-        "peak_bandwidth_fraction": gbps * 1e9 / peak_bw if peak_bw else None,
-        "samples_ms": samples,
-    }
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return row
-
-
-def instance_norm_row(case: cases.InstanceNormCase, device: str, repeat: int, peak_bw: float | None) -> dict:
-    row = {"kind": "op", "name": case.name, "shape": list(case.shape), "dtype": str(case.dtype).removeprefix("torch.")}
-    if not case.available(device):
-        return {**row, "skipped": f"no {device} kernel for instance_norm (Triton kernel, CUDA only)"}
+        return {**row, "skipped": f"no {device} kernel for {case.op} (Triton kernel, CUDA only)"}
     samples = sample_times(case.build(device), device, warmup=3, repeat=repeat)
     ms = medians(samples)
     gbps = case.bytes_moved() / (ms["pyfastviz"] * 1e-3) / 1e9
@@ -271,6 +250,12 @@ def instance_norm_row(case: cases.InstanceNormCase, device: str, repeat: int, pe
         "peak_bandwidth_fraction": gbps * 1e9 / peak_bw if peak_bw else None,
         "samples_ms": samples,
     }
+    if hasattr(case, "flops"):
+        row |= {
+            "flops": case.flops(),
+            "reference_TFLOPs": case.flops() / (ms["reference"] * 1e-3) / 1e12,
+            "pyfastviz_TFLOPs": case.flops() / (ms["pyfastviz"] * 1e-3) / 1e12,
+        }
     if device == "cuda":
         torch.cuda.empty_cache()
     return row
@@ -402,34 +387,21 @@ def skipped_row(r: dict, blanks: int) -> list[str]:
     return [r["name"], shape_text(r["shape"]), r["dtype"], "skipped: " + r["skipped"], *[""] * blanks]
 
 
-def gram_table(rows: list[dict]) -> str:
-    header = ["op", "shape", "precision", "torch.bmm ms", "pyfastviz ms", "speedup", "torch.bmm TFLOP/s",
-              "pyfastviz TFLOP/s", "pyfastviz GB/s", "% of peak BW"]
+def kernel_table(rows: list[dict], reference: str) -> str:
+    """kernel_row rows; TFLOP/s columns when the rows count flops. reference: its column label."""
+    flops = any("flops" in r for r in rows)
+    header = ["op", "shape", "precision", f"{reference} ms", "pyfastviz ms", "speedup",
+              *([f"{reference} TFLOP/s", "pyfastviz TFLOP/s"] if flops else []), "pyfastviz GB/s", "% of peak BW"]
     body = []
     for r in rows:
         if "skipped" in r:
-            body.append(skipped_row(r, blanks=6))
+            body.append(skipped_row(r, blanks=len(header) - 4))
             continue
         body.append([
             r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),
-            fmt(r["speedup"]) + "x", fmt(r["reference_TFLOPs"], ".1f"), fmt(r["pyfastviz_TFLOPs"], ".1f"),
+            fmt(r["speedup"]) + "x",
+            *([fmt(r["reference_TFLOPs"], ".1f"), fmt(r["pyfastviz_TFLOPs"], ".1f")] if flops else []),
             fmt(r["pyfastviz_GBps"], ".1f"),
-            fmt(r["peak_bandwidth_fraction"] and 100 * r["peak_bandwidth_fraction"], ".0f"),
-        ])
-    return markdown(header, body)
-
-
-def instance_norm_table(rows: list[dict]) -> str:
-    header = ["op", "shape", "dtype", "F.instance_norm ms", "pyfastviz ms", "speedup", "pyfastviz GB/s",
-              "% of peak BW"]
-    body = []
-    for r in rows:
-        if "skipped" in r:
-            body.append(skipped_row(r, blanks=4))
-            continue
-        body.append([
-            r["name"], shape_text(r["shape"]), r["dtype"], fmt(r["reference_ms"], ".3f"), fmt(r["pyfastviz_ms"], ".3f"),
-            fmt(r["speedup"]) + "x", fmt(r["pyfastviz_GBps"], ".1f"),
             fmt(r["peak_bandwidth_fraction"] and 100 * r["peak_bandwidth_fraction"], ".0f"),
         ])
     return markdown(header, body)
@@ -512,9 +484,10 @@ def sections(device: str, quick: bool, repeat: int | None, peak_bw: float | None
     op_repeat, technique_repeat, inspect_repeat = repeat or 20, repeat or 5, repeat or 3
     return {
         "ops": over_cases(cases.op_cases(quick), lambda c: op_row(c, device, op_repeat, peak_bw), op_table),
-        "gram": over_cases(cases.gram_cases(quick), lambda c: gram_row(c, device, op_repeat, peak_bw), gram_table),
-        "instance_norm": over_cases(cases.instance_norm_cases(quick),
-                                    lambda c: instance_norm_row(c, device, op_repeat, peak_bw), instance_norm_table),
+        "gram": over_cases(cases.gram_cases(quick), lambda c: kernel_row(c, device, op_repeat, peak_bw),
+                           lambda rows: kernel_table(rows, "torch.bmm")),
+        "instance_norm": over_cases(cases.instance_norm_cases(quick), lambda c: kernel_row(c, device, op_repeat, peak_bw),
+                                    lambda rows: kernel_table(rows, "F.instance_norm")),
         "techniques": over_cases(cases.technique_cases(quick), lambda c: technique_row(c, device, technique_repeat),
                                  technique_table),
         "occlusion": over_cases(cases.occlusion_cases(quick), lambda c: occlusion_row(c, device, technique_repeat),
