@@ -37,8 +37,9 @@ test: build
 	$(PY) -m pytest -m "not cuda and not triton" -p no:cacheprovider
 	@if grep -rqs "mark.triton" tests; then TRITON_INTERPRET=1 $(PY) -m pytest -m triton -p no:cacheprovider; fi
 
+# On a GPU the Triton-marked tests run their kernels on it (no interpreter).
 gpu-test: build
-	$(PY) -m pytest -m cuda -p no:cacheprovider
+	$(PY) -m pytest -m "cuda or triton" -p no:cacheprovider
 
 BENCH_ARGS ?=
 bench: build

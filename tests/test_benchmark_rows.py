@@ -1,13 +1,25 @@
-"""The Triton-kernel rows of benchmarks/run.py on tiny cases under TRITON_INTERPRET=1: the code a
-GPU session runs first (gram and instance_norm sections) runs here too, and each case's two
-timed callables compute the same result (the benchmark compares like with like)."""
+"""The Triton-kernel rows of benchmarks/run.py on tiny cases, under TRITON_INTERPRET=1 or on a
+GPU: the code a GPU session runs first (gram and instance_norm sections) runs in CI too, and
+each case's two timed callables compute the same result (the benchmark compares like with like)."""
+
+import os
 
 import pytest
 import torch
 
-from benchmarks import cases, run
+pytest.importorskip("triton")
 
-pytestmark = pytest.mark.triton
+from benchmarks import cases, run  # noqa: E402
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
+                       reason="needs TRITON_INTERPRET=1 (set before triton is imported) or a CUDA GPU"),
+]
+DEVICE = "cuda" if not INTERPRET and torch.cuda.is_available() else "cpu"
+# Relative to the largest |expected| (both sides accumulate in fp32; tf32 and bf16 round their inputs).
+RTOL = {"fp32": 1e-4, "float32": 1e-4, "tf32": 1e-2, "bf16": 2e-2, "bfloat16": 2e-2}
 
 KERNEL_CASES = [
     *(cases.GramCase(direction, (2, 5, 7, 9), precision)
@@ -23,15 +35,17 @@ def case_id(case) -> str:
 
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=case_id)
 def test_timed_callables_agree(case):
-    fns = case.build("cpu")
-    tolerance = dict(rtol=2e-2, atol=2e-2) if case.dtype == torch.bfloat16 else dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(fns["pyfastviz"](), fns["reference"](), **tolerance)
+    fns = case.build(DEVICE)
+    actual, expected = fns["pyfastviz"](), fns["reference"]()
+    for a, e in zip(*(out if isinstance(out, tuple) else (out,) for out in (actual, expected)), strict=True):
+        rtol = RTOL[case.dtype_label]
+        torch.testing.assert_close(a, e, rtol=rtol, atol=rtol * e.abs().max().item())
 
 
 def test_kernel_rows_and_tables():
     gram_case, norm_case = KERNEL_CASES[1], KERNEL_CASES[-2]
-    gram_row = run.kernel_row(gram_case, "cpu", repeat=2, peak_bw=None)
-    norm_row = run.kernel_row(norm_case, "cpu", repeat=2, peak_bw=1e11)
+    gram_row = run.kernel_row(gram_case, DEVICE, repeat=2, peak_bw=None)
+    norm_row = run.kernel_row(norm_case, DEVICE, repeat=2, peak_bw=1e11)
     for row, case in ((gram_row, gram_case), (norm_row, norm_case)):
         assert "skipped" not in row
         assert row["pyfastviz_ms"] > 0 and row["speedup"] == row["reference_ms"] / row["pyfastviz_ms"]
