@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_images, check_model, resolve_targets
 from pyfastviz.models import Preprocess, find_layer
 from pyfastviz.objectives import ClassObjective, UnitObjective
@@ -102,7 +103,7 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
         if start == "blank":
             given = torch.zeros(shape, device=device)
         else:
-            generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+            generator = seeded_generator(seed)
             given = (0.1 * torch.randn(shape, generator=generator)).to(device)
     if regularizers is None:
         regularizers = default_fourier_regularizers() if parameterization == "fourier" else default_regularizers(preprocess)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output
@@ -86,7 +87,7 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
                          "(use fewer octaves or a smaller octave_scale)")
     preprocess = preprocess if preprocess is not None else Preprocess(width)
     low, high = (bound.to(images) for bound in preprocess.valid_range())
-    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    generator = seeded_generator(seed)
     source = images.detach()
     history = []
     with evaluation_mode(model):

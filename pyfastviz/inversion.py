@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output
@@ -75,7 +76,7 @@ def invert_features(model: nn.Module, images: torch.Tensor, layer: str, *, steps
     if start == "blank":
         initial = torch.zeros_like(images)
     else:
-        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        generator = seeded_generator(seed)
         initial = (0.1 * torch.randn(images.shape, generator=generator, dtype=images.dtype)).to(images.device)
     regularizers = []
     if tv_weight > 0:

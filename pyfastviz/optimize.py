@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.parameterization import FourierImage
@@ -216,8 +217,7 @@ def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tens
         raise ValueError(f"snapshot_every must be an int >= 1 or None, got {snapshot_every!r}")
     if not all(isinstance(r, Regularizer) for r in regularizers):
         raise TypeError("regularizers must be pyfastviz.optimize.Regularizer objects")
-    generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    generator = seeded_generator(seed)
     to_image, x = _parameterize(parameterization, start, preprocess, regularizers)
     x.requires_grad_(True)
     solver = torch.optim.Adam([x], lr=lr) if optimizer == "adam" else torch.optim.LBFGS([x], lr=lr, max_iter=1)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.objectives import build_objective
@@ -93,8 +94,7 @@ def smoothgrad(model, objective, images, samples, noise, seed, batch_size, progr
     """Mean input gradient over `samples` noisy copies of images, copies stacked along the batch."""
     count = images.shape[0]
     per_pass = max(1, (batch_size or (64 if images.is_cuda else 8)) // count)
-    generator = torch.Generator(device=images.device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    generator = seeded_generator(seed, images.device)
     sigma = noise * (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))
     total = None
     with tqdm(total=samples, desc="SmoothGrad", disable=not progress, leave=False) as bar:

@@ -74,6 +74,19 @@ def test_smoothgrad_is_seeded_and_averages_noisy_gradients():
                           saliency(linear, linear_images, 1))
 
 
+def test_unseeded_smoothgrad_follows_torch_manual_seed_and_never_reseeds_it():
+    model = FunctionalReLUNet().eval()
+    images = torch.randn(1, 3, 12, 12)
+    torch.manual_seed(0)
+    first, after_first = saliency(model, images, 1, samples=2, progress=False), torch.rand(3)
+    torch.manual_seed(0)
+    second, after_second = saliency(model, images, 1, samples=2, progress=False), torch.rand(3)
+    assert torch.equal(first, second) and torch.equal(after_first, after_second)
+    torch.manual_seed(0)
+    torch.randint(2**62, (), dtype=torch.int64)  # the global RNG advanced by the one seed draw only
+    assert torch.equal(torch.rand(3), after_first)
+
+
 def test_empty_batch():
     assert saliency(linear_model(), torch.empty(0, 3, 5, 6), 1).shape == (0, 5, 6)
 

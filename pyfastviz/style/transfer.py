@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess
@@ -67,7 +68,7 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
     check_common(steps, optimizer, tv_weight=tv_weight)
     device = next(iter(targets.grams.values())).device
     check_memory(model, (height, width), optimizer=optimizer, device=device)
-    noise = torch.rand(1, 3, height, width, generator=_generator(seed, device), device=device)
+    noise = torch.rand(1, 3, height, width, generator=seeded_generator(seed, device), device=device)
     start = preprocess.normalize(noise)
 
     def objective(x):
@@ -143,7 +144,7 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
             elif init == "content":
                 start = level_source
             else:
-                noise = torch.rand(level_source.shape, generator=_generator(seed, source.device), device=source.device)
+                noise = torch.rand(level_source.shape, generator=seeded_generator(seed, source.device), device=source.device)
                 start = preprocess.normalize(noise)
 
             def objective(x, content_features=content_features, content_norm=content_norm):
@@ -188,9 +189,3 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
     dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).mean(1)
     return dx + dy
-
-
-def _generator(seed, device) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    return generator
