@@ -57,6 +57,9 @@ def extension():
             "pyfastviz._C", sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags}, extra_link_args=openmp,
         )
+    if cuda_home is None:
+        raise RuntimeError("PYFASTVIZ_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the folder that holds "
+                           "bin/nvcc (e.g. /usr/local/cuda), or PYFASTVIZ_CUDA=0 for a CPU-only build")
     os.environ.setdefault("CUDA_HOME", cuda_home)
     cpp_extension.CUDA_HOME = cuda_home
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)

@@ -16,6 +16,16 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 GiB = 2**30
 
 
+@pytest.fixture(autouse=True)
+def exact_fp32_on_the_gpu():
+    """cuDNN convolutions default to TF32 (10-bit mantissa), which moves activations near 0 across
+    the ReLU threshold; the comparisons with the CPU want IEEE fp32 on both sides."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def random_images(n, size, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return Preprocess(size).normalize(torch.rand(n, 3, size, size, generator=generator))
