@@ -173,7 +173,9 @@ def test_package_imports_and_runs_without_the_extension():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("numel", [1, 31, 33, 4097, (1 << 22) + 17])
+# Packed kernels where numel is a multiple of the 16-byte packet (4 fp32, 8 fp16/bf16), else one
+# element per thread: 4100 is packed in fp32 only, 4104 in every dtype.
+@pytest.mark.parametrize("numel", [1, 31, 32, 33, 4096, 4097, 4100, 4104, 1 << 22, (1 << 22) + 17])
 @pytest.mark.parametrize("upper", [None, 6.0])
 def test_cuda_matches_cpu_kernel_and_reference(dtype, numel, upper):
     x = (torch.randn(numel) * 4).to(dtype)
@@ -197,3 +199,45 @@ def test_cuda_channels_last_batched_and_opcheck():
     (expected,) = torch.autograd.grad(reference.guided_relu(x_ref, 6.0), x_ref, grads, is_grads_batched=True)
     assert torch.equal(batched, expected)
     torch.library.opcheck(torch.ops.pyfastviz.guided_relu.default, (x, 6.0))
+
+
+def backward_through(x, upper, grad, backend):
+    leaf = x.detach().clone().requires_grad_(True)
+    y = ops.guided_relu(leaf, upper, backend=backend)
+    return y, torch.autograd.grad(y, leaf, grad, is_grads_batched=grad.dim() > x.dim())[0]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", ["misaligned", "transposed", "channels_last_fp16", "channels_last_bf16",
+                                  "batched_contiguous", "empty", "32M"])
+def test_cuda_layouts_and_sizes_match_reference(case):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    dtype = {"channels_last_fp16": torch.float16, "channels_last_bf16": torch.bfloat16}.get(case, torch.float32)
+    shape = {"empty": (0, 8), "32M": ((1 << 25) + 64,), "misaligned": (4097,)}.get(case, (2, 8, 6, 10))
+    x = (torch.randn(shape, generator=gen, device="cuda") * 4).to(dtype)
+    if case == "misaligned":
+        x = x[1:]  # 4096 elements, data 4 bytes past a 16-byte boundary: the one-element kernels
+    elif case == "transposed":
+        x = x.transpose(1, 3)
+    elif case.startswith("channels_last"):
+        x = x.to(memory_format=torch.channels_last)
+    grad_shape = (3, *x.shape) if case == "batched_contiguous" else x.shape
+    grad = torch.randn(grad_shape, generator=gen, device="cuda").to(dtype)
+    y, dx = backward_through(x, 6.0, grad, "native")
+    y_ref, dx_ref = backward_through(x, 6.0, grad, "reference")
+    assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_backward_opcheck(channels_last):
+    x = torch.randn(2, 8, 6, 10, device="cuda")
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    mask = torch.ops.pyfastviz.guided_relu(x, 6.0)[1]
+    grad = torch.randn(3 * 2, 8, 6, 10, device="cuda")
+    if channels_last:
+        grad = grad.to(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.pyfastviz.guided_relu_backward.default, (grad, mask, channels_last, 3))
