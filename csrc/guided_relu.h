@@ -15,6 +15,10 @@ inline at::MemoryFormat guided_relu_layout(const at::Tensor& x) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// guided_relu_ writes x directly when it is laid out as the kernels read it; otherwise it
+// computes out of place and copies back.
+inline bool runs_in_place(const at::Tensor& x) { return x.is_contiguous(guided_relu_layout(x)); }
+
 inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_floating_point(), "pyfastviz::guided_relu: ", name,
               " must be a floating-point tensor, got ", t.scalar_type());

@@ -12,6 +12,8 @@ TORCH_LIBRARY(pyfastviz, m) {
   // (out, mask): out = clamp(x, 0, upper); mask = 1 bit per element of x in memory order,
   // as int32 words, set where 0 < x < upper. x is read as contiguous or channels_last.
   m.def("guided_relu(Tensor x, float? upper) -> (Tensor, Tensor)");
+  // In place: x = clamp(x, 0, upper); returns the mask, in the order guided_relu reads x.
+  m.def("guided_relu_(Tensor(a!) x, float? upper) -> Tensor");
   // grad_output holds `copies` stacked copies of x's shape (dim 0 multiplied), laid out as
   // channels_last or contiguous like x was; returns grad * bit * (grad > 0) per copy.
   m.def("guided_relu_backward(Tensor grad_output, Tensor mask, bool channels_last, int copies) -> Tensor");

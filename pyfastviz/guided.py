@@ -2,7 +2,8 @@
 
 Every ReLU-family activation the forward pass calls (nn.ReLU/ReLU6 modules, in-place or
 not, and F.relu, torch.relu, x.relu_(), F.relu6, F.hardtanh(x, 0, t)) runs as the
-guided_relu op, caught with a TorchFunctionMode; the model itself is not modified.
+guided_relu op (in-place calls as guided_relu_, still in place), caught with a
+TorchFunctionMode; the model itself is not modified.
 Guided backprop is defined for ReLU-family units only: SiLU, GELU, Hardswish, ELU and
 the like pass their ordinary gradient, with a warning (or an error when strict=True).
 Models compiled with torch.jit/torch.compile bypass the mode.
@@ -74,8 +75,8 @@ class GuidedReLUMode(TorchFunctionMode):
         if call is not None and isinstance(call[0], torch.Tensor) and call[0].is_floating_point():
             x, upper, inplace = call
             self.guided += 1
-            out = ops.guided_relu(x, upper, backend=self.backend)
-            return x.copy_(out) if inplace else out
+            guided_relu = ops.guided_relu_ if inplace else ops.guided_relu
+            return guided_relu(x, upper, backend=self.backend)
         if func in _UNGUIDED:
             self._unguided(func.__name__)
         return func(*args, **kwargs)

@@ -17,7 +17,7 @@ using FullWord = std::integral_constant<int64_t, kMaskWordBits>;
 constexpr FullWord kFullWord{};
 
 template <typename scalar_t, typename acc_t, typename Count>
-inline uint32_t forward_word(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, Count count,
+inline uint32_t forward_word(const scalar_t* x, scalar_t* out, Count count,  // x == out in place
                              acc_t top, bool has_upper) {
   uint32_t passes[kMaskWordBits];  // packed in a second loop: 2x faster than packing inline
   for (int64_t j = 0; j < count; ++j) {
@@ -39,13 +39,9 @@ inline void backward_word(const scalar_t* __restrict__ grad, scalar_t* __restric
   for (int64_t j = 0; j < count; ++j) dx[j] = guided_gradient(grad[j], passes[j] != 0.0f);
 }
 
-std::tuple<at::Tensor, at::Tensor> guided_relu_cpu(const at::Tensor& input,
-                                                   std::optional<double> upper) {
-  check_floating(input, "x");
-  const at::Tensor x = input.contiguous(guided_relu_layout(input));
-  at::Tensor out = at::empty_like(x);
+// Runs the forward over x (read as laid out) into out (same layout; may be x) and mask.
+void forward_cpu(const at::Tensor& x, const at::Tensor& out, const at::Tensor& mask, std::optional<double> upper) {
   const int64_t n = x.numel();
-  at::Tensor mask = at::empty({mask_words(n)}, x.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_relu_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
@@ -62,7 +58,28 @@ std::tuple<at::Tensor, at::Tensor> guided_relu_cpu(const at::Tensor& input,
       }
     });
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> guided_relu_cpu(const at::Tensor& input,
+                                                   std::optional<double> upper) {
+  check_floating(input, "x");
+  const at::Tensor x = input.contiguous(guided_relu_layout(input));
+  at::Tensor out = at::empty_like(x);
+  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
+  forward_cpu(x, out, mask, upper);
   return {out, mask};
+}
+
+at::Tensor guided_relu_inplace_cpu(at::Tensor& x, std::optional<double> upper) {
+  check_floating(x, "x");
+  if (!runs_in_place(x)) {
+    auto [out, mask] = guided_relu_cpu(x, upper);
+    x.copy_(out);
+    return mask;
+  }
+  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
+  forward_cpu(x, x, mask, upper);
+  return mask;
 }
 
 at::Tensor guided_relu_backward_cpu(const at::Tensor& grad_output, const at::Tensor& mask,
@@ -94,6 +111,7 @@ at::Tensor guided_relu_backward_cpu(const at::Tensor& grad_output, const at::Ten
 
 TORCH_LIBRARY_IMPL(pyfastviz, CPU, m) {
   m.impl("guided_relu", &guided_relu_cpu);
+  m.impl("guided_relu_", &guided_relu_inplace_cpu);
   m.impl("guided_relu_backward", &guided_relu_backward_cpu);
 }
 

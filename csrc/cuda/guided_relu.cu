@@ -30,7 +30,7 @@ constexpr int packet_size() {
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <typename scalar_t, typename acc_t, int kPacket>
-__global__ void guided_relu_forward_packed_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+__global__ void guided_relu_forward_packed_kernel(const scalar_t* x, scalar_t* out,  // x == out in place
                                                   uint32_t* __restrict__ words, int64_t packets, acc_t top,
                                                   bool has_upper) {
   using P = Packet<scalar_t, kPacket>;
@@ -83,7 +83,7 @@ __global__ void guided_relu_backward_packed_kernel(const scalar_t* __restrict__ 
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void guided_relu_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+__global__ void guided_relu_forward_kernel(const scalar_t* x, scalar_t* out,  // x == out in place
                                            uint32_t* __restrict__ words, int64_t n, acc_t top,
                                            bool has_upper) {
   const int lane = threadIdx.x & (kMaskWordBits - 1);
@@ -116,15 +116,10 @@ __global__ void guided_relu_backward_kernel(const scalar_t* __restrict__ grad, s
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> guided_relu_cuda(const at::Tensor& input,
-                                                    std::optional<double> upper) {
-  check_floating(input, "x");
-  const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous(guided_relu_layout(input));
-  at::Tensor out = at::empty_like(x);
+// Runs the forward over x (read as laid out) into out (same layout; may be x) and mask.
+void forward_cuda(const at::Tensor& x, const at::Tensor& out, const at::Tensor& mask, std::optional<double> upper) {
   const int64_t n = x.numel();
-  at::Tensor mask = at::empty({mask_words(n)}, x.options().dtype(at::kInt));
-  if (n == 0) return {out, mask};
+  if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_relu_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int kPacket = packet_size<scalar_t>();
@@ -143,7 +138,30 @@ std::tuple<at::Tensor, at::Tensor> guided_relu_cuda(const at::Tensor& input,
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> guided_relu_cuda(const at::Tensor& input,
+                                                    std::optional<double> upper) {
+  check_floating(input, "x");
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor x = input.contiguous(guided_relu_layout(input));
+  at::Tensor out = at::empty_like(x);
+  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
+  forward_cuda(x, out, mask, upper);
   return {out, mask};
+}
+
+at::Tensor guided_relu_inplace_cuda(at::Tensor& x, std::optional<double> upper) {
+  check_floating(x, "x");
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (!runs_in_place(x)) {
+    auto [out, mask] = guided_relu_cuda(x, upper);
+    x.copy_(out);
+    return mask;
+  }
+  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
+  forward_cuda(x, x, mask, upper);
+  return mask;
 }
 
 at::Tensor guided_relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& mask,
@@ -175,6 +193,7 @@ at::Tensor guided_relu_backward_cuda(const at::Tensor& grad_output, const at::Te
 
 TORCH_LIBRARY_IMPL(pyfastviz, CUDA, m) {
   m.impl("guided_relu", &guided_relu_cuda);
+  m.impl("guided_relu_", &guided_relu_inplace_cuda);
   m.impl("guided_relu_backward", &guided_relu_backward_cuda);
 }
 

@@ -6,8 +6,8 @@ csrc/) or "triton" (pyfastviz.kernels); reference.py is the spec.
 
 from pyfastviz.ops import reference
 from pyfastviz.ops.gram import gram, gram_style_loss
-from pyfastviz.ops.guided_relu import guided_relu
+from pyfastviz.ops.guided_relu import guided_relu, guided_relu_
 from pyfastviz.ops.instance_norm import instance_norm
 from pyfastviz.ops.occlusion import occlusion_batch, occlusion_scatter
 
-__all__ = ["gram", "gram_style_loss", "guided_relu", "instance_norm", "occlusion_batch", "occlusion_scatter", "reference"]
+__all__ = ["gram", "gram_style_loss", "guided_relu", "guided_relu_", "instance_norm", "occlusion_batch", "occlusion_scatter", "reference"]

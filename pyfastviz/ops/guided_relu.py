@@ -11,6 +11,7 @@ from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_backend, check_float_tensor
 
 OP = "guided_relu"
+OP_INPLACE = "guided_relu_"
 
 
 def memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -41,8 +42,41 @@ def guided_relu(x: torch.Tensor, upper: float | None = None, *, backend: str = "
     return reference.guided_relu(x, upper)
 
 
+def guided_relu_(x: torch.Tensor, upper: float | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """In-place guided_relu: x = clamp(x, 0, upper), its guided backward recorded on x; returns x.
+
+    What in-place activations (nn.ReLU(inplace=True), F.relu_) run under guided backprop: x is
+    read and written once, as torch.relu_ does (no out-of-place result copied back, and no copy
+    in the backward pass). Arguments as guided_relu.
+    """
+    check_float_tensor(x, "x")
+    if upper is not None and not upper > 0:
+        raise ValueError(f"upper must be a positive number or None, got {upper!r}")
+    if _native.use_native(OP_INPLACE, x.device.type, check_backend(backend)):
+        return _GuidedReLUInPlace.apply(x, None if upper is None else float(upper))
+    return x.copy_(reference.guided_relu(x, upper))
+
+
+class _GuidedReLUInPlace(torch.autograd.Function):
+    """pyfastviz::guided_relu_ with the backward of guided_relu (autograd marks x modified)."""
+
+    @staticmethod
+    def forward(ctx, x, upper):
+        mask = torch.ops.pyfastviz.guided_relu_(x, upper)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(mask)
+        ctx.channels_last = memory_format(x) == torch.channels_last
+        return x
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (mask,) = ctx.saved_tensors
+        return torch.ops.pyfastviz.guided_relu_backward(grad_out, mask, ctx.channels_last, 1), None
+
+
 def _register() -> None:
-    """Fake kernels, autograd and vmap for the C++ ops (torch.compile, opcheck, is_grads_batched)."""
+    """Fake kernels, autograd and vmap for the C++ ops (torch.compile, opcheck, is_grads_batched);
+    guided_relu_'s autograd is _GuidedReLUInPlace."""
     forward_op = torch.ops.pyfastviz.guided_relu.default
     backward_op = torch.ops.pyfastviz.guided_relu_backward.default
 
@@ -50,6 +84,10 @@ def _register() -> None:
     def _(x, upper):
         out = torch.empty_like(x, memory_format=memory_format(x))
         return out, x.new_empty((mask_words(x.numel()),), dtype=torch.int32)
+
+    @torch.library.register_fake(torch.ops.pyfastviz.guided_relu_.default)
+    def _(x, upper):
+        return x.new_empty((mask_words(x.numel()),), dtype=torch.int32)
 
     @torch.library.register_fake(backward_op)
     def _(grad_output, mask, channels_last, copies):

@@ -241,3 +241,38 @@ def test_cuda_backward_opcheck(channels_last):
     if channels_last:
         grad = grad.to(memory_format=torch.channels_last)
     torch.library.opcheck(torch.ops.pyfastviz.guided_relu_backward.default, (grad, mask, channels_last, 3))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "slice"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inplace_matches_out_of_place(layout, dtype):
+    gen = torch.Generator().manual_seed(0)
+    leaf = (torch.randn(2, 5, 6, 7, generator=gen) * 4).to(dtype).requires_grad_(True)
+
+    def arrange(t):
+        if layout == "channels_last":
+            return t.to(memory_format=torch.channels_last)
+        return t.transpose(1, 3) if layout == "transposed" else t
+
+    def run(activation, backend="native"):
+        hidden = arrange(leaf * 1.0)
+        part = hidden[:, :, 1:] if layout == "slice" else hidden
+        out = activation(part, 6.0, backend=backend)
+        grads = torch.randn((3, *out.shape), generator=torch.Generator().manual_seed(1)).to(dtype)
+        return out, part, torch.autograd.grad(out, leaf, grads, is_grads_batched=True)[0]  # 3 targets at once
+
+    out, part, dx = run(ops.guided_relu_)
+    expected, _, dx_expected = run(ops.guided_relu)
+    assert out is part
+    if layout in ("contiguous", "channels_last"):  # a view's grad_fn is autograd's rebased view node
+        assert out.grad_fn.name() == "_GuidedReLUInPlaceBackward"
+    assert torch.equal(out, expected) and torch.equal(dx, dx_expected)
+    reference_out, _, reference_dx = run(ops.guided_relu_, backend="reference")
+    assert torch.equal(reference_out, expected) and torch.equal(reference_dx, dx_expected)
+
+
+@pytest.mark.parametrize("x", [torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last),
+                               torch.randn(5, 4).t(), torch.randn(0, 3)], ids=["contiguous", "channels_last",
+                                                                                "transposed", "empty"])
+def test_inplace_opcheck(x):
+    torch.library.opcheck(torch.ops.pyfastviz.guided_relu_.default, (x, 6.0))
