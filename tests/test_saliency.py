@@ -33,16 +33,19 @@ def test_default_target_is_the_predicted_class():
 
 
 @pytest.mark.parametrize("target", [[[0, 1, 3], [2, 2, 1]], torch.tensor([[0, 1, 3], [2, 2, 1]])])
-def test_several_targets_per_image_in_one_forward_pass(target):
+def test_several_targets_per_image_in_one_forward_and_one_backward_pass(target, monkeypatch):
     model = FunctionalReLUNet().eval()
     images = torch.randn(2, 3, 12, 12)
-    forwards = []
+    forwards, backwards = [], []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *args, **kwargs: backwards.append(1) or grad(*args, **kwargs))
     handle = model.register_forward_hook(lambda *args: forwards.append(1))
     try:
         maps = saliency(model, images, target)
     finally:
         handle.remove()
-    assert maps.shape == (2, 3, 12, 12) and len(forwards) == 1
+    monkeypatch.undo()
+    assert maps.shape == (2, 3, 12, 12) and len(forwards) == 1 and len(backwards) == 1
     rows = torch.as_tensor(target)
     for k in range(3):
         assert torch.allclose(maps[:, k], saliency(model, images, rows[:, k]), atol=1e-6)

@@ -25,6 +25,16 @@ def mask_words(numel):
     return (numel + 31) // 32
 
 
+def check_upper(upper) -> None:
+    """upper: None or a positive real number (not a bool), else a clear error naming it."""
+    if upper is None:
+        return
+    if isinstance(upper, bool) or not isinstance(upper, (int, float)):
+        raise TypeError(f"upper must be a positive number or None, got {type(upper).__name__} {upper!r}")
+    if not upper > 0:
+        raise ValueError(f"upper must be a positive number or None, got {upper!r}")
+
+
 def guided_relu(x: torch.Tensor, upper: float | None = None, *, backend: str = "auto") -> torch.Tensor:
     """clamp(x, 0, upper) with a guided backward pass.
 
@@ -34,8 +44,7 @@ def guided_relu(x: torch.Tensor, upper: float | None = None, *, backend: str = "
     Returns y, x's shape and dtype.
     """
     check_float_tensor(x, "x")
-    if upper is not None and not upper > 0:
-        raise ValueError(f"upper must be a positive number or None, got {upper!r}")
+    check_upper(upper)
     if _native.use_native(OP, x.device.type, check_backend(backend)):
         out, _mask = torch.ops.pyfastviz.guided_relu(x, None if upper is None else float(upper))
         return out
@@ -50,8 +59,7 @@ def guided_relu_(x: torch.Tensor, upper: float | None = None, *, backend: str = 
     in the backward pass). Arguments as guided_relu.
     """
     check_float_tensor(x, "x")
-    if upper is not None and not upper > 0:
-        raise ValueError(f"upper must be a positive number or None, got {upper!r}")
+    check_upper(upper)
     if _native.use_native(OP_INPLACE, x.device.type, check_backend(backend)):
         return _GuidedReLUInPlace.apply(x, None if upper is None else float(upper))
     return x.copy_(reference.guided_relu(x, upper))

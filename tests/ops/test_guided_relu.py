@@ -137,6 +137,9 @@ def test_bad_arguments_name_the_argument():
         ops.guided_relu([1.0, 2.0])
     with pytest.raises(ValueError, match="upper must be a positive number"):
         ops.guided_relu(torch.ones(3), upper=0.0)
+    for bad in ("6", True):
+        with pytest.raises(TypeError, match="upper must be a positive number"):
+            ops.guided_relu_(torch.ones(3), upper=bad)
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.guided_relu(torch.ones(3), backend="fast")
 
@@ -276,3 +279,13 @@ def test_inplace_matches_out_of_place(layout, dtype):
                                                                                 "transposed", "empty"])
 def test_inplace_opcheck(x):
     torch.library.opcheck(torch.ops.pyfastviz.guided_relu_.default, (x, 6.0))
+
+
+@pytest.mark.parametrize("activation", ["guided_relu", "guided_relu_"])
+def test_autograd_saves_only_the_one_bit_mask(activation):
+    leaf = torch.randn(4, 8, 16, 16, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        getattr(ops, activation)(leaf * 1.0, 6.0, backend="native")
+    assert [t.dtype for t in saved] == [torch.int32]
+    assert saved[0].numel() * 4 == leaf.numel() / 8  # bytes: 1 bit per element
