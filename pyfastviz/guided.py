@@ -133,7 +133,7 @@ def guided_backprop_hooks(model: nn.Module, images: torch.Tensor, target=None, *
 @contextmanager
 def _clamping_backward_hooks(model: nn.Module):
     activations = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
-    inplace = [m.inplace for m in activations]
+    flags = [(m.inplace, m._is_full_backward_hook) for m in activations]  # the hooks set the second
     handles = []
     try:
         for module in activations:
@@ -143,5 +143,5 @@ def _clamping_backward_hooks(model: nn.Module):
     finally:
         for handle in handles:
             handle.remove()
-        for module, flag in zip(activations, inplace):
-            module.inplace = flag
+        for module, (inplace, full_hook) in zip(activations, flags):
+            module.inplace, module._is_full_backward_hook = inplace, full_hook

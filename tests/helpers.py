@@ -56,7 +56,9 @@ def model_state(model: nn.Module):
         "training": [m.training for m in model.modules()],
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [p.grad is None for p in model.parameters()],
-        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                     + len(m._backward_pre_hooks) for m in model.modules()),
+        "full_backward_hook_flags": [m._is_full_backward_hook for m in model.modules()],
         "modules": [type(m) for m in model.modules()],
         "inplace": [getattr(m, "inplace", None) for m in model.modules()],
         "buffers": [b.clone() for b in model.buffers()],
