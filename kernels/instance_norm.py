@@ -21,6 +21,8 @@ Two paths:
   (so a few big planes still fill the GPU). A reduce kernel writes per-slice partials
   (forward: mean and M2 of the slice, combined with Chan's formula; backward: sum(g) and
   sum(g * xhat)), then an apply kernel combines its plane's partials and writes its slice.
+  Every apply program loads all its plane's partials, a [split, ROWS] tile: choose_split keeps
+  split <= MAX_SPLIT, so that tile stays in registers and the partials' reads stay small.
   x (and dy) are read twice; the apply kernel runs its programs in reverse order, so it
   starts on what the reduce kernel read last (L2 hits). No atomics: results are deterministic.
 Triton APIs used exist in Triton 3.6 (the GPU machine) and 3.8 (CI, TRITON_INTERPRET=1).
@@ -43,6 +45,7 @@ FUSED_TILE_BWD = (4096, 4096) if INTERPRET else (16384, 8192)  # the backward ho
 NEVER_FUSED = (0, 0)
 SPLIT_TILE = 4096  # one loop step of the split kernels
 ROW_TILE = 4096  # small planes: several channels per program, up to this many elements
+MAX_SPLIT = 64  # slices per plane: [64, ROWS <= 64] partials per apply program, no register spills
 
 
 @triton.jit
@@ -346,8 +349,8 @@ def choose_tiles(C: int, K: int, s_c: int, s_k: int, itemsize: int,
 
 def choose_split(programs: int, K: int, block_k: int, device: torch.device) -> int:
     """Slices of the plane: enough programs to fill the machine (about 4 per SM), each slice
-    at least 2 BLOCK_K steps long."""
-    return max(1, min(triton.cdiv(4 * num_sms(device), programs), triton.cdiv(K, 2 * block_k)))
+    at least 2 BLOCK_K steps long, at most MAX_SPLIT."""
+    return max(1, min(triton.cdiv(4 * num_sms(device), programs), triton.cdiv(K, 2 * block_k), MAX_SPLIT))
 
 
 def _warps(rows: int, block_k: int) -> int:

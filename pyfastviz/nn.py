@@ -68,8 +68,11 @@ class ConditionalInstanceNorm2d(nn.Module):
 
     def forward_mixture(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
         """forward with blend weights mix (N, num_styles) that style_mixture already made: no
-        checks, so no host syncs (a network checks its styles once, not in every layer)."""
-        return instance_norm(x, mix @ self.weight, mix @ self.bias, eps=self.eps, relu=self.relu)
+        checks, so no host syncs (a network checks its styles once, not in every layer). The
+        (N, C) scale and shift are blended in the parameters' dtype, also under autocast."""
+        with torch.autocast(self.weight.device.type, enabled=False):
+            weight, bias = mix @ self.weight, mix @ self.bias
+        return instance_norm(x, weight, bias, eps=self.eps, relu=self.relu)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}" + (", relu=True" if self.relu else "")
@@ -86,7 +89,8 @@ def style_mixture(styles, batch: int, num_styles: int, like: torch.Tensor) -> to
             raise ValueError(f"style indices must have shape ({batch},), got {tuple(styles.shape)}")
         if styles.numel() and not 0 <= int(styles.min()) <= int(styles.max()) < num_styles:
             raise ValueError(f"style indices must be in [0, {num_styles}), got {styles.tolist()}")
-        return nn.functional.one_hot(styles.to(like.device, torch.long), num_styles).to(like.dtype)
+        # one_hot where the indices are, then a non-blocking copy: CPU indices never sync with the GPU
+        return nn.functional.one_hot(styles.long(), num_styles).to(like.device, like.dtype, non_blocking=True)
     if styles.shape != (batch, num_styles):
         raise ValueError(f"style weights must have shape ({batch}, {num_styles}), got {tuple(styles.shape)}")
     if not torch.isfinite(styles).all():

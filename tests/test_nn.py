@@ -168,3 +168,16 @@ def test_conditional_rejects_bad_styles():
         module(torch.randn(2, 3, 5, 5), 0)
     with pytest.raises(ValueError, match="num_styles must be >= 1"):
         pnn.ConditionalInstanceNorm2d(4, 0)
+
+
+def test_conditional_blend_stays_fp32_under_autocast(monkeypatch):
+    module = conditional()
+    x, blend = torch.randn(2, 4, 5, 5), torch.tensor([[0.3, 0.3, 0.4], [0.1, 0.0, 0.9]])
+    seen = []
+    monkeypatch.setattr(pnn, "instance_norm", lambda x, weight, bias, **kwargs: seen.append((weight, bias)) or x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # would run the blend's matmul in bf16
+        module(x, blend)
+    weight, bias = seen[0]
+    assert weight.dtype == bias.dtype == torch.float32
+    torch.testing.assert_close(weight, blend @ module.weight, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(bias, blend @ module.bias, rtol=1e-6, atol=1e-6)

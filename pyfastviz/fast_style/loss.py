@@ -36,7 +36,8 @@ class PerceptualLoss:
     model: the loss network, frozen by the caller (see frozen). styles: S (1, 3, h, w) style
     images, pixels in [0, 1], on the model's device. Style layers count equally.
     __call__(output, content, style_index) with output, content (N, 3, H, W) pixels in [0, 255]
-    and style_index (N,) ints in [0, S) -> {"content", "style", "tv"}, each (N,): content
+    and style_index (N,) ints in [0, S) (on the CPU: no host-device sync; one style: unused)
+    -> {"content", "style", "tv"}, each (N,): content
     mean (F - F_c)^2 / mean F_c^2 at content_layer; style as StyleTargets.loss (relative to each
     layer's target); tv: total_variation of output / 255.
     """
@@ -63,10 +64,13 @@ class PerceptualLoss:
 
     def style_loss(self, features: dict[str, torch.Tensor], style_index: torch.Tensor) -> torch.Tensor:
         """(N,) style loss of features (from extract_features at self.layers) to each image's style."""
+        if len(self.targets) == 1:
+            return self.targets[0].loss(features, self.layer_weights)
         loss = features[self.content_layer].new_zeros(style_index.shape[0])
         for style, targets in enumerate(self.targets):
-            rows = (style_index == style).nonzero()[:, 0]
+            rows = (style_index == style).nonzero()[:, 0]  # syncs only when style_index is on the GPU
             if rows.numel():
+                rows = rows.to(loss.device, non_blocking=True)
                 part = targets.loss({name: features[name][rows] for name in targets.layers}, self.layer_weights)
                 loss = loss.index_put((rows,), part)
         return loss
@@ -76,6 +80,6 @@ class PerceptualLoss:
         with torch.no_grad():
             features = extract_features(self.model, self.preprocess.normalize(images / 255), self.layers)
             features = {name: f.float() for name, f in features.items()}
-            rows = [self.style_loss(features, torch.full((images.shape[0],), style, device=images.device))
+            rows = [self.style_loss(features, torch.full((images.shape[0],), style))
                     for style in range(len(self.targets))]
         return torch.stack(rows, dim=1)

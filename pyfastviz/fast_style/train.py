@@ -57,8 +57,9 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
     style_weight * style + tv_weight * tv (see PerceptualLoss); Adam with lr.
     checkpoint_dir: write a checkpoint every checkpoint_every steps and at the end; with resume,
     continue from the one there (same seed: same weights as an uninterrupted run). A checkpoint
-    of another configuration raises a ValueError. device: default the loss model's (the default
-    model is moved there). mixed_precision: bf16 autocast, None = on for CUDA with bf16.
+    of another configuration, or of a later step than `steps`, raises a ValueError. device:
+    default the loss model's; with loss_model=None, cuda when there is one, else cpu (the default
+    model is loaded there). mixed_precision: bf16 autocast, None = on for CUDA with bf16.
     """
     styles = _styles(style_images)
     num_styles, multi = len(styles), isinstance(style_images, (list, tuple))
@@ -79,7 +80,7 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"device={device!r} is not a torch device: {err}") from None
     if loss_model is None:
-        loss_model = load_model(device=device or "cpu").net
+        loss_model = load_model(device=device or torch.device("cuda" if torch.cuda.is_available() else "cpu")).net
     check_model(loss_model)
     device = _device(loss_model, device)
     layers = default_layers(loss_model) if content_layer is None or style_layers is None else None
@@ -104,6 +105,9 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
     start = 0
     if path is not None and resume and path.is_file():
         start, history = _load_checkpoint(path, config, network, optimizer)
+        if start > steps:
+            raise ValueError(f"steps={steps} but the checkpoint {str(path)!r} is of step {start}: pass "
+                             f"steps >= {start}, resume=False or another checkpoint_dir")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -113,8 +117,8 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
         bar = tqdm(range(start, steps), initial=start, total=steps, desc="fast style", disable=not progress)
         records = []
         for step in bar:
-            content = sampler.batch(step, batch_size).to(device)
-            style_index = (step * batch_size + torch.arange(batch_size, device=device)) % num_styles
+            content = sampler.batch(step, batch_size).to(device, non_blocking=True)
+            style_index = (step * batch_size + torch.arange(batch_size)) % num_styles  # CPU: no GPU syncs
             records.append(train_step(network, optimizer, loss, content, style_index, weights, amp))
             done = step + 1
             if progress and (done % 10 == 0 or done == steps):
@@ -130,7 +134,8 @@ def train_step(network: TransformerNet, optimizer: torch.optim.Optimizer, loss: 
                content: torch.Tensor, style_index: torch.Tensor, weights: dict[str, float],
                amp: bool) -> torch.Tensor:
     """One Adam step on content (N, 3, H, W) pixels in [0, 255] with per-image style_index (N,)
-    (ignored by a single-style network); weights: the loss parts' weights. amp: bf16 autocast.
+    (ignored by a single-style network; on the CPU it costs no host-device syncs); weights: the
+    loss parts' weights. amp: bf16 autocast.
     Returns the batch means of LOSSES, (4,) detached."""
     with torch.autocast(content.device.type, dtype=torch.bfloat16, enabled=amp):
         output = network(content, style_index if network.num_styles else None)

@@ -1,12 +1,14 @@
 """Backend choice shared by the Triton ops (gram, instance_norm): the kernel for CUDA tensors of
 a kernel dtype, the reference elsewhere, and one warning per op when Triton did not import."""
 
+import os
 import warnings
 
 import torch
 
 BACKENDS = ("auto", "triton", "reference")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read at import, as the kernel modules read it
 
 
 class TritonBackend:
@@ -20,8 +22,8 @@ class TritonBackend:
         return self.error is None
 
     def use(self, x: torch.Tensor, backend: str, name: str) -> bool:
-        """backend "reference": no; "triton": yes (or raise); "auto": for CUDA fp32/fp16/bf16 x.
-        name: x's argument name, for errors."""
+        """backend "reference": no; "triton": yes (or raise; CPU x only under TRITON_INTERPRET=1);
+        "auto": for CUDA fp32/fp16/bf16 x. name: x's argument name, for errors."""
         if backend == "reference":
             return False
         if backend == "triton":
@@ -29,6 +31,9 @@ class TritonBackend:
                 raise RuntimeError(f"backend='triton' but Triton did not import ({self.error})")
             if x.dtype not in KERNEL_DTYPES:
                 raise TypeError(f"backend='triton' supports float32/float16/bfloat16 {name}, got {x.dtype}")
+            if x.device.type != "cuda" and not INTERPRET:
+                raise ValueError(f"backend='triton' needs {name} on a CUDA device (or TRITON_INTERPRET=1 set "
+                                 f"before Triton is imported), got {name} on {x.device}")
             return True
         if x.device.type != "cuda" or x.dtype not in KERNEL_DTYPES:
             return False  # no CPU kernel; float64 is reference-only

@@ -40,10 +40,10 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
     """Instance norm of x (N, C, H, W) -> (N, C, H, W) in x's dtype and memory format.
 
     weight, bias: None, (C,) or (N, C), floating point, on x's device. eps: added to the
-    variance (> 0). relu: apply ReLU to the output (fused in the kernel). backend: "auto"
+    variance (> 0). relu: a bool, apply ReLU to the output (fused in the kernel). backend: "auto"
     (CUDA tensor of float32/float16/bfloat16: the Triton kernel; otherwise, or Triton missing
-    (one warning), the reference), "triton" (the kernel on any device; on CPU tensors only
-    under TRITON_INTERPRET=1) or "reference". Differentiable in x, weight and bias.
+    (one warning), the reference), "triton" (the kernel; on CPU tensors only under
+    TRITON_INTERPRET=1, else a ValueError) or "reference". Differentiable in x, weight and bias.
     """
     check_float_tensor(x, "x")
     if x.dim() != 4:
@@ -57,12 +57,14 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
             raise ValueError(f"{name} must have shape ({c},) or ({n}, {c}), got {tuple(param.shape)}")
         if param.device != x.device:
             raise ValueError(f"{name} must be on x's device ({x.device}), got {param.device}")
-    if not isinstance(eps, (int, float)) or not eps > 0:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps must be a positive number, got {eps!r}")
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be a bool, got {relu!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if use_triton(x, backend):
-        return torch.ops.pyfastviz.instance_norm(x, weight, bias, float(eps), bool(relu))[0]
+        return torch.ops.pyfastviz.instance_norm(x, weight, bias, float(eps), relu)[0]
     return reference.instance_norm(x, weight, bias, eps=float(eps), relu=relu)
 
 

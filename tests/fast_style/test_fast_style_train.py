@@ -1,9 +1,13 @@
 """train_style on a tiny loss network: exact resume from checkpoints, refused and damaged
-checkpoints, the loss model left as found (also on errors), argument errors."""
+checkpoints, the loss model left as found (also on errors), argument errors, the default
+device, mixed precision on CUDA."""
+
+import math
 
 import pytest
 import torch
 
+import pyfastviz.fast_style.train as train_module
 from pyfastviz.fast_style import TransformerNet, save_style_network
 from pyfastviz.fast_style.train import CHECKPOINT_NAME, LOSSES
 from tests.fast_style.tiny import TinyLossNet, pixels, tiny_train
@@ -12,19 +16,59 @@ from tests.helpers import FailsLater, assert_same_state, model_state
 
 @pytest.mark.parametrize("styles", [None, [pixels(3, 40, 36), pixels(3, 36, 44, seed=1)]],
                          ids=["single", "two-styles"])
-def test_resumed_run_ends_at_the_uninterrupted_weights(tiny_net, tmp_path, styles):
-    full = tiny_train(tiny_net, styles, steps=4, seed=3)
-    first = tiny_train(tiny_net, styles, steps=3, seed=3, checkpoint_dir=tmp_path, checkpoint_every=2)
-    resumed = tiny_train(tiny_net, styles, steps=4, seed=3, checkpoint_dir=tmp_path)
+def test_run_stopped_mid_way_resumes_to_the_uninterrupted_weights(tiny_net, tmp_path, styles, monkeypatch):
+    full = tiny_train(tiny_net, styles, steps=3, seed=3)
+    calls, train_step = [], train_module.train_step
+
+    def stops_at_step_2(*args):  # the run dies after the step-1 checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return train_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", stops_at_step_2)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        tiny_train(tiny_net, styles, steps=3, seed=3, checkpoint_dir=tmp_path, checkpoint_every=1)
+    resumed = tiny_train(tiny_net, styles, steps=3, seed=3, checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert len(calls) == 4  # the resumed run took steps 2 and 3 only
     assert isinstance(full.network, TransformerNet)
     assert full.network.num_styles == (None if styles is None else 2)
-    assert all(len(full.history[name]) == 4 for name in LOSSES)
-    assert resumed.history["total"][:3] == first.history["total"]  # the first half came from the checkpoint
+    assert all(len(full.history[name]) == len(resumed.history[name]) == 3 for name in LOSSES)
     torch.testing.assert_close(resumed.history["total"], full.history["total"], rtol=1e-5, atol=0)
     for name, value in full.network.state_dict().items():
         torch.testing.assert_close(resumed.network.state_dict()[name], value, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(full.network.state_dict()["in1.bias"], first.network.state_dict()["in1.bias"])
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no temporary files left
+
+
+def test_resume_refuses_a_checkpoint_past_steps(tiny_net, tmp_path):
+    tiny_train(tiny_net, steps=1, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="steps=0 but the checkpoint .* is of step 1"):
+        tiny_train(tiny_net, steps=0, checkpoint_dir=tmp_path)
+
+
+def test_default_loss_model_is_loaded_on_cuda_when_there_is_one(monkeypatch):
+    devices = []
+
+    def load_model(device):
+        devices.append(torch.device(device))
+        raise RuntimeError("loaded")
+
+    monkeypatch.setattr(train_module, "load_model", load_model)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(RuntimeError, match="loaded"):
+        train_module.train_style(pixels(3, 16, 16), steps=0, progress=False)
+    assert devices == [torch.device("cuda")]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_mixed_precision_training_on_cuda(tiny_net):
+    styles = [pixels(3, 40, 36), pixels(3, 36, 44, seed=1)]  # conditional norms: fp32 blends under autocast
+    result = tiny_train(tiny_net.cuda(), styles, steps=10, lr=1e-2, mixed_precision=True)  # CPU fp32: 300x lower
+    total = result.history["total"]
+    assert all(math.isfinite(v) for name in LOSSES for v in result.history[name])
+    assert total[-1] < 0.5 * total[0]
+    assert all(p.dtype == torch.float32 and p.is_cuda and torch.isfinite(p).all() for p in result.network.parameters())
 
 
 def test_seed_changes_the_run(tiny_net):

@@ -90,9 +90,11 @@ def assert_match(results, dtype):
             close(g, g_ref, GRAD_RTOL[dtype])
 
 
-# (N, C, H, W): planes of 1, 35, 221, 4095 (the largest fused interpreted tile) and 4900
-# (split) elements; N*C from 1 to 512
-SHAPES = [(1, 1, 1, 1), (2, 3, 1, 1), (2, 3, 5, 7), (3, 5, 13, 17), (2, 256, 4, 4), (1, 2, 63, 65), (2, 3, 70, 70)]
+# (N, C, H, W): planes of 1, 35, 221, 4095 (the largest fused interpreted tile), 4900 (split),
+# 13000 and 16384 elements (on a GPU: the fused kernels at BLOCK_K = 16384, their largest tile;
+# interpreted: split); N*C from 1 to 512
+SHAPES = [(1, 1, 1, 1), (2, 3, 1, 1), (2, 3, 5, 7), (3, 5, 13, 17), (2, 256, 4, 4), (1, 2, 63, 65), (2, 3, 70, 70),
+          (1, 2, 100, 130), (2, 3, 128, 128)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -144,20 +146,29 @@ def test_big_planes_use_the_split_path(shape, dtype):
 
 @pytest.mark.parametrize("split", [1, 2, 5])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
-def test_split_slices_agree(split, channels_last):
+def test_split_slices_match_reference(split, channels_last):
     x = randn((2, 3, 100, 100)) + 5
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    weight, bias = affine("channel", 2, 3)
+    weight, bias = affine("image", 2, 3)  # (N, C): their reference gradients are the kernel's rows
     grad = randn(x.shape, seed=1)
+    y_ref, *grads_ref = run(lambda a, w, b: reference.instance_norm(a, w, b, relu=True), x, weight, bias, grad)
     y, mean, rstd = kernels.instance_norm_forward(x, weight, bias, 1e-5, True, split=split)
-    close(y, reference.instance_norm(x, weight, bias, relu=True), RTOL[torch.float32])
+    close(y, y_ref, RTOL[torch.float32])
     close(mean, x.mean((2, 3)), 1e-5)
     close(rstd, torch.rsqrt(x.var((2, 3), unbiased=False) + 1e-5), 1e-5)
-    dx, dw_rows, db_rows = kernels.instance_norm_backward(grad, x, weight, bias, mean, rstd, True, split=split)
-    fused = kernels.instance_norm_backward(grad, x, weight, bias, mean, rstd, True)
-    for a, b in zip((dx, dw_rows, db_rows), fused):
-        close(a, b, GRAD_RTOL[torch.float32])
+    grads = kernels.instance_norm_backward(grad, x, weight, bias, mean, rstd, True, split=split)
+    for g, g_ref in zip(grads, grads_ref):  # dx, dweight rows, dbias rows
+        close(g, g_ref, GRAD_RTOL[torch.float32])
+
+
+def test_split_is_capped(monkeypatch):
+    monkeypatch.setattr(kernels, "num_sms", lambda device: 132)  # an H100: one program would want 528 slices
+    K = 512 * 512
+    # (1, 64, 512, 512) bf16 channels_last: one program of 64 channels side by side, BLOCK_K = 64
+    assert kernels.choose_tiles(64, K, 1, 64, 2, kernels.FUSED_TILE_FWD) == (64, 64)
+    assert kernels.choose_split(1, K, 64, torch.device(DEVICE)) == kernels.MAX_SPLIT
+    assert kernels.choose_split(1, K, 4096, torch.device(DEVICE)) == 32  # below the cap: unchanged
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -282,12 +293,16 @@ def test_conditional_instance_norm_gets_style_gradients(monkeypatch):
     (randn((2, 5, 4, 6)), randn((5,), seed=2), randn((5,), seed=3), 1e-5, True),
     (randn((2, 5, 3, 7)).to(memory_format=torch.channels_last), randn((2, 5), seed=2), None, 0.1, True),
     (randn((3, 4, 5, 5), torch.float16), None, randn((4,), torch.float16, seed=3), 1e-5, False),
+    (randn((2, 4, 6, 5), torch.bfloat16), randn((4,), torch.bfloat16, seed=2), randn((2, 4), seed=3), 1e-5, True),
+    (randn((2, 3, 7, 5)).transpose(2, 3), randn((2, 3), seed=2), randn((3,), seed=3), 1e-5, True),
+    (randn((2, 5, 4, 6)), randn((5,), seed=2).expand(2, 5), randn((5, 2), seed=3).t(), 1e-5, True),
     (randn((2, 3, 70, 70)), randn((3,), seed=2), randn((3,), seed=3), 1e-5, True),
     (randn((0, 3, 4, 4)), randn((3,), seed=2), None, 1e-5, False),
-], ids=["plain", "affine_relu", "channels_last_per_image", "fp16", "split", "empty"])
+], ids=["plain", "affine_relu", "channels_last_per_image", "fp16", "bf16", "transposed", "expanded_strided_params",
+        "split", "empty"])
 def test_opcheck(args):
     x, weight, bias, eps, relu = args
-    inputs = [None if t is None else t.detach().clone().requires_grad_(True) for t in (x, weight, bias)]
+    inputs = [leaf(t) for t in (x, weight, bias)]  # keeps the strides (clone would drop the expanded ones)
     torch.library.opcheck(torch.ops.pyfastviz.instance_norm.default, (*inputs, eps, relu))
     _, mean, rstd = torch.ops.pyfastviz.instance_norm(x, weight, bias, eps, relu)
     grad = torch.randn_like(x)

@@ -2,14 +2,17 @@
 fallback when Triton is missing: test_triton_backend.py). No Triton kernel runs here
 (tests/kernels/test_instance_norm.py runs them)."""
 
+import importlib
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pyfastviz.ops import reference
+from pyfastviz.ops import _triton, reference
 from pyfastviz.ops.instance_norm import instance_norm
+
+op_module = importlib.import_module("pyfastviz.ops.instance_norm")  # not the function pyfastviz.ops exports
 
 
 def naive_instance_norm(x, weight=None, bias=None, eps=1e-5, relu=False):
@@ -85,11 +88,22 @@ def test_bad_arguments_name_the_argument():
         instance_norm(x, None, torch.ones(3, dtype=torch.int32))
     with pytest.raises(ValueError, match="weight must be on x's device"):
         instance_norm(x, torch.ones(3, device="meta"))
-    for eps in (0, -1e-5, "1e-5", None):
+    for eps in (0, -1e-5, "1e-5", None, True):
         with pytest.raises(ValueError, match="eps must be a positive number"):
             instance_norm(x, eps=eps)
+    for relu in (1, "yes", None):
+        with pytest.raises(TypeError, match="relu must be a bool"):
+            instance_norm(x, relu=relu)
     with pytest.raises(ValueError, match="backend must be one of"):
         instance_norm(x, backend="native")
+
+
+def test_triton_backend_on_a_cpu_tensor_needs_the_interpreter(monkeypatch):
+    if not op_module.triton_available():
+        pytest.skip("Triton not installed")
+    monkeypatch.setattr(_triton, "INTERPRET", False)
+    with pytest.raises(ValueError, match="backend='triton' needs x on a CUDA device.*got x on cpu"):
+        instance_norm(torch.randn(2, 3, 4, 4), backend="triton")
 
 
 @pytest.mark.cuda
