@@ -3,6 +3,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
+#include <limits>
+
 #include "ops.h"
 
 namespace pyfastviz {
@@ -28,8 +31,17 @@ inline bool is_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
+// The kernels index within one image in int32_t (ops.h): its elements and window starts must fit.
+inline void check_int32_indexing(const OcclusionGeometry& g) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  bool fits = occlusion_image_numel(g) <= kMax;
+  for (int d = 0; d < 3; ++d) fits &= (g.count[d] - 1) * g.stride[d] <= kMax;
+  TORCH_CHECK(fits, "pyfastviz occlusion: an image's element count and window starts must stay under 2^31, got size ",
+              at::IntArrayRef(g.size), " and stride ", at::IntArrayRef(g.stride));
+}
+
 // Checks the build op's tensors: images and baseline (N, C, H, W) and out (rows, C, H, W),
-// all laid out alike (contiguous or channels_last); rows a whole number of copies of N.
+// all laid out alike (contiguous or channels_last); rows a whole number of copies of N (none for N = 0).
 inline void check_occlusion_batch(const at::Tensor& images, const at::Tensor& baseline, const at::Tensor& out,
                                   const OcclusionGeometry& g, int64_t first) {
   TORCH_CHECK(images.dim() == 4 && images.sizes() == baseline.sizes(),
@@ -45,16 +57,20 @@ inline void check_occlusion_batch(const at::Tensor& images, const at::Tensor& ba
   TORCH_CHECK(out.is_contiguous(layout) && images.is_contiguous(layout) && baseline.is_contiguous(layout),
               "pyfastviz::occlusion_batch: images, baseline and out must be laid out alike, contiguous or channels_last");
   const int64_t n = images.size(0);
-  TORCH_CHECK(n > 0 && out.size(0) % n == 0, "pyfastviz::occlusion_batch: out rows must be a multiple of N");
-  TORCH_CHECK(first >= 0 && first + out.size(0) / n <= occlusion_positions(g),
-              "pyfastviz::occlusion_batch: positions ", first, "..", first + out.size(0) / n,
-              " exceed the ", occlusion_positions(g), " window positions");
+  TORCH_CHECK(n > 0 ? out.size(0) % n == 0 : out.size(0) == 0,
+              "pyfastviz::occlusion_batch: out rows must be a multiple of N");
+  TORCH_CHECK(out.size(0) <= std::numeric_limits<int32_t>::max(), "pyfastviz::occlusion_batch: out must have under 2^31 rows");
+  const int64_t count = n > 0 ? out.size(0) / n : 0;
+  TORCH_CHECK(first >= 0 && first + count <= occlusion_positions(g), "pyfastviz::occlusion_batch: positions ", first,
+              "..", first + count, " exceed the ", occlusion_positions(g), " window positions");
+  check_int32_indexing(g);
 }
 
 inline void check_occlusion_drops(const at::Tensor& drops, const OcclusionGeometry& g) {
   TORCH_CHECK(drops.dim() == 2 && drops.size(1) == occlusion_positions(g),
               "pyfastviz::occlusion_scatter: drops must be (rows, positions) with ", occlusion_positions(g), " positions");
   TORCH_CHECK(drops.is_floating_point(), "pyfastviz::occlusion_scatter: drops must be floating point");
+  check_int32_indexing(g);
 }
 
 }  // namespace pyfastviz

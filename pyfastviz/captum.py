@@ -23,39 +23,48 @@ class Occlusion:
     def attribute(self, inputs: torch.Tensor, sliding_window_shapes, strides=None, baselines=None, target=None,
                   additional_forward_args=None, perturbations_per_eval: int = 1, show_progress: bool = False):
         """Captum's Occlusion.attribute: (N, C, H, W) float attributions, each element the mean
-        drop of the target output over the windows covering it. Like Captum, the model is run
-        as it is (no eval switch) and the stride may not exceed the window."""
+        drop of the target output over the windows covering it (a 1-tuple for a 1-tuple of inputs).
+        As in Captum: the model is run as it is (no eval switch); the stride may not exceed the
+        window where the window does not cover the whole dimension; a 1-tuple of windows, strides
+        or baselines is that input's; tensor additional_forward_args (but 0-d ones) are repeated
+        along dim 0 once per perturbation in a forward. Unlike Captum 0.9, which then returns a
+        result of N * classes rows, target=None with several outputs per example raises."""
         if isinstance(inputs, tuple):
             if len(inputs) != 1:
                 raise TypeError("pyfastviz.captum.Occlusion supports one input tensor, got a tuple of several")
-            return (self.attribute(inputs[0], sliding_window_shapes[0] if _nested(sliding_window_shapes)
-                                   else sliding_window_shapes, strides, baselines, target, additional_forward_args,
+            return (self.attribute(inputs[0], sliding_window_shapes, strides, baselines, target, additional_forward_args,
                                    perturbations_per_eval, show_progress),)
         check_images(inputs)
-        size = tuple(inputs.shape[1:])
-        window = tuple(sliding_window_shapes)
-        stride = (strides,) * 3 if strides is None or isinstance(strides, int) else tuple(strides)
-        stride = tuple(1 if s is None else s for s in stride)
+        size, n = tuple(inputs.shape[1:]), inputs.shape[0]
+        window = tuple(sliding_window_shapes if isinstance(sliding_window_shapes[0], int) else sliding_window_shapes[0])
+        if isinstance(strides, tuple) and len(strides) == 1:  # as Captum: a 1-tuple holds the one input's
+            strides = strides[0]
+        strides = 1 if strides is None else strides
+        stride = (strides,) * 3 if isinstance(strides, int) else tuple(strides)
+        baselines = baselines[0] if isinstance(baselines, tuple) else baselines
         ops.occlusion.check_geometry(size, window, stride)
         if any(s > w and w < d for s, w, d in zip(stride, window, size)):
             raise ValueError(f"strides {stride} cannot be larger than sliding_window_shapes {window} where the window "
                              "does not cover the whole dimension (as in Captum)")
-        if not isinstance(perturbations_per_eval, int) or perturbations_per_eval < 1:
+        if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int) \
+                or perturbations_per_eval < 1:
             raise ValueError(f"perturbations_per_eval must be a positive int, got {perturbations_per_eval!r}")
         extra = () if additional_forward_args is None else (
             additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
 
         def forward(x):
-            outputs = self.forward_func(x, *extra)
-            return outputs[:, None] if outputs.dim() == 1 else outputs
+            copies = x.shape[0] // n  # perturbations in this forward (1 in the first, unoccluded pass)
+            outputs = self.forward_func(x, *(torch.cat([a] * copies) if isinstance(a, torch.Tensor) and a.dim() else a
+                                             for a in extra))
+            outputs = outputs[:, None] if outputs.dim() == 1 else outputs
+            if target is None and outputs.dim() == 2 and outputs.shape[1] != 1:
+                raise ValueError(f"target=None needs one output per example, but forward_func returns "
+                                 f"{tuple(outputs.shape)}: pass target= (the class or output index)")
+            return outputs
 
         with torch.no_grad():
-            indices, _ = resolve_targets(0 if target is None else target, inputs.shape[0])
+            indices, _ = resolve_targets(0 if target is None else target, n)
             drops = occlusion_drops(forward, lambda out, idx: out.float().gather(1, idx), inputs,
                                     _baseline(0.0 if baselines is None else baselines, inputs), window, stride,
-                                    indices, perturbations_per_eval * inputs.shape[0], progress=show_progress)
+                                    indices, perturbations_per_eval * n, progress=show_progress)
         return ops.occlusion_scatter(drops[:, 0], window, stride, size)
-
-
-def _nested(shapes) -> bool:
-    return len(shapes) > 0 and isinstance(shapes[0], (tuple, list))

@@ -1,5 +1,7 @@
 """Occlusion saliency: equal to a brute-force loop and to Captum; the cat's quadrant lights up."""
 
+import importlib
+
 import pytest
 import torch
 import torchvision
@@ -10,19 +12,27 @@ from pyfastviz.captum import Occlusion
 from pyfastviz.occlusion import occlusion
 
 
-def brute_force(model, images, targets, window, stride, fill):
-    """The definition, one position at a time: mean prob drop over the windows covering a pixel."""
+@torch.no_grad()
+def brute_force(model, images, targets, window, stride, fill, score="prob"):
+    """The definition, one position at a time: mean score drop over the windows covering a pixel.
+    fill: a number or (N, C, H, W) images."""
     _, _, height, width = images.shape
-    base = model(images).softmax(1).gather(1, targets[:, None])[:, 0]
+
+    def scores(x):
+        outputs = model(x)
+        return (outputs.softmax(1) if score == "prob" else outputs).gather(1, targets[:, None])[:, 0]
+
+    base = scores(images)
     total = torch.zeros(images.shape[0], height, width)
     covering = torch.zeros(height, width)
     rows = range(0, max(height - window[0], 0) + stride[0], stride[0])
     cols = range(0, max(width - window[1], 0) + stride[1], stride[1])
     for top in rows:
         for left in cols:
+            box = (slice(None), slice(None), slice(top, top + window[0]), slice(left, left + window[1]))
             occluded = images.clone()
-            occluded[:, :, top:top + window[0], left:left + window[1]] = fill
-            drop = base - model(occluded).softmax(1).gather(1, targets[:, None])[:, 0]
+            occluded[box] = fill[box] if isinstance(fill, torch.Tensor) else fill
+            drop = base - scores(occluded)
             total[:, top:top + window[0], left:left + window[1]] += drop[:, None, None]
             covering[top:top + window[0], left:left + window[1]] += 1
     return torch.where(covering > 0, total / covering.clamp(min=1), 0.0)
@@ -43,16 +53,42 @@ def net():
 def test_equals_the_brute_force_definition(net, size, window, stride):
     images = torch.randn(3, 3, *size)
     targets = torch.tensor([0, 2, 4])
-    with torch.no_grad():
-        expected = brute_force(net, images, targets, window, stride, 0.5)
+    expected = brute_force(net, images, targets, window, stride, 0.5)
     heat = occlusion(net, images, targets, window=window, stride=stride, baseline=0.5, progress=False)
     torch.testing.assert_close(heat, expected, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("score", ["logit", "prob"])
+def test_equals_the_brute_force_definition_on_a_torchvision_model(score):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()  # 10 classes: probs far from 0
+    images, targets = torch.randn(2, 3, 48, 48), torch.tensor([3, 7])
+    expected = brute_force(model, images, targets, (16, 16), (14, 14), 0.0, score)  # 4 x 4 positions, cropped
+    heat = occlusion(model, images, targets, window=16, stride=14, score=score, progress=False)
+    assert expected.abs().max() > 1e-3  # the drops are not all rounding noise
+    torch.testing.assert_close(heat, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("score", ["logit", "prob"])
+def test_equals_the_brute_force_definition_on_the_default_model(default_model, score):
+    from pyfastviz.models import sample_image
+
+    images = default_model.preprocess.batch([sample_image("chelsea")])
+    target = torch.tensor([default_model.class_index("Egyptian cat")])
+    expected = brute_force(default_model.net, images, target, (64, 64), (64, 64), 0.0, score)  # 4 x 4, cropped
+    heat = occlusion(default_model.net, images, target, window=64, stride=64, score=score, progress=False)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(heat, expected, atol=1e-4, rtol=0)
+
+
 def test_one_pixel_images_and_batches_of_1_and_64():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4))
-    one = occlusion(model, torch.randn(2, 3, 1, 1), 1, window=1, stride=1, progress=False)
-    assert one.shape == (2, 1, 1)
+    pixels = torch.randn(2, 3, 1, 1)
+    with torch.no_grad():
+        expected = model(pixels).softmax(1)[:, 1] - model(torch.zeros_like(pixels)).softmax(1)[:, 1]
+    one = occlusion(model, pixels, 1, window=1, stride=1, progress=False)
+    torch.testing.assert_close(one, expected[:, None, None])
     images = torch.randn(64, 3, 6, 6)
     model = nn.Sequential(nn.Flatten(), nn.Linear(108, 4))
     heat = occlusion(model, images, 2, window=3, stride=3, batch_size=10, progress=False)
@@ -78,7 +114,54 @@ def test_baselines_number_channels_image(net):
                          baseline=torch.tensor([0.1, -0.2, 0.3])[:, None, None].expand(3, 8, 8), progress=False)
     torch.testing.assert_close(per_channel, as_image)
     blurred = torchvision.transforms.functional.gaussian_blur(images, 5)
-    assert occlusion(net, images, 1, window=4, stride=4, baseline=blurred, progress=False).shape == (2, 8, 8)
+    expected = brute_force(net, images, torch.tensor([1, 1]), (4, 4), (4, 4), blurred)
+    heat = occlusion(net, images, 1, window=4, stride=4, baseline=blurred, progress=False)
+    torch.testing.assert_close(heat, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_non_contiguous_images_and_empty_batches(net):
+    images = torch.randn(2, 3, 8, 16)[..., ::2]
+    expected = occlusion(net, images.contiguous(), [1, 2], window=4, stride=2, progress=False)
+    torch.testing.assert_close(occlusion(net, images, [1, 2], window=4, stride=2, progress=False), expected)
+    heat, grid = occlusion(net, torch.randn(0, 3, 8, 8), window=4, stride=2, return_grid=True, progress=False)
+    assert heat.shape == (0, 8, 8) and grid.shape == (0, 3, 3)
+    assert occlusion(net, torch.randn(0, 3, 8, 8), 1, window=4, stride=2, batch_size=5, progress=False).shape == (0, 8, 8)
+
+
+def test_more_images_than_batch_size_go_in_groups(net):
+    images = torch.randn(5, 3, 8, 8)
+    rows = []
+    handle = net.register_forward_pre_hook(lambda _, args: rows.append(args[0].shape[0]))
+    try:
+        grouped = occlusion(net, images, [0, 1, 2, 3, 4], window=4, stride=2, batch_size=2, progress=False)
+    finally:
+        handle.remove()
+    assert max(rows) == 2 and sum(rows) == 5 * (1 + 9)  # groups of 2, 2 and 1 images: a first pass, then 9 positions
+    torch.testing.assert_close(grouped, occlusion(net, images, [0, 1, 2, 3, 4], window=4, stride=2, progress=False))
+
+
+def test_default_batch_size_is_measured_once_per_model_and_shape(net, monkeypatch):
+    """Free memory changes between calls (a CUDA graph holds some): the chunk shape must not, as the
+    compile and graph caches are keyed on it."""
+    module = importlib.import_module("pyfastviz.occlusion")  # the module, not the function pyfastviz exports
+
+    fitting = iter([6, 4, 2])
+    measured = []
+    monkeypatch.setattr(module, "_fitting_batch", lambda forward, probe: measured.append(probe.shape) or next(fitting))
+    calls = []
+    handle = net.register_forward_pre_hook(lambda _, args: calls[-1].append(args[0].shape[0]))
+    try:
+        for size in (8, 8, 10):
+            calls.append([])
+            occlusion(net, torch.randn(2, 3, size, size), 1, window=4, stride=2, progress=False)
+    finally:
+        handle.remove()
+    assert measured == [(8, 3, 8, 8), (8, 3, 10, 10)]
+    # 2 images: a first pass, then 6 // 2 = 3 of the 9 positions per chunk; at 10 px 4 // 2 of 16
+    assert calls == [[2, 6, 6, 6], [2, 6, 6, 6], [2] + [4] * 8]
+    module.clear_cache()
+    occlusion(net, torch.randn(2, 3, 8, 8), 1, window=4, stride=2, progress=False)
+    assert len(measured) == 3
 
 
 def test_fast_path_stays_close_to_fp32(net):
@@ -119,10 +202,36 @@ def test_model_left_exactly_as_found_also_after_errors(net):
     assert_same_state(before, model_state(net))
 
 
+class FailsOnThirdForward(FunctionalReLUNet):
+    calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_model_left_as_found_when_it_raises_mid_loop():
+    torch.manual_seed(0)
+    model = FailsOnThirdForward().train()
+    before = model_state(model)
+    with pytest.raises(RuntimeError, match="simulated"):
+        occlusion(model, torch.randn(1, 3, 8, 8), 1, window=4, stride=2, batch_size=2, progress=False)
+    assert model.calls == 3  # the first pass, one chunk, then the failing chunk
+    assert_same_state(before, model_state(model))
+    assert model.training
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"window": 0}, ValueError, "window must be a positive int"),
     ({"window": (4, -1)}, ValueError, "window must be a positive int"),
     ({"stride": 0}, ValueError, "stride must be a positive int"),
+    ({"stride": (2, 9)}, ValueError, r"stride \(2, 9\) is larger than the image \(8, 8\)"),
+    ({"batch_size": 0}, ValueError, "batch_size must be None"),
+    ({"batch_size": -3}, ValueError, "batch_size must be None"),
+    ({"batch_size": 2.5}, ValueError, "batch_size must be None"),
+    ({"batch_size": True}, ValueError, "batch_size must be None"),
     ({"window": 9}, ValueError, r"window \(3, 9, 9\) is larger than the image \(3, 8, 8\)"),
     ({"score": "loss"}, ValueError, "score must be one of"),
     ({"dtype": torch.float64}, ValueError, "dtype must be None"),
@@ -138,15 +247,26 @@ def test_bad_arguments_get_clear_errors(net, kwargs, error, message):
         occlusion(net, torch.randn(1, 3, 8, 8), 1, **{"window": 4, "stride": 4, **kwargs})
 
 
-class TestCaptumAdapter:
-    captum = pytest.importorskip("captum.attr")
+try:
+    import captum.attr as captum_attr
+except ImportError:  # a test extra: only the comparisons with Captum itself need it
+    captum_attr = None
+needs_captum = pytest.mark.skipif(captum_attr is None, reason="captum is not installed (pip install .[test])")
 
+
+def scaled_logits(model):
+    """A forward_func with additional_forward_args: the logits times a per-example scale, plus a shift."""
+    return lambda x, scale, shift: model(x) * scale[:, None] + shift
+
+
+@needs_captum
+class TestCaptumAdapterEqualsCaptum:
     @pytest.mark.parametrize("window, stride, baselines", [
         ((3, 8, 8), (3, 4, 4), 0.0),
         ((3, 5, 7), (3, 3, 2), 0.25),
         ((1, 6, 6), (1, 6, 6), "image"),
     ])
-    def test_equals_captum_on_a_torchvision_model(self, window, stride, baselines):
+    def test_on_a_torchvision_model(self, window, stride, baselines):
         torch.manual_seed(0)
         model = torchvision.models.resnet18(num_classes=10).eval()
         x = torch.randn(2, 3, 32, 32)
@@ -154,27 +274,67 @@ class TestCaptumAdapter:
         kwargs = dict(sliding_window_shapes=window, strides=stride, baselines=baselines, target=[3, 5],
                       perturbations_per_eval=8)
         ours = Occlusion(model).attribute(x, **kwargs)
-        theirs = self.captum.Occlusion(model).attribute(x, **kwargs)
+        theirs = captum_attr.Occlusion(model).attribute(x, **kwargs)
         assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
     @pytest.mark.slow
-    def test_equals_captum_on_the_default_model(self, default_model):
+    def test_on_the_default_model(self, default_model):
         from pyfastviz.models import sample_image
 
         x = default_model.preprocess.batch([sample_image("chelsea")])
         kwargs = dict(sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), target=285, perturbations_per_eval=32)
         ours = Occlusion(default_model.net).attribute(x, **kwargs)
-        theirs = self.captum.Occlusion(default_model.net).attribute(x, **kwargs)
+        theirs = captum_attr.Occlusion(default_model.net).attribute(x, **kwargs)
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
         heat = occlusion(default_model.net, x, 285, window=32, stride=16, score="logit", progress=False)
         torch.testing.assert_close(heat, theirs[:, 0], atol=1e-4, rtol=0)
 
-    def test_refuses_what_captum_refuses(self):
-        model = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
-        with pytest.raises(ValueError, match="cannot be larger than sliding_window_shapes"):
-            Occlusion(model).attribute(torch.randn(1, 3, 4, 4), sliding_window_shapes=(3, 2, 2), strides=(1, 3, 3),
-                                       target=0)
+    def test_tuples_and_additional_forward_args(self, net):
+        x, scale = torch.randn(2, 3, 8, 8), torch.tensor([2.0, -0.5])
+        kwargs = dict(sliding_window_shapes=((3, 4, 4),), strides=((3, 2, 2),), baselines=(0.5,), target=1,
+                      additional_forward_args=(scale, 3.0), perturbations_per_eval=4)  # 9 positions: 4, 4, 1
+        (ours,) = Occlusion(scaled_logits(net)).attribute((x,), **kwargs)
+        (theirs,) = captum_attr.Occlusion(scaled_logits(net)).attribute((x,), **kwargs)
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_captum_adapter_repeats_tensor_forward_args_per_perturbation(net):
+    x, scale = torch.randn(2, 3, 8, 8), torch.tensor([2.0, -0.5])
+    kwargs = dict(sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=1)
+    plain = Occlusion(net).attribute(x, **kwargs)
+    # the logit drops scale with the example's scale; the shift cancels
+    scaled = Occlusion(scaled_logits(net)).attribute(x, additional_forward_args=(scale, 3.0), perturbations_per_eval=4,
+                                                     **kwargs)
+    torch.testing.assert_close(scaled, plain * scale[:, None, None, None], atol=1e-5, rtol=1e-5)
+
+
+def test_captum_adapter_unwraps_one_input_tuples(net):
+    x = torch.randn(2, 3, 8, 8)
+    expected = Occlusion(net).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=0.5, target=1)
+    for baselines in ((0.5,), (torch.full((3, 8, 8), 0.5),)):
+        result = Occlusion(net).attribute((x,), sliding_window_shapes=((3, 4, 4),), strides=((3, 2, 2),),
+                                          baselines=baselines, target=1)
+        assert isinstance(result, tuple) and len(result) == 1
+        torch.testing.assert_close(result[0], expected)
+    torch.testing.assert_close(Occlusion(net).attribute(x, sliding_window_shapes=(3, 4, 4), strides=2, target=1),
+                               Occlusion(net).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(2, 2, 2), target=1))
+
+
+def test_captum_adapter_refuses_what_captum_refuses_and_keeps_what_it_keeps():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="cannot be larger than sliding_window_shapes"):
+        Occlusion(model).attribute(x, sliding_window_shapes=(3, 2, 2), strides=(1, 3, 3), target=0)
+    with pytest.raises(ValueError, match="target=None needs one output per example"):
+        Occlusion(model).attribute(x, sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2))
+    # a stride past the image where the window covers it: one position, as in Captum
+    whole = Occlusion(model).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(5, 9, 9), target=0)
+    with torch.no_grad():
+        drop = model(x)[0, 0] - model(torch.zeros_like(x))[0, 0]
+    torch.testing.assert_close(whole, drop.expand(1, 3, 4, 4))
+    assert Occlusion(model).attribute(torch.randn(0, 3, 4, 4), sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2),
+                                      target=0).shape == (0, 3, 4, 4)
 
 
 @pytest.mark.slow

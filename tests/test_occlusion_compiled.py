@@ -5,6 +5,7 @@ torch.compile takes seconds per graph on a small CPU: each test here compiles at
 """
 
 import gc
+import importlib
 import weakref
 
 import pytest
@@ -47,6 +48,26 @@ def test_the_next_call_with_the_same_shapes_does_not_recompile(net):
     heat = occlusion(net, images, compile=True, score="logit", **GEOMETRY)
     assert compiled_graphs() == before
     torch.testing.assert_close(heat, occlusion(net, images, score="logit", **GEOMETRY), atol=1e-6, rtol=1e-5)
+
+
+def test_groups_of_images_share_one_compile(net):
+    images = torch.randn(3, 3, 13, 13)  # batch_size 2: groups of 2 and 1 images, 1 position per chunk
+    before = compiled_graphs()
+    heat = occlusion(net, images, [0, 1, 2], compile=True, window=4, stride=3, batch_size=2, progress=False)
+    assert compiled_graphs() - before == 1  # the last group's chunks are padded to the first's
+    torch.testing.assert_close(heat, occlusion(net, images, [0, 1, 2], window=4, stride=3, progress=False),
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_default_batch_size_keeps_one_compile_when_free_memory_changes(net, monkeypatch):
+    fitting = iter([8, 4])
+    monkeypatch.setattr(importlib.import_module("pyfastviz.occlusion"), "_fitting_batch",
+                        lambda forward, probe: next(fitting))
+    images = torch.randn(2, 3, 14, 14)  # a shape no other test compiles
+    before = compiled_graphs()
+    for _ in range(2):
+        occlusion(net, images, 1, compile=True, window=4, stride=3, progress=False)
+    assert compiled_graphs() - before == 1
 
 
 def test_compiled_fast_path_stays_close_to_fp32(net):

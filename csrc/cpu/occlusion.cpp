@@ -1,11 +1,10 @@
-// CPU kernels of the occlusion ops: each row copies its image, then the window's box from
-// the baseline; the heat map gathers each pixel's mean over the windows covering it.
+// CPU kernels of the occlusion ops, on the per-element math of the CUDA kernels (ops.h), so
+// these tests prove it: each element of a copy is the baseline's where the row's window
+// covers it, else the image's; the heat map gathers each pixel's mean over the windows covering it.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
-
-#include <algorithm>
 
 #include "occlusion.h"
 
@@ -17,30 +16,21 @@ void occlusion_batch_cpu(const at::Tensor& images, const at::Tensor& baseline, a
   const OcclusionGeometry g = occlusion_geometry(images.sizes().slice(1), window, stride);
   check_occlusion_batch(images, baseline, out, g, first);
   const bool channels_last = is_channels_last(out);
-  const int64_t n = images.size(0), numel = occlusion_image_numel(g);
+  const int64_t n = images.size(0);
+  const int32_t numel = static_cast<int32_t>(occlusion_image_numel(g));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "occlusion_batch_cpu", [&] {
     const scalar_t* image_data = images.const_data_ptr<scalar_t>();
     const scalar_t* baseline_data = baseline.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, out.size(0), 1, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
-        const int64_t image = row % n;
-        const scalar_t* src = image_data + image * numel;
-        const scalar_t* fill = baseline_data + image * numel;
+        const scalar_t* src = image_data + (row % n) * numel;
+        const scalar_t* fill = baseline_data + (row % n) * numel;
         scalar_t* dst = out_data + row * numel;
-        std::copy(src, src + numel, dst);
-        int64_t start[3];
-        occlusion_window_start(g, first + row / n, start);
-        const int64_t c_end = std::min(start[0] + g.window[0], g.size[0]);
-        const int64_t h_end = std::min(start[1] + g.window[1], g.size[1]);
-        const int64_t w_end = std::min(start[2] + g.window[2], g.size[2]);
-        for (int64_t h = start[1]; h < h_end; ++h) {
-          for (int64_t w = start[2]; w < w_end; ++w) {
-            for (int64_t c = start[0]; c < c_end; ++c) {
-              const int64_t offset = occlusion_element_offset(g, channels_last, c, h, w);
-              dst[offset] = fill[offset];
-            }
-          }
+        int32_t start[3];
+        occlusion_window_start(g, static_cast<int32_t>(first + row / n), start);
+        for (int32_t j = 0; j < numel; ++j) {
+          dst[j] = occlusion_takes_baseline(g, channels_last, start, j) ? fill[j] : src[j];
         }
       }
     });
@@ -60,8 +50,8 @@ at::Tensor occlusion_scatter_cpu(const at::Tensor& drops_in, at::IntArrayRef win
     scalar_t* heat_data = heat.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, drops.size(0) * numel, at::internal::GRAIN_SIZE / 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        int64_t index[3];
-        occlusion_element_index(g, false, i % numel, index);
+        int32_t index[3];
+        occlusion_element_index(g, false, static_cast<int32_t>(i % numel), index);
         heat_data[i] = static_cast<scalar_t>(occlusion_pixel_mean<acc_t>(
             g, drop_data + (i / numel) * positions, index[0], index[1], index[2]));
       }

@@ -16,7 +16,9 @@ BATCH_OP, SCATTER_OP = "occlusion_batch", "occlusion_scatter"
 
 
 def check_geometry(size, window, stride) -> None:
-    """size, window, stride: 3 ints each (channels, rows, cols); window within size."""
+    """size, window, stride: 3 ints each (channels, rows, cols); window within size. Any stride is
+    a valid geometry here (past the window it leaves pixels uncovered); occlusion() and the Captum
+    adapter add their own rules on it."""
     for name, values in (("window", window), ("stride", stride)):
         if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
             raise ValueError(f"{name} must be positive ints (channels, rows, cols), got {tuple(values)}")
@@ -33,14 +35,48 @@ def positions(size, window, stride) -> int:
 def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride, first: int, out: torch.Tensor,
                     *, backend: str = "auto") -> None:
     """Fills out (rows, C, H, W) with occluded copies: row r is image r % N of images (N, C, H, W)
-    with window position first + r // N replaced by baseline (N, C, H, W). images, baseline and
-    out share dtype and layout (contiguous or channels_last)."""
-    check_float_tensor(images, "images")
+    with window position first + r // N replaced by baseline (N, C, H, W). out: images' dtype and
+    device, contiguous or channels_last; images and baseline are made contiguous in out's layout."""
+    layout = _check_tensors(images, baseline, out)
     check_geometry(images.shape[1:], window, stride)
+    n, rows, total = images.shape[0], out.shape[0], positions(images.shape[1:], window, stride)
+    count = rows // n if n else 0
+    if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first <= total - count:
+        raise ValueError(f"first must be an int in 0..{total - count} (out holds {count} of the {total} window "
+                         f"positions), got {first!r}")
+    if rows == 0:
+        return
+    images, baseline = images.contiguous(memory_format=layout), baseline.contiguous(memory_format=layout)
     if _native.use_native(BATCH_OP, out.device.type, check_backend(backend)):
         torch.ops.pyfastviz.occlusion_batch(images, baseline, list(window), list(stride), first, out)
     else:
-        out.copy_(reference.occlusion_batch(images, baseline, window, stride, first, out.shape[0] // images.shape[0]))
+        out.copy_(reference.occlusion_batch(images, baseline, window, stride, first, count))
+
+
+def _check_tensors(images: torch.Tensor, baseline: torch.Tensor, out: torch.Tensor) -> torch.memory_format:
+    """images (N, C, H, W), baseline alike, out (a multiple of N rows, C, H, W) of images' dtype and
+    device. Returns out's layout."""
+    for name, tensor in (("images", images), ("baseline", baseline), ("out", out)):
+        check_float_tensor(tensor, name)
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    if baseline.shape != images.shape:
+        raise ValueError(f"baseline must have the images' shape {tuple(images.shape)}, got {tuple(baseline.shape)}")
+    n = images.shape[0]
+    whole_copies = out.dim() == 4 and (out.shape[0] % n == 0 if n else out.shape[0] == 0)
+    if not whole_copies or out.shape[1:] != images.shape[1:]:
+        raise ValueError(f"out must be (rows, {', '.join(map(str, images.shape[1:]))}) with rows a multiple of "
+                         f"N = {n}, got {tuple(out.shape)}")
+    for name, tensor in (("baseline", baseline), ("out", out)):
+        if tensor.dtype != images.dtype:
+            raise TypeError(f"{name} must have the images' dtype {images.dtype}, got {tensor.dtype}")
+        if tensor.device != images.device:
+            raise ValueError(f"{name} must be on the images' device {images.device}, got {tensor.device}")
+    if out.is_contiguous():
+        return torch.contiguous_format
+    if out.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    raise ValueError("out must be contiguous or channels_last (it is written in place)")
 
 
 def occlusion_scatter(drops: torch.Tensor, window, stride, size, *, backend: str = "auto") -> torch.Tensor:

@@ -21,7 +21,8 @@ GEOMETRIES = [
 
 
 def build(images, baseline, window, stride, first, count, layout, backend):
-    out = torch.empty((count * images.shape[0], *images.shape[1:]), dtype=images.dtype).contiguous(memory_format=layout)
+    out = torch.empty((count * images.shape[0], *images.shape[1:]), dtype=images.dtype, device=images.device)
+    out = out.contiguous(memory_format=layout)
     ops.occlusion_batch(images.contiguous(memory_format=layout), baseline.contiguous(memory_format=layout),
                         window, stride, first, out, backend=backend)
     return out
@@ -43,7 +44,28 @@ def test_batch_matches_reference(dtype, size, window, stride, layout, batch):
         assert torch.equal(out, expected)
 
 
-@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.float64, 1e-12), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_batch_of_non_contiguous_inputs(backend, layout):
+    gen = torch.Generator().manual_seed(2)
+    images = torch.randn(2, 3, 7, 18, generator=gen)[..., ::2]  # (2, 3, 7, 9), every other column
+    baseline = torch.randn(3, 1, 1, generator=gen).expand(2, 3, 7, 9)  # per-channel values, stride 0
+    window, stride, first, count = (3, 3, 4), (1, 2, 3), 1, 5
+    expected = reference.occlusion_batch(images.contiguous(), baseline.contiguous(), window, stride, first, count)
+    assert torch.equal(build(images, baseline, window, stride, first, count, layout, backend), expected)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_batch_of_no_rows(backend):
+    images = torch.randn(2, 3, 8, 8)
+    for first in (0, 4):  # 4 positions: an empty chunk at either end
+        ops.occlusion_batch(images, images, (3, 4, 4), (1, 4, 4), first, torch.empty(0, 3, 8, 8), backend=backend)
+    ops.occlusion_batch(torch.empty(0, 3, 8, 8), torch.empty(0, 3, 8, 8), (3, 4, 4), (1, 4, 4), 0,
+                        torch.empty(0, 3, 8, 8), backend=backend)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.float64, 1e-12), (torch.float16, 1e-3),
+                                         (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("size, window, stride", GEOMETRIES)
 def test_scatter_matches_reference(dtype, atol, size, window, stride):
     drops = torch.randn(5, positions(size, window, stride), generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -62,16 +84,25 @@ def test_scatter_averages_overlapping_windows_and_zeroes_uncovered_pixels():
     assert torch.equal(heat.flatten(), torch.tensor([5.0, 0.0, 7.0]))
 
 
-def test_empty_drops():
+def test_empty_and_non_contiguous_drops():
     assert ops.occlusion_scatter(torch.empty(0, 4), (1, 2, 2), (1, 2, 2), (1, 4, 4)).shape == (0, 1, 4, 4)
+    drops = torch.randn(positions((3, 7, 9), (3, 3, 4), (1, 2, 3)), 4).t()  # (4, positions), transposed
+    torch.testing.assert_close(ops.occlusion_scatter(drops, (3, 3, 4), (1, 2, 3), (3, 7, 9), backend="native"),
+                               reference.occlusion_scatter(drops, (3, 3, 4), (1, 2, 3), (3, 7, 9)))
 
 
-def test_opcheck():
-    images, baseline = torch.randn(2, 3, 6, 7), torch.randn(2, 3, 6, 7)
-    out = torch.empty(4, 3, 6, 7)
+def opcheck_both(device, layout):
+    images = torch.randn(2, 3, 6, 7, device=device).contiguous(memory_format=layout)
+    baseline = torch.randn(2, 3, 6, 7, device=device).contiguous(memory_format=layout)
+    out = torch.empty(4, 3, 6, 7, device=device).contiguous(memory_format=layout)
     torch.library.opcheck(torch.ops.pyfastviz.occlusion_batch.default, (images, baseline, [3, 3, 3], [1, 2, 2], 1, out))
-    drops = torch.randn(3, positions((3, 6, 7), (3, 3, 3), (1, 2, 2)))
+    drops = torch.randn(3, positions((3, 6, 7), (3, 3, 3), (1, 2, 2)), device=device)
     torch.library.opcheck(torch.ops.pyfastviz.occlusion_scatter.default, (drops, [3, 3, 3], [1, 2, 2], [3, 6, 7]))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_opcheck(layout):
+    opcheck_both("cpu", layout)
 
 
 @pytest.mark.parametrize("window, stride, message", [
@@ -88,13 +119,40 @@ def test_bad_geometry_gets_a_clear_error(window, stride, message):
         ops.occlusion_scatter(torch.randn(1, 4), window, stride, (3, 8, 8))
 
 
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("change, error, message", [
+    (dict(first=-1), ValueError, r"first must be an int in 0\.\.2 \(out holds 2 of the 4 window positions\), got -1"),
+    (dict(first=3), ValueError, r"first must be an int in 0\.\.2"),
+    (dict(first=1.0), ValueError, "first must be an int"),
+    (dict(first=True), ValueError, "first must be an int"),
+    (dict(out=torch.empty(3, 3, 8, 8)), ValueError, r"out must be \(rows, 3, 8, 8\) with rows a multiple of N = 2"),
+    (dict(out=torch.empty(4, 3, 8, 7)), ValueError, r"out must be \(rows, 3, 8, 8\)"),
+    (dict(out=torch.empty(4, 3, 8, 8, dtype=torch.float64)), TypeError, "out must have the images' dtype"),
+    (dict(out=torch.empty(4, 3, 8, 16)[..., ::2]), ValueError, "out must be contiguous or channels_last"),
+    (dict(out=[0.0]), TypeError, "out must be a torch.Tensor"),
+    (dict(out=torch.empty(4, 3, 8, 8, dtype=torch.int32)), TypeError, "out must be a floating-point tensor"),
+    (dict(baseline=torch.zeros(1, 3, 8, 8)), ValueError, r"baseline must have the images' shape \(2, 3, 8, 8\)"),
+    (dict(baseline=torch.zeros(2, 3, 8, 8, dtype=torch.float16)), TypeError, "baseline must have the images' dtype"),
+    (dict(baseline=0.5), TypeError, "baseline must be a torch.Tensor"),
+    (dict(images=torch.randn(3, 8, 8)), ValueError, r"images must be \(N, C, H, W\)"),
+])
+def test_batch_arguments_get_clear_errors(backend, change, error, message):
+    args = dict(images=torch.randn(2, 3, 8, 8), baseline=torch.zeros(2, 3, 8, 8), first=0, out=torch.empty(4, 3, 8, 8))
+    args.update(change)
+    with pytest.raises(error, match=message):
+        ops.occlusion_batch(args["images"], args["baseline"], (3, 4, 4), (1, 4, 4), args["first"], args["out"],
+                            backend=backend)
+
+
 def test_kernel_checks_layouts_and_ranges():
-    images = torch.randn(2, 3, 8, 8)
+    """The native op's own checks, for callers of torch.ops.pyfastviz.* directly."""
+    images, batch = torch.randn(2, 3, 8, 8), torch.ops.pyfastviz.occlusion_batch
     with pytest.raises(RuntimeError, match="laid out alike"):
-        ops.occlusion_batch(images, images, (3, 4, 4), (1, 4, 4), 0,
-                            torch.empty(2, 3, 8, 8).to(memory_format=torch.channels_last), backend="native")
+        batch(images, images, [3, 4, 4], [1, 4, 4], 0, torch.empty(2, 3, 8, 8).to(memory_format=torch.channels_last))
     with pytest.raises(RuntimeError, match="exceed the 4 window positions"):
-        ops.occlusion_batch(images, images, (3, 4, 4), (1, 4, 4), 3, torch.empty(4, 3, 8, 8), backend="native")
+        batch(images, images, [3, 4, 4], [1, 4, 4], 3, torch.empty(4, 3, 8, 8))
+    with pytest.raises(RuntimeError, match="must stay under 2\\^31"):  # the kernels' int32 index math
+        ops.occlusion_scatter(torch.randn(1, 2), (1, 1, 1), (1, 1, 2**31), (1, 1, 2), backend="native")
     with pytest.raises(ValueError, match=r"drops must be \(rows, 4\)"):
         ops.occlusion_scatter(torch.randn(2, 5), (3, 4, 4), (1, 4, 4), (3, 8, 8))
 
@@ -114,3 +172,18 @@ def test_cuda_matches_cpu_kernels(dtype, size, window, stride, layout):
     drops = torch.randn(6, total)
     torch.testing.assert_close(ops.occlusion_scatter(drops.cuda(), window, stride, size).cpu(),
                                ops.occlusion_scatter(drops, window, stride, size), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_rows_beyond_the_grid_limit_and_opcheck():
+    """More rows than CUDA's 65535 grid rows: the kernels' row loops go on past it."""
+    images, baseline = torch.randn(70_000, 2, 1, 3), torch.randn(70_000, 2, 1, 3)
+    on_cpu = build(images, baseline, (1, 1, 2), (1, 1, 1), 1, 1, torch.contiguous_format, "native")
+    on_gpu = build(images.cuda(), baseline.cuda(), (1, 1, 2), (1, 1, 1), 1, 1, torch.contiguous_format, "native")
+    assert torch.equal(on_gpu.cpu(), on_cpu)
+    drops = torch.randn(70_000, 4)
+    torch.testing.assert_close(ops.occlusion_scatter(drops.cuda(), (1, 1, 2), (1, 1, 1), (2, 1, 3)).cpu(),
+                               ops.occlusion_scatter(drops, (1, 1, 2), (1, 1, 1), (2, 1, 3)), atol=1e-6, rtol=1e-6)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        opcheck_both("cuda", layout)

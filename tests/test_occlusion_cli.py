@@ -1,0 +1,53 @@
+"""`pyfastviz occlusion --device/--batch-size`, run in-process through main()."""
+
+import importlib
+
+import pytest
+import torch
+
+from pyfastviz.cli import main
+from pyfastviz.models import sample_image
+
+
+@pytest.fixture
+def cat(tmp_path):
+    path = tmp_path / "cat.jpg"
+    sample_image("chelsea").save(path)
+    return path
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.slow
+def test_device_and_batch_size_reach_occlusion(cat, tmp_path, monkeypatch):
+    cli = importlib.import_module("pyfastviz.cli")
+    real, seen = cli.occlusion, []
+
+    def recording(model, images, target, **kwargs):
+        seen.append((images.device, next(model.parameters()).device, kwargs["batch_size"]))
+        return real(model, images, target, **kwargs)
+
+    monkeypatch.setattr(cli, "occlusion", recording)
+    assert main(["occlusion", str(cat), "--window", "112", "--stride", "112", "--device", "cpu", "--batch-size", "3",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert seen == [(torch.device("cpu"), torch.device("cpu"), 3)]
+    assert (tmp_path / "out" / "cat_occlusion.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "--batch-size must be a positive number of images, got 0"),
+    pytest.param(["--device", "cuda"], "--device cuda needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU")),
+])
+def test_bad_device_or_batch_size_is_a_one_line_error(cat, tmp_path, capsys, args, message):
+    assert main(["occlusion", str(cat), *args, "--out", str(tmp_path)]) == 2
+    assert f"pyfastviz: error: {message}" in error_line(capsys)
+
+
+def test_unknown_device_is_a_usage_error(cat, tmp_path, capsys):
+    assert main(["occlusion", str(cat), "--device", "tpu", "--out", str(tmp_path)]) == 2
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
