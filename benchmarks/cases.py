@@ -8,6 +8,7 @@ classic hook-based guided backprop) and a "pyfastviz" callable, doing the same w
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import warnings
@@ -151,22 +152,32 @@ GRAM_PRECISIONS = {"fp32": (torch.float32, False), "tf32": (torch.float32, True)
 
 @contextmanager
 def matmul_tf32(enabled: bool):
-    """torch.backends.cuda.matmul.allow_tf32 = enabled inside, restored after (the reference's TF32 switch)."""
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    """cuBLAS fp32 matmuls in TF32 (enabled) or IEEE fp32 inside, restored after (the reference's
+    TF32 switch). The new fp32_precision API: reading the legacy allow_tf32 raises once it is used."""
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "tf32" if enabled else "ieee"
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+        matmul.fp32_precision = previous
+
+
+def _bmm_gram(features: torch.Tensor) -> torch.Tensor:
+    """G = torch.bmm(F, F^T) / (C*H*W) in features' own dtype: reference.gram for fp32; for bf16
+    cuBLAS's bf16 bmm (fp32 accumulation), not reference.gram's fp32 upcast and fp32 bmm."""
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    return torch.bmm(f, f.mT) / (c * h * w)
 
 
 @dataclass(frozen=True)
 class GramCase:
     """gram forward, or forward+backward (the gradient of F), on one batch of feature maps, two
-    ways: "reference" (reference.gram: a batched matmul, torch.bmm / cuBLAS) and "pyfastviz"
-    (ops.gram on the Triton kernels). precision: "fp32" (IEEE dot products on both sides), "tf32"
-    (TF32 on both: allow_tf32 for torch.bmm and for the kernel) or "bf16" (bf16 features, fp32
-    accumulation on both)."""
+    ways: "reference" (torch.bmm(F, F^T) / (C*H*W) in the features' dtype, cuBLAS; _bmm_gram) and
+    "pyfastviz" (ops.gram on the Triton kernels). precision: "fp32" (IEEE dot products on both
+    sides), "tf32" (TF32 on both: matmul_tf32 for torch.bmm, allow_tf32 for the kernel) or "bf16"
+    (bf16 features and bf16 bmm, fp32 accumulation on both)."""
 
     op: ClassVar[str] = "gram"
     direction: str  # "forward" | "forward+backward"
@@ -210,7 +221,7 @@ class GramCase:
 
         def reference_gram(features):
             with matmul_tf32(tf32):
-                return reference.gram(features)
+                return _bmm_gram(features)
 
         def pyfastviz_gram(features):
             return ops.gram(features, allow_tf32=tf32, backend="triton")
@@ -371,12 +382,15 @@ def technique_cases(quick: bool) -> list[TechniqueCase]:
 @dataclass(frozen=True)
 class OcclusionCase:
     """Occlusion of one image by every method: Captum (perturbations_per_eval 1 and 128, when
-    installed), a plain batched PyTorch loop that builds each chunk with a mask, pyfastviz fp32,
-    the pyfastviz fast path (bf16 autocast + channels_last), the fast path with the chunk forward
-    torch.compile'd ("compiled"), and on CUDA only, the fast path replaying a CUDA graph of the
-    eager ("graphs") or compiled ("compiled+graphs") chunk forward. Compilation and capture are
-    cached per model, so the warmup call pays for them. "kernels" times pyfastviz's build and
-    scatter ops alone, for the share of the end-to-end time they take."""
+    installed), a plain batched PyTorch loop that builds each chunk with a mask ("plain loop", fp32),
+    the issue's bars: forwards alone over prebuilt occluded batches in bf16 channels_last ("plain
+    loop bf16"; on CUDA also torch.compile'd, "plain loop compiled"), pyfastviz fp32, the pyfastviz
+    fast path (bf16 autocast + channels_last), the fast path with the chunk forward torch.compile'd
+    ("compiled"), and on CUDA only, the fast path replaying a CUDA graph of the eager ("graphs") or
+    compiled ("compiled+graphs") chunk forward. Compilation and capture are cached per model, so
+    the warmup call pays for them. "kernels" and "kernels fast" time pyfastviz's build and scatter
+    ops alone, in fp32 contiguous and in the fast path's bf16 channels_last, for the share of the
+    end-to-end time they take."""
 
     model: str  # a torchvision builder name; random weights are fine for timing
     size: int
@@ -401,26 +415,35 @@ class OcclusionCase:
         x = torch.randn(1, 3, self.size, self.size, device=device)
         target = 1
         size, window, stride = (3, self.size, self.size), (3, self.window, self.window), (1, self.stride, self.stride)
+        fast = dict(dtype=torch.bfloat16, memory_format=torch.channels_last)
 
-        def pyfastviz(**fast):
+        def pyfastviz(**options):
             return occlusion(model, x, target, window=self.window, stride=self.stride, score="logit",
-                             batch_size=self.batch_size, progress=False, **fast)
+                             batch_size=self.batch_size, progress=False, **options)
 
-        def kernels():
-            chunk = torch.empty((self.batch_size, *size), device=device)
+        def kernels(dtype=torch.float32, memory_format=torch.contiguous_format):
+            image = x.to(dtype).contiguous(memory_format=memory_format)
+            fill = torch.zeros_like(image)
+            chunk = torch.empty((self.batch_size, *size), device=device, dtype=dtype, memory_format=memory_format)
             for first in range(0, self.positions, self.batch_size):
                 count = min(self.batch_size, self.positions - first)
-                ops.occlusion_batch(x, torch.zeros_like(x), window, stride, first, chunk[:count])
+                ops.occlusion_batch(image, fill, window, stride, first, chunk[:count])
             return ops.occlusion_scatter(torch.zeros(1, self.positions, device=device), window, stride, size)
 
+        bf16_model = copy.deepcopy(model).to(**fast)
+        batches = [batch.to(**fast) for batch in _occluded_batches(x, self.window, self.stride, self.batch_size)]
         methods = {
             "plain loop": lambda: _plain_occlusion(model, x, target, self.window, self.stride, self.batch_size),
+            "plain loop bf16": lambda: _forwards(bf16_model, batches, target),
             "pyfastviz": pyfastviz,
             "pyfastviz fast": lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True),
             "pyfastviz compiled": lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True, compile=True),
             "kernels": kernels,
+            "kernels fast": lambda: kernels(**fast),
         }
         if torch.device(device).type == "cuda":
+            compiled = torch.compile(bf16_model)
+            methods["plain loop compiled"] = lambda: _forwards(compiled, batches, target)
             methods["pyfastviz graphs"] = lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True, cuda_graph=True)
             methods["pyfastviz compiled+graphs"] = lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True,
                                                                      compile=True, cuda_graph=True)
@@ -434,25 +457,37 @@ class OcclusionCase:
         return methods
 
 
-@torch.no_grad()
-def _plain_occlusion(model, x, target, window, stride, batch_size):
-    """What one writes by hand: masks for a chunk of positions, one forward per chunk, then the
-    per-position drops averaged back onto the pixels with a transposed convolution of ones."""
+def _occluded_batches(x, window, stride, batch_size):
+    """What one writes by hand: x (1, C, S, S) times masks zeroing a window, batch_size positions a chunk."""
     size = x.shape[-1]
     starts = range(0, size - window + stride, stride)
     boxes = [(top, left) for top in starts for left in starts]
-    base = model(x)[:, target]
-    drops = []
     for first in range(0, len(boxes), batch_size):
         masks = torch.ones(len(boxes[first:first + batch_size]), 1, size, size, device=x.device)
         for i, (top, left) in enumerate(boxes[first:first + batch_size]):
             masks[i, :, top:top + window, left:left + window] = 0
-        drops.append(base - model(x * masks)[:, target])
-    grid = torch.cat(drops).view(1, 1, len(starts), len(starts))
+        yield x * masks
+
+
+@torch.no_grad()
+def _plain_occlusion(model, x, target, window, stride, batch_size):
+    """The plain loop: each chunk built with masks, one forward per chunk, then the per-position
+    drops averaged back onto the pixels with a transposed convolution of ones."""
+    size = x.shape[-1]
+    base = model(x)[:, target]
+    drops = torch.cat([base - model(batch)[:, target] for batch in _occluded_batches(x, window, stride, batch_size)])
+    side = (size - window + stride - 1) // stride + 1
+    grid = drops.view(1, 1, side, side)
     kernel = torch.ones(1, 1, window, window, device=x.device)
     total = torch.nn.functional.conv_transpose2d(grid, kernel, stride=stride)[..., :size, :size]
     covering = torch.nn.functional.conv_transpose2d(torch.ones_like(grid), kernel, stride=stride)[..., :size, :size]
     return total / covering
+
+
+@torch.no_grad()
+def _forwards(model, batches, target):
+    """The issue's bar: the forwards alone over prebuilt occluded batches, the target's logits."""
+    return torch.cat([model(batch)[:, target] for batch in batches])
 
 
 def occlusion_cases(quick: bool) -> list[OcclusionCase]:

@@ -316,18 +316,26 @@ def inspect_row(case, device: str, repeat: int) -> dict:
     return row
 
 
+FAST_PATHS = ("pyfastviz fast", "pyfastviz compiled", "pyfastviz graphs", "pyfastviz compiled+graphs")
+
+
 def occlusion_row(case: cases.OcclusionCase, device: str, repeat: int) -> dict:
+    """ms and forwards/s per method; the kernels' share of pyfastviz fp32 (kernels in fp32 contiguous)
+    and of the fastest fast path (kernels in its bf16 channels_last); speedups over the best Captum."""
     fns = case.build(device)
     samples = sample_times(fns, device, warmup=1, repeat=repeat)
     ms = medians(samples)
     captum = [name for name in ms if name.startswith("captum")]
     best_captum = min((ms[name] for name in captum), default=None)
+    fastest = min((name for name in FAST_PATHS if name in ms), key=ms.get)
     return {
         "kind": "occlusion", "name": case.name, "shape": [1, 3, case.size, case.size], "dtype": "float32",
         "window": case.window, "stride": case.stride, "positions": case.positions, "batch_size": case.batch_size,
         "ms": ms,
-        "forwards_per_s": {name: case.positions / (t / 1000) for name, t in ms.items() if name != "kernels"},
+        "forwards_per_s": {name: case.positions / (t / 1000) for name, t in ms.items() if not name.startswith("kernels")},
         "kernels_share": ms["kernels"] / ms["pyfastviz"],
+        "fastest_fast_path": fastest,
+        "kernels_fast_share": ms["kernels fast"] / ms[fastest],
         "speedup_vs_best_captum": {name: best_captum / t for name, t in ms.items() if name.startswith("pyfastviz")}
         if best_captum else None,
         "samples_ms": samples,
@@ -420,19 +428,23 @@ def technique_table(rows: list[dict]) -> str:
 
 
 def occlusion_table(rows: list[dict]) -> str:
-    """One row per case; the graphs columns stay empty on the CPU. The last column: speedup of
-    pyfastviz / fast / the fastest compiled or graphed variant over the best Captum."""
+    """One row per case, each method's ms (forwards/s); the CUDA-only columns stay empty on the CPU.
+    Then the kernels' share of pyfastviz fp32 and (in bf16 channels_last) of the fastest fast path,
+    and the speedup of pyfastviz / fast / the fastest compiled or graphed variant over the best Captum."""
     compiled = ["pyfastviz compiled", "pyfastviz graphs", "pyfastviz compiled+graphs"]
-    methods = ["captum ppe=1", "captum ppe=128", "plain loop", "pyfastviz", "pyfastviz fast", *compiled]
-    header = ["occlusion", "input", "window/stride (positions)",
-              *[f"{m} ms" for m in methods], "kernels % of pyfastviz",
+    methods = ["captum ppe=1", "captum ppe=128", "plain loop", "plain loop bf16", "plain loop compiled", "pyfastviz",
+               "pyfastviz fast", *compiled]
+    header = ["occlusion", "input", "window/stride (positions)", *[f"{m} ms (fwd/s)" for m in methods],
+              "kernels % of pyfastviz", "kernels bf16 % of fastest fast path",
               "pyfastviz / fast / best compiled vs best Captum"]
     body = []
     for r in rows:
         speedups = r["speedup_vs_best_captum"]
         best_compiled = speedups and max(speedups[m] for m in compiled if m in speedups)
-        body.append([r["name"], shape_text(r["shape"]), f"{r['window']}/{r['stride']} ({r['positions']})",
-                     *[fmt(r["ms"].get(m), ".1f") for m in methods], fmt(100 * r["kernels_share"], ".1f"),
+        times = [f"{r['ms'][m]:.1f} ({r['forwards_per_s'][m]:.0f}/s)" if m in r["ms"] else "" for m in methods]
+        body.append([r["name"], shape_text(r["shape"]), f"{r['window']}/{r['stride']} ({r['positions']})", *times,
+                     fmt(100 * r["kernels_share"], ".1f"),
+                     f"{100 * r['kernels_fast_share']:.1f} ({r['fastest_fast_path'].removeprefix('pyfastviz ')})",
                      "" if not speedups else
                      f"{speedups['pyfastviz']:.2f}x / {speedups['pyfastviz fast']:.2f}x / {best_compiled:.2f}x"])
     return markdown(header, body)

@@ -23,7 +23,10 @@ split-K partial sums go into an fp32 workspace, then a finish kernel reduces the
 
 Backward: dF[n] = scale * (dG[n] + dG[n]^T) @ F[n], a tiled matmul over (C, K) tiles whose
 A operand sums dG and its transpose on load (no dG + dG^T temporary); fp32 accumulation,
-the symmetrised dG rounded to F's dtype before the dot for fp16/bf16 (tensor cores).
+the symmetrised dG rounded to F's dtype before the dot for fp16/bf16 (tensor cores), except
+in the style loss's backward (its fp32 residual is kept, F upcast).
+
+Grids put their long axis on axis 0 (up to 2^31 - 1 programs; axes 1 and 2 stop at 65535).
 
 Triton APIs used exist in Triton 3.6 (the GPU machine) and 3.8 (CI, TRITON_INTERPRET=1).
 """
@@ -153,12 +156,15 @@ def _gram_bwd_kernel(
     d_n, d_c, d_h, d_w,
     scale,
     MERGED_IN: tl.constexpr, MERGED_OUT: tl.constexpr,
-    USE_TF32: tl.constexpr, IS_FP32: tl.constexpr, UPCAST: tl.constexpr,
+    USE_TF32: tl.constexpr, FP32_DOT: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
+    # axis 0: (K tile, channel tile) pairs, channel tiles fastest so that programs reading the same
+    # columns of F run together. K / BLOCK_K alone reaches 65536 at 2048^2: over axes 1 and 2's limit.
+    m_tiles = tl.cdiv(C, BLOCK_M)
+    pid_m = tl.program_id(0) % m_tiles
+    pid_k = tl.program_id(0) // m_tiles
+    n = tl.program_id(1).to(tl.int64)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # channels c of dF
     ks = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)  # spatial positions of dF
     row_ok = rows < C
@@ -175,7 +181,8 @@ def _gram_bwd_kernel(
         a = tl.load(dg + rows[:, None] * g_r + js[None, :] * g_c, mask=m, other=0.0).to(tl.float32)
         a += tl.load(dg + js[None, :] * g_r + rows[:, None] * g_c, mask=m, other=0.0).to(tl.float32)
         b = tl.load(f + js[:, None] * s_c + k_in[None, :], mask=j_ok[:, None] & k_ok[None, :], other=0.0)
-        if IS_FP32:
+        if FP32_DOT:  # fp32 F, or an fp32 dG kept so (the style loss's residual)
+            b = b.to(tl.float32)
             if USE_TF32:
                 acc = tl.dot(a, b, acc, input_precision="tf32")
             else:
@@ -311,8 +318,10 @@ def gram_forward(features: torch.Tensor, scale: float, allow_tf32: bool, split: 
     return out
 
 
-def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allow_tf32: bool) -> torch.Tensor:
-    """dF = scale * (dG + dG^T) @ F, in features' dtype and (dense) layout."""
+def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allow_tf32: bool,
+                  fp32_dot: bool = False) -> torch.Tensor:
+    """dF = scale * (dG + dG^T) @ F, in features' dtype and (dense) layout. fp16/bf16 features:
+    dG + dG^T is rounded to their dtype for the dot, unless fp32_dot (F upcast instead)."""
     N, C, H, W = features.shape
     K = H * W
     out = torch.empty_like(features)
@@ -323,7 +332,7 @@ def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allo
     block_k = 32 if INTERPRET else 64
     w, s_h, s_w, merged_in = _spatial(features)
     _, d_h, d_w, merged_out = _spatial(out)
-    grid = (triton.cdiv(C, block_m), triton.cdiv(K, block_k), N)
+    grid = (triton.cdiv(C, block_m) * triton.cdiv(K, block_k), N)
     _gram_bwd_kernel[grid](
         grad, features, out, C, K, w,
         grad.stride(0), grad.stride(1), grad.stride(2),
@@ -331,7 +340,7 @@ def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allo
         out.stride(0), out.stride(1), d_h, d_w,
         scale,
         MERGED_IN=merged_in, MERGED_OUT=merged_out, USE_TF32=allow_tf32,
-        IS_FP32=features.dtype == torch.float32, UPCAST=_upcast(features.dtype),
+        FP32_DOT=fp32_dot or features.dtype == torch.float32, UPCAST=_upcast(features.dtype),
         BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_J=block_j,
         num_warps=4, num_stages=3,
     )
@@ -378,8 +387,9 @@ def style_loss_backward(grad: torch.Tensor, features: torch.Tensor, target: torc
                         allow_tf32: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(dF, dT) of loss = sum (G - T)^2: with R = 2 grad[n] (G - T), dF = scale (R + R^T) F
     and dT = -R. Recomputes G (N, C, C) in fp32 with the Gram kernel: the backward does
-    write G, the forward does not."""
+    write G, the forward does not. R stays fp32 in the dot (rounded to fp16, a small G - T
+    would lose its low bits or underflow)."""
     g = gram_forward(features, scale, allow_tf32, out_dtype=torch.float32)
     residual = (g - target.float()) * (2 * grad.float())[:, None, None]
-    df = gram_backward(residual, features, scale, allow_tf32)
+    df = gram_backward(residual, features, scale, allow_tf32, fp32_dot=True)
     return df, (-residual).to(target.dtype)

@@ -12,9 +12,12 @@ line `pyfastviz: error: ...` to stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import re
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,7 +53,7 @@ from pyfastviz.models import (
 from pyfastviz.occlusion import occlusion
 from pyfastviz.report import run_demo
 from pyfastviz.saliency import saliency
-from pyfastviz.style import style_transfer, texture_synthesis
+from pyfastviz.style import image_input, style_transfer, texture_synthesis
 from pyfastviz.sweep import sweep
 
 METHODS = ("gradient", "guided")
@@ -61,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyfastviz", description="Visualizing and understanding CNNs in PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def gram_device_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                         help="where to run (default: %(default)s: cuda when there is one)")
+
     def model_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
         sub.add_argument("--weights", metavar="PATH", help="weights file for the model (a state dict)")
@@ -70,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="pyfastviz-demo", metavar="DIR", help="output folder (default: %(default)s)")
     demo.add_argument("--full", action="store_true", help="paper-quality settings (slower)")
     demo.add_argument("--model", default="efficientnet_lite0", metavar="NAME", help=model_help)
+    demo.add_argument("--style-image", metavar="FILE", help="paint china in this image's style in the style "
+                                                            "transfer section (default: the flower photo)")
 
     def explain_command(name: str, help_: str, description: str) -> argparse.ArgumentParser:
         """A command that writes a map and an overlay per image file, for a class (see _explain_images)."""
@@ -96,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     occ.add_argument("--score", choices=("prob", "logit"), default="prob", help="default: %(default)s")
     occ.add_argument("--compile", action="store_true", help="run the repeated chunk forward under torch.compile "
                                                             "(pays off from a few images on)")
+    occ.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="where the occluded copies run (default: %(default)s, cuda when there is a GPU)")
+    occ.add_argument("--batch-size", type=int, metavar="N",
+                     help="occluded images per forward pass (default: chosen from free memory)")
 
     vis = commands.add_parser("classvis", help="images that maximise classes (gradient ascent)",
                               description="Write <class>.png per class: the image, from noise, that maximises the "
@@ -145,9 +158,11 @@ def _parser() -> argparse.ArgumentParser:
     tex = commands.add_parser("texture", help="a texture with an image's Gram statistics (Gatys et al.)",
                               description="Write a texture grown from noise to match the example's Gram matrices.")
     tex.add_argument("image", metavar="IMAGE", help="example image file")
-    tex.add_argument("--size", type=int, default=256, metavar="PX", help="output side (default: %(default)s)")
-    tex.add_argument("--steps", type=int, default=300, help="Adam steps (default: %(default)s)")
+    tex.add_argument("--size", type=int, default=256, metavar="PX",
+                     help="output side; the example is resized to this longer side (default: %(default)s)")
+    tex.add_argument("--steps", type=int, default=500, help="L-BFGS steps (default: %(default)s)")
     tex.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    gram_device_option(tex)
     model_options(tex)
     tex.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
 
@@ -157,12 +172,15 @@ def _parser() -> argparse.ArgumentParser:
     sty.add_argument("content", metavar="CONTENT", help="content image file")
     sty.add_argument("styles", nargs="+", metavar="STYLE", help="style image files")
     sty.add_argument("--style-weights", type=float, nargs="+", metavar="W", help="blend weight per style image")
-    sty.add_argument("--size", type=int, default=256, metavar="PX", help="output side (default: %(default)s)")
-    sty.add_argument("--steps", type=int, default=150, help="L-BFGS steps (default: %(default)s)")
+    sty.add_argument("--size", type=int, default=256, metavar="PX",
+                     help="longer side of the output (the content's aspect is kept) and of the style images "
+                          "(default: %(default)s)")
+    sty.add_argument("--steps", type=int, default=500, help="L-BFGS steps (default: %(default)s)")
     sty.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the content's colours")
     sty.add_argument("--scales", type=int, default=1, help="coarse-to-fine levels, each half the size of the next "
                                                            "(default: %(default)s)")
     sty.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    gram_device_option(sty)
     model_options(sty)
     sty.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
 
@@ -193,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     styl.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     styl.add_argument("--style", type=float, nargs="+", metavar="S",
                       help="multi-style network: a style index, or one blend weight per style")
-    styl.add_argument("--device", metavar="DEV", help="e.g. cpu, cuda (default: cpu)")
+    styl.add_argument("--device", metavar="DEV", help="e.g. cpu, cuda (default: cuda when there is one)")
     styl.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     def inspect_command(name: str, description: str) -> argparse.ArgumentParser:
@@ -249,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    index = run_demo(args.out, full=args.full, model_name=args.model)
+    index = run_demo(args.out, full=args.full, model_name=args.model, style_image=args.style_image)
     print(f"Gallery written to {index}")
 
 
@@ -268,9 +286,20 @@ def _saliency(args: argparse.Namespace) -> None:
 
 
 def _occlusion(args: argparse.Namespace) -> None:
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive number of images, got {args.batch_size}")
+    device = torch.device("cuda" if cuda else "cpu")
+
+    @functools.cache
+    def on_device(net):  # one copy on the GPU; the command's model stays on the CPU, where it picks the class
+        return copy.deepcopy(net).to(device) if cuda else net
+
     def explain(model, x, cls):
-        heat = occlusion(model.net, x, cls, window=args.window, stride=args.stride, score=args.score,
-                         compile=args.compile)[0]
+        heat = occlusion(on_device(model.net), x.to(device), cls, window=args.window, stride=args.stride,
+                         score=args.score, batch_size=args.batch_size, compile=args.compile)[0].cpu()
         return heat, saliency_to_pil(heat.clamp(min=0))
 
     _explain_images(args, "occlusion", explain)
@@ -336,36 +365,69 @@ def _dream(args: argparse.Namespace) -> None:
         print(save_png(to_pil(model.preprocess.denormalize(result.images[i])), Path(args.out) / f"{path.stem}_dream.png"))
 
 
+def _gram_model(args: argparse.Namespace):
+    """texture's and style's model on their --device, and a function PIL image -> (1, 3, H, W)
+    input on it, longer side --size, aspect kept (no centre crop)."""
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this machine has no CUDA device")
+    model = load_model(args.model, weights_path=args.weights, device=device)
+    return model, lambda image: image_input(image, args.size, model.preprocess).to(device)
+
+
+@contextmanager
+def _size_must_fit():
+    """The memory check's refusal of a size (a MemoryError, raised before any work) as a one-line error."""
+    try:
+        yield
+    except MemoryError as err:
+        raise ValueError(f"{err}: lower --size") from None
+
+
 def _texture(args: argparse.Namespace) -> None:
     example = load_image(args.image)
-    model = load_model(args.model, weights_path=args.weights)
-    result = texture_synthesis(model.net, model.preprocess(example)[None], size=args.size, steps=args.steps,
-                               optimizer="adam", lr=0.2, tv_weight=0.5, seed=args.seed, preprocess=model.preprocess)
+    model, to_input = _gram_model(args)
+    with _size_must_fit():
+        result = texture_synthesis(model.net, to_input(example), size=args.size, steps=args.steps, tv_weight=0.5,
+                                   seed=args.seed, preprocess=model.preprocess)
     print(f"Gram loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}")
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))
 
 
 def _style(args: argparse.Namespace) -> None:
     content, styles = load_image(args.content), [load_image(p) for p in args.styles]
-    model = load_model(args.model, weights_path=args.weights)
-    x = torch.nn.functional.interpolate(model.preprocess(content)[None], size=(args.size, args.size),
-                                        mode="bilinear", antialias=True)
-    result = style_transfer(model.net, x, [model.preprocess(s)[None] for s in styles],
-                            style_weights=args.style_weights, steps=args.steps, tv_weight=0.1,
-                            preserve_color=args.preserve_color, scales=args.scales, seed=args.seed,
-                            preprocess=model.preprocess)
+    model, to_input = _gram_model(args)
+    with _size_must_fit():
+        result = style_transfer(model.net, to_input(content), [to_input(s) for s in styles],
+                                style_weights=args.style_weights, steps=args.steps, tv_weight=0.1,
+                                preserve_color=args.preserve_color, scales=args.scales, seed=args.seed,
+                                preprocess=model.preprocess)
     print(f"style loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}, "
           f"content loss {result.history['content'][-1]:.3f}")
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))
 
 
+def _style_device(name: str | None) -> torch.device:
+    """train-style's and stylize's --device: that device, by default cuda when there is one, else cpu."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a torch device ({err})") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def _train_style(args: argparse.Namespace) -> None:
     styles = [load_image(p) for p in args.styles]
-    loss_model = load_model(args.loss_model, weights_path=args.loss_weights).net
+    device = _style_device(args.device)
+    loss_model = load_model(args.loss_model, weights_path=args.loss_weights, device=device).net
     result = train_style(styles[0] if len(styles) == 1 else styles, args.content, loss_model=loss_model,
                          size=args.size, steps=args.steps, batch_size=args.batch_size, style_weight=args.style_weight,
                          checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+                         device=device)
     history = result.history
     if history["total"]:
         print(f"perceptual loss {history['total'][0]:.3f} -> {history['total'][-1]:.3f} over {len(history['total'])} steps")
@@ -373,7 +435,7 @@ def _train_style(args: argparse.Namespace) -> None:
 
 
 def _stylize(args: argparse.Namespace) -> None:
-    network = load_style_network(args.network, device=args.device or "cpu")
+    network = load_style_network(args.network, device=_style_device(args.device))
     style = None
     if args.style is not None:
         style = int(args.style[0]) if len(args.style) == 1 and args.style[0].is_integer() else args.style

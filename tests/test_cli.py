@@ -1,6 +1,7 @@
 """The `pyfastviz` command line, run in-process through main()."""
 
 import pytest
+import torch
 from PIL import Image, ImageOps
 
 from pyfastviz.cli import main
@@ -256,14 +257,39 @@ def test_classvis_unknown_class_is_a_one_line_error(tmp_path, capsys):
 def test_texture_and_style_write_their_images(cat, tmp_path, capsys):
     flower = tmp_path / "flower.png"
     sample_image("flower").save(flower)
-    assert main(["texture", str(flower), "--size", "48", "--steps", "3", "--out", str(tmp_path / "t.png")]) == 0
+    assert main(["texture", str(flower), "--size", "48", "--steps", "3", "--device", "cpu",
+                 "--out", str(tmp_path / "t.png")]) == 0
     assert main(["style", str(cat), str(flower), "--size", "48", "--steps", "2", "--scales", "2",
                  "--out", str(tmp_path / "s.png")]) == 0
     stdout = capsys.readouterr().out
     assert "Gram loss " in stdout and "style loss " in stdout
-    for name in ("t.png", "s.png"):
+    for name, size in (("t.png", (48, 48)), ("s.png", (48, 32))):  # the cat (451 x 300): its aspect, not cropped
         with Image.open(tmp_path / name) as image:
-            assert image.size == (48, 48)
+            assert image.size == size
+
+
+@pytest.mark.parametrize("command", ["texture", "style"])
+def test_a_size_that_will_not_fit_is_a_one_line_error(cat, tmp_path, capsys, monkeypatch, command):
+    import functools
+
+    import pyfastviz.style.transfer as transfer
+
+    monkeypatch.setattr(transfer, "check_memory", functools.partial(transfer.check_memory, available=2**20))
+    images = [str(cat)] if command == "texture" else [str(cat), str(cat)]
+    assert main([command, *images, "--size", "64", "--steps", "1", "--out", str(tmp_path / "x.png")]) == 2
+    error = _error_line(capsys)
+    assert "MiB is available: no size fits" in error and error.rstrip().endswith("lower --size")
+
+
+def test_demo_style_image_is_passed_on_and_read_before_any_work(cat, tmp_path, capsys, monkeypatch):
+    import pyfastviz.cli as cli
+
+    assert main(["demo", "--style-image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "demo")]) == 2
+    assert "image file not found" in _error_line(capsys) and not (tmp_path / "demo").exists()
+    calls = []
+    monkeypatch.setattr(cli, "run_demo", lambda out, **kwargs: calls.append(kwargs) or tmp_path / "index.html")
+    assert main(["demo", "--style-image", str(cat), "--out", str(tmp_path / "demo")]) == 0
+    assert calls[0]["style_image"] == str(cat)
 
 
 def test_style_with_mismatched_weights_is_a_one_line_error(cat, tmp_path, capsys):
@@ -291,6 +317,30 @@ def test_train_style_then_stylize(cat, tmp_path, capsys):
     for folder in "abc":
         with Image.open(tmp_path / folder / "cat_stylized.png") as image:
             assert image.size == size
+
+
+@pytest.mark.slow
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_style_and_stylize_default_to_cuda(cat, tmp_path, capsys):
+    flower, network = tmp_path / "flower.png", tmp_path / "flower.safetensors"
+    sample_image("flower").save(flower)
+    assert main(["train-style", str(flower), "--size", "32", "--steps", "2", "--batch-size", "1",
+                 "--out", str(network)]) == 0
+    assert "perceptual loss " in capsys.readouterr().out
+    assert main(["stylize", str(network), str(cat), "--out", str(tmp_path / "a")]) == 0
+    with Image.open(cat) as original, Image.open(tmp_path / "a" / "cat_stylized.png") as image:
+        assert image.size == original.size
+
+
+@pytest.mark.parametrize("device", ["cpux", "cuda:99"])
+def test_train_style_and_stylize_bad_device_is_a_one_line_error(cat, tmp_path, capsys, device):
+    out = tmp_path / "net.safetensors"
+    assert main(["train-style", str(cat), "--steps", "1", "--device", device, "--out", str(out)]) == 2
+    assert f"--device {device!r}" in _error_line(capsys)
+    assert main(["stylize", str(out), str(cat), "--device", device, "--out", str(tmp_path)]) == 2
+    assert f"--device {device!r}" in _error_line(capsys)
+    assert not out.exists()
 
 
 def test_stylize_foreign_file_is_a_one_line_error(cat, tmp_path, capsys):

@@ -7,7 +7,7 @@ the op composes with autograd, torch.compile and torch.library.opcheck.
 
 dtypes: float32, float16, bfloat16 (and float64 on the reference only). The output has the
 features' dtype; the sums are accumulated in fp32 and rounded once. fp32 dot products are
-IEEE fp32 unless allow_tf32=True (allow_tf32=None follows torch.backends.cuda.matmul.allow_tf32).
+IEEE fp32 unless allow_tf32=True (allow_tf32=None follows torch's cuBLAS switch, matmul_tf32()).
 """
 
 import torch
@@ -36,13 +36,21 @@ def use_triton(features: torch.Tensor, backend: str) -> bool:
     return TRITON.use(features, backend, "features")
 
 
+@torch.compiler.assume_constant_result  # torch.compile cannot trace the getter: read it at trace time
+def matmul_tf32() -> bool:
+    """Whether torch lets fp32 matmuls use TF32: torch.backends.cuda.matmul.fp32_precision == "tf32"
+    (set directly, through torch.backends.fp32_precision, or by the legacy allow_tf32 flag, whose
+    read raises once the new API has been used)."""
+    return torch.backends.cuda.matmul.fp32_precision == "tf32"
+
+
 def gram(features: torch.Tensor, *, normalize: bool = True, allow_tf32: bool | None = None,
          backend: str = "auto") -> torch.Tensor:
     """Gram matrices of a batch of feature maps.
 
     features: (N, C, H, W) floating point, any strides (channels_last is read in place),
     N may be 0. normalize: divide by C*H*W (by 1 when that is 0). allow_tf32: let fp32
-    inputs use TF32 dot products on the GPU (None: follow torch.backends.cuda.matmul.allow_tf32).
+    inputs use TF32 dot products on the GPU (None: follow torch's matmul setting, matmul_tf32()).
     backend: "auto" (CUDA tensor: the Triton kernel; CPU tensor or float64: the reference;
     Triton missing: the reference with one warning), "triton" (the kernel on any device; on
     CPU tensors it runs only under TRITON_INTERPRET=1) or "reference".
@@ -54,7 +62,7 @@ def gram(features: torch.Tensor, *, normalize: bool = True, allow_tf32: bool | N
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if allow_tf32 is None:
-        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+        allow_tf32 = matmul_tf32()
     if use_triton(features, backend):
         return torch.ops.pyfastviz.gram(features, scale(features, normalize), bool(allow_tf32))
     return reference.gram(features, normalize=normalize)
@@ -119,7 +127,7 @@ def gram_style_loss(features: torch.Tensor, target: torch.Tensor, *, normalize: 
     in the output dtype (its tiles stay in registers, or long reductions use an fp32 split-K workspace).
 
     features: (N, C, H, W) as for gram. target: (C, C) (the same for every image, read in
-    place) or (N, C, C), floating point. normalize, allow_tf32, backend: as for gram.
+    place) or (N, C, C), floating point, on features' device. normalize, allow_tf32, backend: as for gram.
     Returns (N,) float32 (float64 for float64 features, reference only); G is accumulated
     and compared in fp32, never rounded to fp16/bf16. Differentiable in features and target
     (the backward recomputes G with the Gram kernel).
@@ -131,10 +139,12 @@ def gram_style_loss(features: torch.Tensor, target: torch.Tensor, *, normalize: 
     n, c = features.shape[:2]
     if tuple(target.shape) not in ((c, c), (n, c, c)):
         raise ValueError(f"target must have shape ({c}, {c}) or ({n}, {c}, {c}), got {tuple(target.shape)}")
+    if target.device != features.device:
+        raise ValueError(f"target must be on features' device ({features.device}), got {target.device}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if allow_tf32 is None:
-        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+        allow_tf32 = matmul_tf32()
     if use_triton(features, backend):
         return torch.ops.pyfastviz.gram_style_loss(features, target.expand(n, c, c), scale(features, normalize),
                                                    bool(allow_tf32))

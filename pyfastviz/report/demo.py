@@ -40,6 +40,7 @@ from pyfastviz.models import (
     heatmap_overlay,
     image_grid,
     layer_names,
+    load_image,
     load_model,
     sample_image,
     saliency_overlay,
@@ -50,7 +51,7 @@ from pyfastviz.models import (
 from pyfastviz.inversion import invert_features
 from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
-from pyfastviz.style import StyleTargets, style_transfer, texture_synthesis
+from pyfastviz.style import StyleTargets, image_input, style_transfer, texture_synthesis
 from pyfastviz.style import extract_features as extract_style_features
 
 from .gallery import Figure, Section, write_gallery
@@ -72,6 +73,7 @@ class DemoContext:
     out_dir: Path
     full: bool = False
     progress: bool = True
+    style_image: Image.Image | None = None  # the style section's style (default: the flower photo)
 
     @cached_property
     def inputs(self) -> torch.Tensor:
@@ -294,32 +296,37 @@ def inversion_dream_section(ctx: DemoContext) -> Section:
 
 
 def style_section(ctx: DemoContext) -> Section:
-    """A texture grown from noise with the Gram statistics of `flower`; `china` in its style."""
+    """A texture grown from noise with the Gram statistics of `flower`; `china` in the style of
+    `flower`, or of ctx.style_image when the user gave one."""
     size, steps = (384, 400) if ctx.full else (96, 60)
     preprocess = ctx.model.preprocess
     china, flower = (ctx.inputs[PHOTOS.index(name)][None] for name in ("china", "flower"))
     small = torch.nn.functional.interpolate(china, size=(size, size), mode="bilinear", antialias=True)
+    style_name = "flower" if ctx.style_image is None else "your image"
+    style = flower if ctx.style_image is None else image_input(ctx.style_image, size, preprocess)
     # a total-variation prior keeps the default model's features from matching on pixel noise
-    texture = texture_synthesis(ctx.model.net, flower, size=size, steps=steps, optimizer="adam", lr=0.2,
-                                tv_weight=0.5, seed=0, preprocess=preprocess, progress=ctx.progress)
-    styled = style_transfer(ctx.model.net, small, flower, steps=steps, optimizer="adam", lr=0.2, tv_weight=0.1,
-                            seed=0, preprocess=preprocess, progress=ctx.progress)
+    texture = texture_synthesis(ctx.model.net, flower, size=size, steps=steps, optimizer="adam", tv_weight=0.5,
+                                seed=0, preprocess=preprocess, progress=ctx.progress)
+    styled = style_transfer(ctx.model.net, small, style, steps=steps, optimizer="adam", tv_weight=0.1, seed=0,
+                            preprocess=preprocess, progress=ctx.progress)
     figures = [
         ctx.photo(PHOTOS.index("flower")),
         ctx.save(to_pil(preprocess.denormalize(texture.image[0])), "style/flower_texture.png",
                  f"texture from noise: Gram loss {texture.history['style'][0]:.2f} -> {texture.history['style'][-1]:.2f}"),
         ctx.photo(PHOTOS.index("china")),
-        ctx.save(to_pil(preprocess.denormalize(styled.image[0])), "style/china_as_flower.png",
-                 f"china in the style of flower: style loss {styled.history['style'][0]:.2f} -> "
-                 f"{styled.history['style'][-1]:.2f}"),
     ]
+    if ctx.style_image is not None:
+        figures.append(ctx.save(to_pil(preprocess.denormalize(style[0])), "style/style_image.png", "style: your image"))
+    figures.append(ctx.save(to_pil(preprocess.denormalize(styled.image[0])), "style/china_styled.png",
+                            f"china in the style of {style_name}: style loss {styled.history['style'][0]:.2f} -> "
+                            f"{styled.history['style'][-1]:.2f}"))
     return Section(
         "Texture synthesis and style transfer",
         "Gatys et al. (2015, 2016): an image whose Gram matrices (channel correlations) at several layers match "
         f"those of an example, grown from noise; and a photo repainted to match a style image's Gram matrices "
-        f"while keeping its own content features ({size} px, {steps} Adam steps on logit pixels, a total-variation "
-        "prior; captions give the relative style loss before and after). VGG weights, when given, are the "
-        "classic loss network.",
+        f"while keeping its own content features ({size} px, {steps} Adam steps on pixels, a total-variation "
+        "prior; captions give the relative style loss before and after; `pyfastviz demo --style-image FILE` "
+        "paints china in your image's style). VGG weights, when given, are the classic loss network.",
         figures,
     )
 
@@ -424,11 +431,14 @@ def run_demo(
     full: bool = False,
     model_name: str = "efficientnet_lite0",
     progress: bool = True,
+    style_image: str | os.PathLike | None = None,
 ) -> Path:
     """Build the gallery of every technique in SECTIONS into `out_dir`; returns its index.html.
-    Quick by default; `full=True` uses paper-quality settings (slower)."""
+    Quick by default; `full=True` uses paper-quality settings (slower). style_image: an image file
+    to paint `china` in, in the style section (default: the flower photo)."""
     out_dir = Path(out_dir).resolve()
-    ctx = DemoContext(load_model(model_name), out_dir, full=full, progress=progress)
+    style = load_image(style_image) if style_image is not None else None  # a bad file fails before any work
+    ctx = DemoContext(load_model(model_name), out_dir, full=full, progress=progress, style_image=style)
     sections = [build(ctx) for build in tqdm(SECTIONS, desc="pyfastviz demo", disable=not progress)]
     intro = (
         f"Model: {ctx.model.name}, ImageNet classes, {ctx.model.preprocess.size} px input; "

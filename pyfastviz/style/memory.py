@@ -18,7 +18,7 @@ def estimate_peak_memory(model: nn.Module, size: int | tuple[int, int], *, batch
 
     Every leaf module's output is measured in one no-grad forward at probe_size and scaled by
     the pixel count: kept for backward plus as much again for gradients, plus the parameters and
-    the optimiser's image-sized state (2 * LBFGS_HISTORY + 4 images for L-BFGS, 4 for Adam).
+    the optimiser's image-sized state (2 * LBFGS_HISTORY + 5 images for L-BFGS, 5 for Adam).
     Grows linearly in H * W.
     """
     fixed, per_pixel = _memory_model(model, batch, optimizer, probe_size)
@@ -72,7 +72,7 @@ def _memory_model(model, batch, optimizer, probe_size) -> tuple[float, float]:
     finally:
         for handle in handles:
             handle.remove()
-    image_copies = 2 * LBFGS_HISTORY + 4 if optimizer == "lbfgs" else 4
+    image_copies = 2 * LBFGS_HISTORY + 5 if optimizer == "lbfgs" else 5  # + the solver's cached evaluation
     fixed = sum(p.numel() * p.element_size() for p in model.parameters())
     per_pixel = batch * (2 * sum(outputs) / probe_size**2 + image_copies * 3 * 4)
     return float(fixed), per_pixel

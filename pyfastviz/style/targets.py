@@ -1,6 +1,6 @@
 """What a style is: Gram matrices of feature maps at named layers, computed once per style.
 
-Layer defaults for EfficientNet-Lite0 / VGG16 / VGG19, feature extraction by forward hooks,
+Layer defaults for EfficientNet-Lite0 and torchvision's VGGs, feature extraction by forward hooks,
 StyleTargets (the blended Gram targets and the relative style loss), luminance helpers for
 colour-preserving transfer, and the argument checks these share.
 """
@@ -31,26 +31,44 @@ class StyleLayers:
 
 
 # EfficientNet-Lite0 reuses one ReLU6 per block, so its taps are block outputs (called once).
-# torchvision VGG: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 and relu4_2 for content (its
-# ReLUs are in place, so conv4_2's output is overwritten by the ReLU that follows it).
 _EFFICIENTNET_LITE0 = StyleLayers(("_blocks.0", "_blocks.2", "_blocks.4", "_blocks.8"), "_blocks.4")
-_VGG16 = StyleLayers(("features.1", "features.6", "features.11", "features.18", "features.25"), "features.20")
-_VGG19 = StyleLayers(("features.1", "features.6", "features.11", "features.20", "features.29"), "features.22")
 
 
 def default_layers(model: nn.Module) -> StyleLayers:
-    """The default style and content layers of EfficientNet-Lite0, VGG16 or VGG19, told apart by
-    their layer names; other models raise a ValueError asking for explicit layers."""
+    """The default style and content layers of EfficientNet-Lite0 (told apart by its layer names)
+    or of a torchvision VGG (vgg11 .. vgg19, with or without batch norm; see _vgg_layers); other models
+    raise a ValueError asking for explicit layers."""
     names = {name for name, _ in model.named_modules()}
     if {"_conv_stem", "_blocks.15", "_conv_head"} <= names and "_blocks.16" not in names:
         return _EFFICIENTNET_LITE0
-    if "features.30" in names and "classifier.6" in names:
-        if "features.36" in names:
-            return _VGG19
-        if "features.31" not in names:
-            return _VGG16
-    raise ValueError(f"no default style/content layers for {type(model).__name__}: pass the layer names "
-                     "(see pyfastviz.models.layer_names(model))")
+    layers = _vgg_layers(model)
+    if layers is None:
+        raise ValueError(f"no default style/content layers for {type(model).__name__}: pass the layer names "
+                         "(see pyfastviz.models.layer_names(model))")
+    return layers
+
+
+def _vgg_layers(model: nn.Module) -> StyleLayers | None:
+    """relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (style) and relu4_2 (content) of a model whose
+    `features` is a VGG stack: five blocks of Conv2d [BatchNorm2d] ReLU, each closed by a MaxPool2d;
+    None for any other model. The ReLUs are found by position in that structure (their outputs are
+    the convolutions' too: torchvision's ReLUs are in place)."""
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        return None
+    relus, block, conv = {}, 1, 0
+    for name, layer in features.named_children():
+        if isinstance(layer, nn.MaxPool2d):
+            block, conv = block + 1, 0
+        elif isinstance(layer, nn.Conv2d):
+            conv += 1
+        elif isinstance(layer, nn.ReLU):
+            relus[block, conv] = f"features.{name}"
+        elif not isinstance(layer, nn.BatchNorm2d):
+            return None
+    if block != 6 or not all((b, 1) in relus for b in range(1, 6)) or (4, 2) not in relus:
+        return None
+    return StyleLayers(tuple(relus[b, 1] for b in range(1, 6)), relus[4, 2])
 
 
 def extract_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess
+from pyfastviz.models.images import to_rgb
 from pyfastviz.style.memory import check_memory, check_size
 from pyfastviz.style.solver import check_common, optimize_image
 from pyfastviz.style.targets import (
@@ -41,7 +44,7 @@ class StyleResult:
 
 def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] | None = None,
                       layers: Sequence[str] | None = None, layer_weights=None, tv_weight: float = 0.0,
-                      steps: int = 200, optimizer: str = "lbfgs", lr: float | None = None,
+                      steps: int = 500, optimizer: str = "lbfgs", lr: float | None = None,
                       preprocess: Preprocess | None = None, seed: int | None = None,
                       progress: bool = True) -> StyleResult:
     """A texture with the Gram statistics of `example`, optimised from uniform noise.
@@ -49,25 +52,28 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
     example: (1, 3, h, w) normalised image, or a StyleTargets to reuse. size: output (H, W) or
     side (default: the example's size). layers / layer_weights: style layers (default for the
     model) and their weights (a dict or a sequence; default equal, summing to 1).
-    optimizer: "lbfgs" (strong-Wolfe line search) or "adam"; lr: its step size (default 1 / 0.2; Adam steps logit pixels).
+    steps: L-BFGS iterations (one strong-Wolfe line search each, usually one forward and backward
+    pass) or Adam updates. optimizer: "lbfgs" or "adam"; lr: L-BFGS's first trial step (default 1)
+    or Adam's step in pixels (default 0.05).
     Returns StyleResult with image (1, 3, H, W).
     """
     check_model(model)
     preprocess = preprocess or Preprocess(224)
     if isinstance(example, StyleTargets):
-        targets = example
         if size is None:
             raise ValueError("size is required when example is a StyleTargets")
+        device = next(iter(example.grams.values())).device
     else:
         check_images(example, model)
         if example.shape[0] != 1 or example.shape[1] != 3:
             raise ValueError(f"example must have shape (1, 3, h, w), got {tuple(example.shape)}")
-        targets = StyleTargets(model, example, layers=layers, preprocess=preprocess)
+        device = example.device
     height, width = check_size(size if size is not None else tuple(example.shape[2:]))
-    weights = layer_weights_by_name(targets.layers, layer_weights)
     check_common(steps, optimizer, tv_weight=tv_weight)
-    device = next(iter(targets.grams.values())).device
     check_memory(model, (height, width), optimizer=optimizer, device=device)
+    targets = example if isinstance(example, StyleTargets) else StyleTargets(model, example, layers=layers,
+                                                                             preprocess=preprocess)
+    weights = layer_weights_by_name(targets.layers, layer_weights)
     noise = torch.rand(1, 3, height, width, generator=seeded_generator(seed, device), device=device)
     start = preprocess.normalize(noise)
 
@@ -85,7 +91,7 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
                    style_layers: Sequence[str] | None = None, content_layer: str | None = None,
                    layer_weights=None, content_weight: float = 1.0, style_weight: float = 10.0,
                    tv_weight: float = 1e-3, init: str = "content", optimizer: str = "lbfgs",
-                   lr: float | None = None, steps: int = 150, preserve_color: bool = False,
+                   lr: float | None = None, steps: int = 500, preserve_color: bool = False,
                    scales: int = 1, preprocess: Preprocess | None = None, seed: int | None = None,
                    progress: bool = True) -> StyleResult:
     """`content` repainted in the style of `styles` (Gatys et al. 2016).
@@ -94,8 +100,9 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
     of such tensors (any sizes), blended by style_weights; or a StyleTargets to reuse (its layers
     and blend). Loss per image: content_weight * mean (F_c - F)^2 at content_layer
     + style_weight * sum_l layer_weights[l] * sum (G_l - T_l)^2 + tv_weight * total variation.
-    init: start from the content or from uniform noise (seeded). preserve_color: transfer on
-    luminance (Y of YIQ) only, then put back the content's chroma (I, Q).
+    init: start from the content or from uniform noise (seeded). steps, optimizer, lr: as for
+    texture_synthesis. preserve_color: transfer on luminance (Y of YIQ) only, then put back the
+    content's chroma (I, Q).
     scales: coarse-to-fine levels (Gatys et al. 2017): `steps` steps at 1 / 2^(scales - 1) of the
     size, the result upsampled to start the next level, up to the full size; large outputs get
     their large structures from the small levels, where steps are cheap.
@@ -175,6 +182,19 @@ def pyramid(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
         raise ValueError(f"scales={scales} makes the smallest level {sizes[0][0]}x{sizes[0][1]} px for a "
                          f"{size[0]}x{size[1]} content; each side must stay >= {MIN_LEVEL_SIDE} px")
     return sizes
+
+
+def image_input(image: Image.Image, size: int, preprocess: Preprocess | None = None) -> torch.Tensor:
+    """A PIL image (any mode and shape) -> (1, 3, H, W) normalised model input whose longer side is
+    `size`, aspect kept and nothing cropped (a content or style image at the output's scale)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    image = to_rgb(image)
+    scale = size / max(image.size)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                         Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (preprocess or Preprocess(224)).normalize(pixels)[None]
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyfastviz.ops import reference
-from pyfastviz.ops.gram import gram, gram_style_loss
+from pyfastviz.ops.gram import gram, gram_style_loss, matmul_tf32
 
 
 def naive_gram(x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -101,3 +101,68 @@ def test_cuda_tensors_use_the_kernel(monkeypatch):
     g = gram(x, allow_tf32=False)
     assert not calls
     torch.testing.assert_close(g, naive_gram(x).float(), rtol=1e-5, atol=1e-6)
+
+
+def test_target_on_another_device_is_refused():
+    x = torch.randn(2, 4, 5, 6)
+    with pytest.raises(ValueError, match=r"target must be on features' device \(cpu\), got meta"):
+        gram_style_loss(x, torch.zeros(4, 4, device="meta"))
+
+
+@pytest.fixture
+def restore_fp32_precision():
+    saved = torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    yield
+    torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+
+
+@pytest.mark.parametrize("setting, expected", [
+    (lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32"), True),
+    (lambda: setattr(torch.backends, "fp32_precision", "tf32"), True),
+    (lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "ieee"), False),
+    (lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", True), True),  # the legacy flag
+], ids=["matmul", "global", "ieee", "legacy"])
+def test_allow_tf32_none_follows_torchs_tf32_setting(restore_fp32_precision, setting, expected):
+    setting()
+    assert matmul_tf32() is expected
+    x = torch.randn(1, 3, 4, 4)
+    gram(x)  # reads the setting: the legacy allow_tf32 read raised under the new API
+    gram_style_loss(x, torch.zeros(3, 3))
+
+
+class RecordGrid:
+    """Stands in for a Triton kernel: `kernel[grid](...)` records (name, grid), runs nothing."""
+
+    def __init__(self, name, launches):
+        self.name, self.launches = name, launches
+
+    def __getitem__(self, grid):
+        self.launches.append((self.name, grid))
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("side", [2048, 4096])
+def test_launch_grids_fit_cuda_limits_at_large_outputs(monkeypatch, side):
+    """relu1_1 of a 2048 / 4096 px image on an H100 (132 SMs), every launch of kernels/gram.py:
+    CUDA allows 2^31 - 1 programs on grid axis 0 but 65535 on axes 1 and 2. Meta tensors: the
+    launchers' own grid code runs, no kernel."""
+    pytest.importorskip("triton")
+    from pyfastviz.kernels import gram as kernels
+
+    launches = []
+    names = ["_gram_fwd_kernel", "_gram_finish_kernel", "_gram_bwd_kernel", "_style_loss_kernel",
+             "_style_loss_finish_kernel"]
+    for name in names:
+        monkeypatch.setattr(kernels, name, RecordGrid(name, launches))
+    monkeypatch.setattr(kernels, "num_sms", lambda device: 132)
+    x = torch.empty(1, 64, side, side, device="meta")
+    target = torch.empty(1, 64, 64, device="meta")
+    kernels.gram_forward(x, 1.0, False)
+    kernels.gram_backward(torch.empty(1, 64, 64, device="meta"), x, 1.0, False)
+    kernels.style_loss_forward(x, target, 1.0, False)  # split-K
+    kernels.style_loss_forward(x, target, 1.0, False, split=1)
+    kernels.style_loss_backward(torch.empty(1, device="meta"), x, target, 1.0, False)
+    assert {name for name, _ in launches} == set(names)
+    for name, grid in launches:
+        assert grid[0] <= 2**31 - 1 and all(g <= 65535 for g in grid[1:]), (name, grid)
+    assert max(grid[0] for name, grid in launches if name == "_gram_bwd_kernel") > 65535  # K's tiles alone
