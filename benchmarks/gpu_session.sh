@@ -11,7 +11,7 @@
 # Environment: OUT (results folder; the device tool sets it, default gpu-out), BUDGET_S
 # (seconds for the whole script, default 560), SECTIONS / REST_SECTIONS (run.py --sections of
 # the first and the second benchmark run), TEST_WORKERS (pytest-xdist processes, default 8).
-# Results in $OUT: log.txt (everything printed), gpu-tests.xml (JUnit), bench.json and
+# Results in $OUT: log.txt (everything printed), cuda-tests.xml and triton-tests.xml (JUnit), bench.json and
 # bench-rest.json (run.py rows, written after every section).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,9 +61,13 @@ RESERVE_S=300 step build 240 python3 -m pip install -q -e . --no-build-isolation
   echo "build failed: nothing else can run"; exit 1; }
 python3 -c "from pyfastviz import _native; print('pyfastviz._C:', _native.LOAD_ERROR or _native.KERNELS)"
 
+# The CUDA-marked tests (kernels and whole techniques on the GPU), then the Triton-marked ones (their
+# kernels compiled for the GPU, no interpreter). -v names every test in log.txt as it ends, so a
+# step cut short by its limit still shows what passed and failed.
 WORKERS=(); python3 -c "import xdist" 2>/dev/null && WORKERS=(-n "${TEST_WORKERS:-8}")  # pytest-xdist, when there
-RESERVE_S=240 step gpu-tests 200 python3 -m pytest -m "cuda or triton" -q -p no:cacheprovider "${WORKERS[@]}" \
-  --junitxml="$OUT/gpu-tests.xml" -o junit_family=xunit1 -W ignore::DeprecationWarning
+PYTEST=(python3 -m pytest -v -p no:cacheprovider "${WORKERS[@]}" -o junit_family=xunit1 -W ignore::DeprecationWarning)
+RESERVE_S=260 step cuda-tests 120 "${PYTEST[@]}" -m cuda --junitxml="$OUT/cuda-tests.xml"
+RESERVE_S=180 step triton-tests 100 "${PYTEST[@]}" -m "triton and not cuda" --junitxml="$OUT/triton-tests.xml"
 
 RESERVE_S=30 step bench 600 python3 benchmarks/run.py --device cuda --sections "$SECTIONS" --json "$OUT/bench.json"
 step bench-rest 600 python3 benchmarks/run.py --device cuda --sections "$REST_SECTIONS" --json "$OUT/bench-rest.json"
