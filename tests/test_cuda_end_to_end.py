@@ -20,10 +20,11 @@ GiB = 2**30
 def exact_fp32_on_the_gpu():
     """cuDNN convolutions default to TF32 (10-bit mantissa), which moves activations near 0 across
     the ReLU threshold; the comparisons with the CPU want IEEE fp32 on both sides."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul  # the fp32_precision API (torch >= 2.9)
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
     yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    conv.fp32_precision, matmul.fp32_precision = saved
 
 
 def random_images(n, size, seed=0):
