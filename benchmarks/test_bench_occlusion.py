@@ -1,14 +1,15 @@
 """pytest-benchmark version of the occlusion cases in benchmarks/cases.py; one group per case
-holds every method (Captum when installed, the plain loop, pyfastviz fp32, fast path, compiled,
-and on CUDA the CUDA-graph variants)."""
+holds every method (Captum when installed, the plain loops, pyfastviz fp32, fast path, compiled,
+the kernels alone, and on CUDA the compiled plain loop and the CUDA-graph variants)."""
 
 import pytest
 
 from benchmarks import cases
 from benchmarks.test_bench_guided import synchronized
 
-METHODS = ["captum ppe=1", "captum ppe=128", "plain loop", "pyfastviz", "pyfastviz fast", "pyfastviz compiled",
-           "pyfastviz graphs", "pyfastviz compiled+graphs", "kernels"]
+METHODS = ["captum ppe=1", "captum ppe=128", "plain loop", "plain loop bf16", "plain loop compiled", "pyfastviz",
+           "pyfastviz fast", "pyfastviz compiled", "pyfastviz graphs", "pyfastviz compiled+graphs", "kernels",
+           "kernels fast"]
 
 
 def pytest_generate_tests(metafunc):
