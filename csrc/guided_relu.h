@@ -15,13 +15,26 @@ inline at::MemoryFormat guided_relu_layout(const at::Tensor& x) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-// guided_relu_ writes x directly when it is laid out as the kernels read it; otherwise it
-// computes out of place and copies back.
-inline bool runs_in_place(const at::Tensor& x) { return x.is_contiguous(guided_relu_layout(x)); }
-
 inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_floating_point(), "pyfastviz::guided_relu: ", name,
               " must be a floating-point tensor, got ", t.scalar_type());
+}
+
+// guided_relu_ on one device: forward(x, out, mask, upper) writes x itself when x is laid out as
+// the kernels read it; otherwise out_of_place(x, upper) gives (out, mask) and out is copied back.
+// Returns the mask.
+template <typename OutOfPlace, typename Forward>
+at::Tensor guided_relu_in_place(at::Tensor& x, std::optional<double> upper, OutOfPlace out_of_place,
+                                Forward forward) {
+  check_floating(x, "x");
+  if (!x.is_contiguous(guided_relu_layout(x))) {
+    auto [out, mask] = out_of_place(x, upper);
+    x.copy_(out);
+    return mask;
+  }
+  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
+  forward(x, x, mask, upper);
+  return mask;
 }
 
 // Returns grad_output in the memory order of the mask, and checks the mask fits it.

@@ -71,15 +71,7 @@ std::tuple<at::Tensor, at::Tensor> guided_relu_cpu(const at::Tensor& input,
 }
 
 at::Tensor guided_relu_inplace_cpu(at::Tensor& x, std::optional<double> upper) {
-  check_floating(x, "x");
-  if (!runs_in_place(x)) {
-    auto [out, mask] = guided_relu_cpu(x, upper);
-    x.copy_(out);
-    return mask;
-  }
-  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
-  forward_cpu(x, x, mask, upper);
-  return mask;
+  return guided_relu_in_place(x, upper, guided_relu_cpu, forward_cpu);
 }
 
 at::Tensor guided_relu_backward_cpu(const at::Tensor& grad_output, const at::Tensor& mask,

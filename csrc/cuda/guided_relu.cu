@@ -152,16 +152,8 @@ std::tuple<at::Tensor, at::Tensor> guided_relu_cuda(const at::Tensor& input,
 }
 
 at::Tensor guided_relu_inplace_cuda(at::Tensor& x, std::optional<double> upper) {
-  check_floating(x, "x");
   const c10::cuda::CUDAGuard guard(x.device());
-  if (!runs_in_place(x)) {
-    auto [out, mask] = guided_relu_cuda(x, upper);
-    x.copy_(out);
-    return mask;
-  }
-  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
-  forward_cuda(x, x, mask, upper);
-  return mask;
+  return guided_relu_in_place(x, upper, guided_relu_cuda, forward_cuda);
 }
 
 at::Tensor guided_relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& mask,

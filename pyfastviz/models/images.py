@@ -40,6 +40,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def to_unit_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL image (any mode) -> float tensor (3, H, W) of its RGB pixels in [0, 1]."""
+    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Read any image file PIL can open (any mode, any size; EXIF rotation applied) as RGB."""
     path = Path(path)

@@ -14,7 +14,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from .images import to_rgb
+from .images import to_rgb, to_unit_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,9 +47,7 @@ class Preprocess:
         w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
         image = image.resize((w, h), Image.Resampling.BILINEAR)  # PIL filters antialias when shrinking
         left, top = (w - self.size) // 2, (h - self.size) // 2
-        image = image.crop((left, top, left + self.size, top + self.size))
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return self.normalize(x)
+        return self.normalize(to_unit_tensor(image.crop((left, top, left + self.size, top + self.size))))
 
     def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """N PIL images -> (N, 3, size, size); an empty sequence gives (0, 3, size, size)."""

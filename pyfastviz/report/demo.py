@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import nn
@@ -48,6 +47,7 @@ from pyfastviz.models import (
     save_png,
     to_pil,
 )
+from pyfastviz.models.images import to_unit_tensor
 from pyfastviz.inversion import invert_features
 from pyfastviz.occlusion import occlusion
 from pyfastviz.saliency import saliency
@@ -346,7 +346,7 @@ def fast_style_section(ctx: DemoContext) -> Section:
 
     def style_loss(picture: Image.Image, name: str) -> float:
         with torch.no_grad():
-            x = preprocess.normalize(torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255).permute(2, 0, 1))
+            x = preprocess.normalize(to_unit_tensor(picture))
             return float(targets[name].loss(extract_style_features(net, x[None], targets[name].layers), layers[name]))
 
     photos = [ctx.photos[PHOTOS.index(name)].resize((shown, shown)) for name in ("chelsea", "china")]

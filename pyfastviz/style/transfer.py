@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -15,7 +14,7 @@ from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess
-from pyfastviz.models.images import to_rgb
+from pyfastviz.models.images import to_rgb, to_unit_tensor
 from pyfastviz.style.memory import check_memory, check_size
 from pyfastviz.style.solver import check_common, optimize_image
 from pyfastviz.style.targets import (
@@ -193,8 +192,7 @@ def image_input(image: Image.Image, size: int, preprocess: Preprocess | None = N
     scale = size / max(image.size)
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (preprocess or Preprocess(224)).normalize(pixels)[None]
+    return (preprocess or Preprocess(224)).normalize(to_unit_tensor(image))[None]
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
