@@ -30,6 +30,16 @@ def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
     return images
 
 
+def check_logits(outputs) -> torch.Tensor:
+    """A model's outputs as (N, classes) logits; a clear error for a tuple, a dict or maps."""
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"target= needs a model that returns an (N, classes) logits tensor, got a "
+                        f"{type(outputs).__name__}: wrap the model to return the logits, or use layer=")
+    if outputs.dim() != 2:
+        raise ValueError(f"target= needs a model that returns (N, classes) logits, got shape {tuple(outputs.shape)}")
+    return outputs
+
+
 def resolve_targets(target, batch: int) -> tuple[torch.Tensor, bool]:
     """Class indices as a (N, K) int64 tensor, and whether the caller asked for K per image.
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_images, check_model, resolve_targets
+from pyfastviz._inputs import check_choice, check_images, check_logits, check_model, resolve_targets
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess
 
@@ -69,7 +69,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
             classes = resolve_targets(target, count)[0][:, 0]
         elif label is None:
             with torch.no_grad():
-                classes = model(images).argmax(1)
+                classes = check_logits(model(images)).argmax(1)
         else:
             classes = resolve_targets(label, count)[0][:, 0]
         classes = classes.to(images.device)
@@ -77,8 +77,8 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
         taken = torch.zeros(count, dtype=torch.int64, device=images.device)
         for step in tqdm(range(steps + 1), desc="fooling images", disable=not progress, leave=False):
             x = (images + delta / std).clamp(low, high).detach().requires_grad_(True)
-            logits = model(x)
-            if logits.dim() != 2 or classes.max() >= logits.shape[1]:
+            logits = check_logits(model(x))
+            if classes.max() >= logits.shape[1]:
                 raise ValueError(f"class {classes.max().item()} is out of range for logits of shape "
                                  f"{tuple(logits.shape)}")
             predictions = logits.argmax(1)

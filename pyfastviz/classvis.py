@@ -96,15 +96,14 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
     if given is not None and given.shape[0] != count:
         raise ValueError(f"start has {given.shape[0]} images but the target asks for {count}")
     preprocess = preprocess if preprocess is not None else Preprocess(size)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    like = next(model.parameters(), torch.empty(0))  # the start's device and dtype (e.g. a bf16 model)
     if given is None:
         shape = (count, 3, size, size)
         if start == "blank":
-            given = torch.zeros(shape, device=device)
+            given = torch.zeros(shape, device=like.device, dtype=like.dtype)
         else:
             generator = seeded_generator(seed)
-            given = (0.1 * torch.randn(shape, generator=generator)).to(device)
+            given = (0.1 * torch.randn(shape, generator=generator)).to(like)
     if regularizers is None:
         regularizers = default_fourier_regularizers() if parameterization == "fourier" else default_regularizers(preprocess)
     return optimize_images(model, objective, given, steps=steps, lr=lr, optimizer=optimizer,

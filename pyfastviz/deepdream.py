@@ -96,8 +96,9 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
         bar = tqdm(total=octaves * steps_per_octave, desc="deepdream", disable=not progress, leave=False)
         try:
             for size in sizes:
-                base = source if size == (height, width) else F.interpolate(
-                    source, size=size, mode="bilinear", align_corners=False, antialias=True)
+                base = source if size == (height, width) else F.interpolate(  # >= fp32: no bf16 antialias on CPU
+                    source.to(torch.promote_types(source.dtype, torch.float32)), size=size, mode="bilinear",
+                    align_corners=False, antialias=True).to(source.dtype)
                 if detail.shape[-2:] != size:
                     detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
                 x = torch.maximum(torch.minimum(base + detail, high), low)

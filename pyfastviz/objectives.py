@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyfastviz._inputs import resolve_targets
+from pyfastviz._inputs import check_logits, resolve_targets
 from pyfastviz.models import ActivationTap, find_layer
 
 
@@ -20,9 +20,7 @@ class ClassObjective:
         self.indices = indices
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        logits = model(x)
-        if logits.dim() != 2:
-            raise ValueError(f"target= needs a model that returns (N, classes) logits, got shape {tuple(logits.shape)}")
+        logits = check_logits(model(x))
         if self.indices.max() >= logits.shape[1]:
             raise ValueError(f"target {self.indices.max().item()} is out of range: the model has {logits.shape[1]} classes")
         indices = self.indices.to(logits.device).repeat(x.shape[0] // self.indices.shape[0], 1)
@@ -65,7 +63,7 @@ def build_objective(model: nn.Module, images: torch.Tensor, target, layer: str |
             raise ValueError("channel= and neuron= select a unit of a layer: pass layer= too")
         if target is None:
             with torch.no_grad():
-                target = model(images).argmax(1)
+                target = check_logits(model(images)).argmax(1)
         indices, multi = resolve_targets(target, images.shape[0])
         return ClassObjective(indices), multi
     if target is not None:
@@ -74,7 +72,7 @@ def build_objective(model: nn.Module, images: torch.Tensor, target, layer: str |
     if (channel is None) == (neuron is None):
         raise ValueError(f"layer={layer!r} needs exactly one of channel= (int or list) or neuron=(channel, row, col)")
     if neuron is not None:
-        if len(neuron) != 3 or not all(isinstance(i, int) for i in neuron):
+        if len(neuron) != 3 or not all(isinstance(i, int) and not isinstance(i, bool) for i in neuron):
             raise ValueError(f"neuron must be (channel, row, col) ints, got {neuron!r}")
         return UnitObjective(layer, None, tuple(neuron)), False
     multi = not isinstance(channel, int)

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz import ops
-from pyfastviz._inputs import check_choice, check_images, check_model, resolve_targets
+from pyfastviz._inputs import check_choice, check_images, check_logits, check_model, resolve_targets
 from pyfastviz._state import evaluation_mode
 
 SCORES = ("prob", "logit")
@@ -135,7 +135,7 @@ def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, f
             x = images[begin:begin + group].to(work_dtype).contiguous(memory_format=layout)
             x_fill = fill[begin:begin + group].to(work_dtype).contiguous(memory_format=layout)
             m = x.shape[0]
-            outputs = forward(x)
+            outputs = check_logits(forward(x))
             chosen = outputs.argmax(1, keepdim=True) if indices is None else indices[begin:begin + m].to(x.device)
             _check_targets(outputs, chosen)
             initial = scorer(outputs, chosen)
@@ -235,8 +235,6 @@ def _scorer(score: str) -> Callable:
 
 
 def _check_targets(outputs: torch.Tensor, indices: torch.Tensor) -> None:
-    if outputs.dim() != 2:
-        raise ValueError(f"target= needs a model that returns (N, classes) outputs, got shape {tuple(outputs.shape)}")
     if indices.max() >= outputs.shape[1]:
         raise ValueError(f"target {indices.max().item()} is out of range: the model has {outputs.shape[1]} classes")
 

@@ -53,7 +53,7 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
     nn.Linear (the penultimate features); else `layer`'s output, global-average-pooled.
     """
     check_model(model)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     parameter = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (parameter.device if parameter is not None

@@ -51,9 +51,8 @@ def receptive_field_boxes(model: nn.Module, layer: str, positions: list[tuple[in
     channels) on random-noise inputs; one backward pass for all positions."""
     if not positions:
         return []
-    parameter = next(model.parameters(), None)
     noise = torch.randn(len(positions), *input_shape, generator=torch.Generator().manual_seed(seed))
-    noise = noise.to(parameter.device if parameter is not None else "cpu")
+    noise = noise.to(next(model.parameters(), torch.empty(0)))  # the model's device and dtype
     rows, cols = (torch.tensor(axis) for axis in zip(*positions))
     grad = _unit_gradients(model, noise, layer, rows, cols)
     boxes = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from typing import Sequence
 
 import torch
@@ -11,6 +12,8 @@ from torch import nn
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called `name` in `model.named_modules()` ("" is the model itself)."""
+    if not isinstance(name, str):
+        raise TypeError(f"layer must be a module name (str, see layer_names(model)), got {type(name).__name__}")
     modules = dict(model.named_modules())
     if name in modules:
         return modules[name]
@@ -37,10 +40,12 @@ class ActivationTap:
         tap["layer1"]  # (N, C, H, W) output of the single call
 
     With `detach=False` the outputs keep their autograd graph (for objectives on layers).
+    Tensor outputs are recorded as copies, so an in-place op after the layer (torchvision's
+    Conv2d -> ReLU(inplace=True)) does not change them.
     """
 
     def __init__(self, model: nn.Module, names: str | Sequence[str], detach: bool = True):
-        names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+        names = [names] if isinstance(names, str) or not isinstance(names, Iterable) else list(dict.fromkeys(names))
         self._modules = {name: find_layer(model, name) for name in names}
         self._detach = detach
         self._outputs: dict[str, list] = {name: [] for name in names}
@@ -48,8 +53,8 @@ class ActivationTap:
 
     def _hook(self, name: str):
         def record(module, inputs, output):
-            if self._detach and isinstance(output, torch.Tensor):
-                output = output.detach()
+            if isinstance(output, torch.Tensor):  # a copy: a later in-place op (ReLU(inplace=True)) may overwrite it
+                output = output.detach().clone() if self._detach else output.clone()
             self._outputs[name].append(output)
 
         return record
