@@ -20,6 +20,12 @@ inline void check_floating(const at::Tensor& t, const char* name) {
               " must be a floating-point tensor, got ", t.scalar_type());
 }
 
+// The kernels' clamp assumes a positive upper bound (ReLU6: 6).
+inline void check_upper(std::optional<double> upper) {
+  TORCH_CHECK(!upper.has_value() || *upper > 0, "pyfastviz::guided_relu: upper must be > 0 or None, got ",
+              upper.value_or(0.0));
+}
+
 // guided_relu_ on one device: forward(x, out, mask, upper) writes x itself when x is laid out as
 // the kernels read it; otherwise out_of_place(x, upper) gives (out, mask) and out is copied back.
 // Returns the mask.
@@ -27,6 +33,7 @@ template <typename OutOfPlace, typename Forward>
 at::Tensor guided_relu_in_place(at::Tensor& x, std::optional<double> upper, OutOfPlace out_of_place,
                                 Forward forward) {
   check_floating(x, "x");
+  check_upper(upper);
   if (!x.is_contiguous(guided_relu_layout(x))) {
     auto [out, mask] = out_of_place(x, upper);
     x.copy_(out);

@@ -1,4 +1,5 @@
-"""Launch sizing shared by the Triton kernels: the GPU's multiprocessor count and split-K slices."""
+"""Launch sizing shared by the Triton kernels: the GPU's multiprocessor count, split-K slices and
+the batch a grid axis other than axis 0 can hold."""
 
 import torch
 import triton
@@ -16,3 +17,11 @@ def slices(K: int, split: int, block_k: int) -> tuple[int, int]:
     """(k_per_split, split): about `split` slices of K of whole BLOCK_K steps, none of them empty."""
     k_per_split = triton.cdiv(triton.cdiv(K, split), block_k) * block_k
     return k_per_split, triton.cdiv(K, k_per_split)
+
+
+MAX_GRID_YZ = 65535  # programs along CUDA grid axes 1 and 2
+
+
+def batch_chunks(N: int) -> list[slice]:
+    """Slices of a batch of N whose sizes fit a grid axis 1 or 2."""
+    return [slice(start, start + MAX_GRID_YZ) for start in range(0, N, MAX_GRID_YZ)]

@@ -26,7 +26,8 @@ A operand sums dG and its transpose on load (no dG + dG^T temporary); fp32 accum
 the symmetrised dG rounded to F's dtype before the dot for fp16/bf16 (tensor cores), except
 in the style loss's backward (its fp32 residual is kept, F upcast).
 
-Grids put their long axis on axis 0 (up to 2^31 - 1 programs; axes 1 and 2 stop at 65535).
+Grids put their long axis on axis 0 (up to 2^31 - 1 programs); the batch is axis 1 or 2, which
+stop at 65535: a larger batch runs in chunks.
 
 Triton APIs used exist in Triton 3.6 (the GPU machine) and 3.8 (CI, TRITON_INTERPRET=1).
 """
@@ -37,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pyfastviz.kernels._launch import num_sms, slices
+from pyfastviz.kernels._launch import batch_chunks, num_sms, slices
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -291,6 +292,10 @@ def gram_forward(features: torch.Tensor, scale: float, allow_tf32: bool, split: 
     N, C, H, W = features.shape
     K = H * W
     out = features.new_empty((N, C, C), dtype=out_dtype or features.dtype)
+    if len(chunks := batch_chunks(N)) > 1:
+        for chunk in chunks:
+            out[chunk] = gram_forward(features[chunk], scale, allow_tf32, split, out_dtype)
+        return out
     if N == 0 or C == 0:
         return out
     if K == 0:
@@ -325,6 +330,10 @@ def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allo
     N, C, H, W = features.shape
     K = H * W
     out = torch.empty_like(features)
+    if len(chunks := batch_chunks(N)) > 1:
+        for chunk in chunks:
+            out[chunk] = gram_backward(grad[chunk], features[chunk], scale, allow_tf32, fp32_dot)
+        return out
     if out.numel() == 0:
         return out
     block_m = _block(C)
@@ -357,6 +366,10 @@ def style_loss_forward(features: torch.Tensor, target: torch.Tensor, scale: floa
     N, C, H, W = features.shape
     K = H * W
     loss = torch.zeros((N,), device=features.device, dtype=torch.float32)
+    if len(chunks := batch_chunks(N)) > 1:
+        for chunk in chunks:
+            loss[chunk] = style_loss_forward(features[chunk], target[chunk], scale, allow_tf32, split)
+        return loss
     if N == 0 or C == 0:
         return loss
     if K == 0:  # G = 0

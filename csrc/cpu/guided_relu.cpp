@@ -1,4 +1,6 @@
 // CPU kernels of guided_relu: one 32-element mask word per inner step, words in parallel.
+#include <array>
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -11,6 +13,13 @@ namespace {
 
 constexpr int64_t kWordGrain = at::internal::GRAIN_SIZE / kMaskWordBits;
 
+// mask_bit(j) for each bit j of a word, read from memory so that the loops below vectorise.
+constexpr std::array<uint32_t, kMaskWordBits> kMaskBits = [] {
+  std::array<uint32_t, kMaskWordBits> bits{};
+  for (int j = 0; j < kMaskWordBits; ++j) bits[j] = mask_bit(j);
+  return bits;
+}();
+
 // One mask word: `count` (<= 32) elements, without branches on the data. Full words pass
 // kFullWord, a compile-time trip count, which is what lets the compiler vectorise the loop.
 using FullWord = std::integral_constant<int64_t, kMaskWordBits>;
@@ -18,43 +27,48 @@ constexpr FullWord kFullWord{};
 
 template <typename scalar_t, typename acc_t, typename Count>
 inline uint32_t forward_word(const scalar_t* x, scalar_t* out, Count count,  // x == out in place
-                             acc_t top, bool has_upper) {
-  uint32_t passes[kMaskWordBits];  // packed in a second loop: 2x faster than packing inline
+                             scalar_t zero, scalar_t upper_as_input, acc_t upper, bool has_upper) {
+  uint32_t bits = 0;
   for (int64_t j = 0; j < count; ++j) {
     const acc_t v = static_cast<acc_t>(x[j]);
-    out[j] = static_cast<scalar_t>(clamped_relu(v, top, has_upper));
-    passes[j] = relu_passes_gradient(v, top, has_upper);
+    bits |= mask_bit_if(relu_passes_gradient(v, upper, has_upper), kMaskBits[j]);
+    out[j] = clamped_relu(x[j], v, zero, upper_as_input, upper, has_upper);
   }
-  uint32_t bits = 0;
-  for (int64_t j = 0; j < count; ++j) bits |= mask_bit_if(passes[j], j);
   return bits;
 }
 
-// The bits are first spread into one float each: the select loop over that array
-// vectorises, where testing the bits inside it does not (8x slower, measured).
 template <typename scalar_t, typename Count>
 inline void backward_word(const scalar_t* __restrict__ grad, scalar_t* __restrict__ dx, uint32_t bits, Count count) {
-  float passes[kMaskWordBits];
-  for (int64_t j = 0; j < count; ++j) passes[j] = static_cast<float>(mask_passes(bits, j));
-  for (int64_t j = 0; j < count; ++j) dx[j] = guided_gradient(grad[j], passes[j] != 0.0f);
+  for (int64_t j = 0; j < count; ++j) dx[j] = guided_gradient(grad[j], mask_passes(bits, kMaskBits[j]));
 }
+
+// Without F16C at compile time c10::Half converts one element at a time in software, which made
+// the fp16 kernels 30x slower than fp32 (measured): fp16 goes through ATen's vectorised casts.
+bool is_half(const at::Tensor& t) { return t.scalar_type() == at::kHalf; }
 
 // Runs the forward over x (read as laid out) into out (same layout; may be x) and mask.
 void forward_cpu(const at::Tensor& x, const at::Tensor& out, const at::Tensor& mask, std::optional<double> upper) {
+  if (is_half(x)) {
+    const at::Tensor x_float = x.to(at::kFloat);
+    forward_cpu(x_float, x_float, mask, upper);
+    out.copy_(x_float);
+    return;
+  }
   const int64_t n = x.numel();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "guided_relu_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "guided_relu_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
     uint32_t* words = reinterpret_cast<uint32_t*>(mask.mutable_data_ptr<int32_t>());
     const acc_t top = static_cast<acc_t>(upper.value_or(0.0));
+    const scalar_t zero = static_cast<scalar_t>(0), top_as_input = static_cast<scalar_t>(top);
     const bool has_upper = upper.has_value();
     at::parallel_for(0, mask.numel(), kWordGrain, [&](int64_t begin, int64_t end) {
       for (int64_t w = begin; w < end; ++w) {
         const int64_t first = w * kMaskWordBits;
         words[w] = n - first >= kMaskWordBits
-                       ? forward_word(x_data + first, out_data + first, kFullWord, top, has_upper)
-                       : forward_word(x_data + first, out_data + first, n - first, top, has_upper);
+                       ? forward_word(x_data + first, out_data + first, kFullWord, zero, top_as_input, top, has_upper)
+                       : forward_word(x_data + first, out_data + first, n - first, zero, top_as_input, top, has_upper);
       }
     });
   });
@@ -63,6 +77,7 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& out, const at::Tensor& m
 std::tuple<at::Tensor, at::Tensor> guided_relu_cpu(const at::Tensor& input,
                                                    std::optional<double> upper) {
   check_floating(input, "x");
+  check_upper(upper);
   const at::Tensor x = input.contiguous(guided_relu_layout(input));
   at::Tensor out = at::empty_like(x);
   at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
@@ -77,9 +92,12 @@ at::Tensor guided_relu_inplace_cpu(at::Tensor& x, std::optional<double> upper) {
 at::Tensor guided_relu_backward_cpu(const at::Tensor& grad_output, const at::Tensor& mask,
                                     bool channels_last, int64_t copies) {
   const at::Tensor grad = backward_input_in_mask_order(grad_output, mask, channels_last, copies);
+  if (is_half(grad)) {
+    return guided_relu_backward_cpu(grad.to(at::kFloat), mask, channels_last, copies).to(at::kHalf);
+  }
   at::Tensor grad_input = at::empty_like(grad);
   const int64_t n = grad.numel() / copies;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "guided_relu_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, grad.scalar_type(), "guided_relu_backward_cpu", [&] {
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
     const uint32_t* words = reinterpret_cast<const uint32_t*>(mask.const_data_ptr<int32_t>());

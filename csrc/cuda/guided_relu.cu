@@ -35,6 +35,7 @@ __global__ void guided_relu_forward_packed_kernel(const scalar_t* x, scalar_t* o
                                                   bool has_upper) {
   using P = Packet<scalar_t, kPacket>;
   constexpr int kLanesPerWord = kMaskWordBits / kPacket;
+  const scalar_t zero = static_cast<scalar_t>(0), top_as_input = static_cast<scalar_t>(top);
   const int lane = threadIdx.x & (kMaskWordBits - 1);
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   // `base` is the warp's first packet: warp-uniform, so every lane reaches the shuffles.
@@ -49,8 +50,8 @@ __global__ void guided_relu_forward_packed_kernel(const scalar_t* x, scalar_t* o
 #pragma unroll
       for (int j = 0; j < kPacket; ++j) {
         const acc_t v = static_cast<acc_t>(in.v[j]);
-        result.v[j] = static_cast<scalar_t>(clamped_relu(v, top, has_upper));
-        bits |= mask_bit_if(relu_passes_gradient(v, top, has_upper), first + j);
+        result.v[j] = clamped_relu(in.v[j], v, zero, top_as_input, top, has_upper);
+        bits |= mask_bit_if(relu_passes_gradient(v, top, has_upper), mask_bit(first + j));
       }
       reinterpret_cast<P*>(out)[p] = result;
     }
@@ -76,7 +77,9 @@ __global__ void guided_relu_backward_packed_kernel(const scalar_t* __restrict__ 
       const P in = reinterpret_cast<const P*>(grad)[k * packets + p];
       P result;
 #pragma unroll
-      for (int j = 0; j < kPacket; ++j) result.v[j] = guided_gradient(in.v[j], mask_passes(word, first + j));
+      for (int j = 0; j < kPacket; ++j) {
+        result.v[j] = guided_gradient(in.v[j], mask_passes(word, mask_bit(first + j)));
+      }
       reinterpret_cast<P*>(dx)[k * packets + p] = result;
     }
   }
@@ -88,14 +91,16 @@ __global__ void guided_relu_forward_kernel(const scalar_t* x, scalar_t* out,  //
                                            bool has_upper) {
   const int lane = threadIdx.x & (kMaskWordBits - 1);
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  const scalar_t zero = static_cast<scalar_t>(0), top_as_input = static_cast<scalar_t>(top);
   // `base` is the warp's first element: warp-uniform, so every lane reaches the ballot.
   for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x + (threadIdx.x - lane); base < n;
        base += stride) {
     const int64_t i = base + lane;
     bool passes = false;
     if (i < n) {
-      const acc_t v = static_cast<acc_t>(x[i]);
-      out[i] = static_cast<scalar_t>(clamped_relu(v, top, has_upper));
+      const scalar_t in = x[i];
+      const acc_t v = static_cast<acc_t>(in);
+      out[i] = clamped_relu(in, v, zero, top_as_input, top, has_upper);
       passes = relu_passes_gradient(v, top, has_upper);
     }
     const uint32_t bits = __ballot_sync(0xffffffffu, passes);
@@ -109,7 +114,7 @@ __global__ void guided_relu_backward_kernel(const scalar_t* __restrict__ grad, s
                                             int64_t copies) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const bool passes = mask_passes(words[mask_word_index(i)], i);
+    const bool passes = mask_passes(words[mask_word_index(i)], mask_bit(i));
     for (int64_t k = 0; k < copies; ++k) {
       dx[k * n + i] = guided_gradient(grad[k * n + i], passes);
     }
@@ -143,6 +148,7 @@ void forward_cuda(const at::Tensor& x, const at::Tensor& out, const at::Tensor& 
 std::tuple<at::Tensor, at::Tensor> guided_relu_cuda(const at::Tensor& input,
                                                     std::optional<double> upper) {
   check_floating(input, "x");
+  check_upper(upper);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous(guided_relu_layout(input));
   at::Tensor out = at::empty_like(x);

@@ -22,9 +22,12 @@ class _GuidedReLU(torch.autograd.Function):
 
 
 def relu_passes_gradient(x: torch.Tensor, upper: float | None = None) -> torch.Tensor:
-    """Bool tensor, x's shape: where ReLU (upper=None) or clamp(0, upper) has derivative 1."""
+    """Bool tensor, x's shape: where ReLU (upper=None) or clamp(0, upper) has derivative 1.
+
+    x < upper is compared in at least fp32, as the kernels do: a bf16 x just below 6.1 passes,
+    where comparing in bf16 would round upper down onto it."""
     passes = x > 0
-    return passes if upper is None else passes & (x < upper)
+    return passes if upper is None else passes & (x.to(torch.promote_types(x.dtype, torch.float32)) < upper)
 
 
 def guided_relu(x: torch.Tensor, upper: float | None = None) -> torch.Tensor:

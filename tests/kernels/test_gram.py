@@ -288,3 +288,20 @@ def test_style_loss_ops_opcheck(dtype):
     grad = features((2,), seed=2)
     torch.library.opcheck(torch.ops.pyfastviz.gram_style_loss_backward.default,
                           (grad, x.detach(), target.detach(), 1 / 135, False))
+
+
+def test_a_batch_larger_than_a_grid_axis_runs_in_chunks(monkeypatch):
+    """The batch is grid axis 1 or 2 (at most 65535 programs): larger batches launch per chunk."""
+    from pyfastviz.kernels import _launch
+
+    x = features((5, 6, 4, 3))
+    target = features((6, 6), seed=1).expand(5, 6, 6)
+    grad = features((5, 6, 6), seed=2)
+    expected = (kernels.gram_forward(x, 0.5, False), kernels.gram_backward(grad, x, 0.5, False),
+                kernels.style_loss_forward(x, target, 0.5, False))
+    monkeypatch.setattr(_launch, "MAX_GRID_YZ", 2)
+    assert len(_launch.batch_chunks(5)) == 3
+    chunked = (kernels.gram_forward(x, 0.5, False), kernels.gram_backward(grad, x, 0.5, False),
+               kernels.style_loss_forward(x, target, 0.5, False))
+    for actual, reference_value in zip(chunked, expected):
+        close(actual, reference_value, 1e-5)

@@ -42,14 +42,35 @@ def test_values_and_gradients_match_reference(dtype, shape, upper):
     torch.testing.assert_close(dx, dx_ref, rtol=0, atol=0)
 
 
-def test_guided_gradient_rule_at_the_edges():
-    x = torch.tensor([-1.0, 0.0, 0.5, 6.0, 7.0, 3.0, 3.0, float("nan")], requires_grad=True)
-    grad = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -2.0, 2.0, 1.0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_guided_gradient_rule_at_the_edges(dtype):
+    inf, nan = float("inf"), float("nan")
+    x = torch.tensor([-1.0, 0.0, -0.0, 0.5, 6.0, 7.0, 3.0, 3.0, inf, -inf, nan, -nan], dtype=dtype, requires_grad=True)
+    grad = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -2.0, 2.0, 1.0, 1.0, 1.0, 1.0], dtype=dtype)
     y = ops.guided_relu(x, 6.0, backend="native")
     (dx,) = torch.autograd.grad(y, x, grad)
-    assert torch.equal(y[:7], torch.tensor([0.0, 0.0, 0.5, 6.0, 6.0, 3.0, 3.0])) and y[7].isnan()
+    expected = torch.tensor([0.0, 0.0, 0.0, 0.5, 6.0, 6.0, 3.0, 3.0, 6.0, 0.0], dtype=dtype)
+    assert torch.equal(y[:10], expected) and y[10:].isnan().all()
     # passes only where 0 < x < 6 and grad > 0
-    assert torch.equal(dx, torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0, 0.0]))
+    assert torch.equal(dx, torch.tensor([0, 0, 0, 1.0, 0, 0, 0, 2.0, 0, 0, 0, 0], dtype=dtype))
+    y_relu = ops.guided_relu(x, None, backend="native")
+    assert torch.equal(y_relu[8:10], torch.tensor([inf, 0.0], dtype=dtype)) and y_relu[10:].isnan().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_an_upper_bound_between_two_16_bit_values_is_not_rounded_onto_one(dtype):
+    """6.1 is not a bf16 or fp16 value: the largest one below it still passes, as clamp's derivative is 1 there."""
+    nearest = torch.tensor(6.1, dtype=dtype)
+    below_bits = nearest.view(torch.int16).item() - int(nearest.item() > 6.1)
+    x = torch.tensor([below_bits, below_bits + 1], dtype=torch.int16).view(dtype)
+    below, above = x.tolist()
+    assert below < 6.1 < above
+    x.requires_grad_(True)
+    for backend in ("native", "reference"):
+        y = ops.guided_relu(x, 6.1, backend=backend)
+        (dx,) = torch.autograd.grad(y, x, torch.ones_like(x))
+        assert torch.equal(dx, torch.tensor([1.0, 0.0], dtype=dtype)), backend
+        assert torch.equal(y, torch.tensor([below, 6.1], dtype=dtype)), backend
 
 
 def test_mask_is_one_bit_per_element_in_memory_order():
@@ -140,6 +161,9 @@ def test_bad_arguments_name_the_argument():
     for bad in ("6", True):
         with pytest.raises(TypeError, match="upper must be a positive number"):
             ops.guided_relu_(torch.ones(3), upper=bad)
+    for raw_op in (torch.ops.pyfastviz.guided_relu, torch.ops.pyfastviz.guided_relu_):
+        with pytest.raises(RuntimeError, match="upper must be > 0"):
+            raw_op(torch.ones(3), -1.0)
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.guided_relu(torch.ones(3), backend="fast")
 
@@ -247,7 +271,7 @@ def test_cuda_backward_opcheck(channels_last):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "slice"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_inplace_matches_out_of_place(layout, dtype):
     gen = torch.Generator().manual_seed(0)
     leaf = (torch.randn(2, 5, 6, 7, generator=gen) * 4).to(dtype).requires_grad_(True)
