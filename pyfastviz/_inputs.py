@@ -30,6 +30,16 @@ def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
     return images
 
 
+def pixel_range(preprocess, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """preprocess.valid_range() on images' device and dtype, (C, 1, 1) each; images must have
+    as many channels as preprocess normalises (3: broadcasting would silently make gray RGB)."""
+    channels = len(preprocess.mean)
+    if images.shape[1] != channels:
+        raise ValueError(f"images must have {channels} channels, as preprocess normalises, got {images.shape[1]}")
+    low, high = preprocess.valid_range()
+    return low.to(images), high.to(images)
+
+
 def check_logits(outputs) -> torch.Tensor:
     """A model's outputs as (N, classes) logits; a clear error for a tuple, a dict or maps."""
     if not isinstance(outputs, torch.Tensor):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_images, check_logits, check_model, resolve_targets
+from pyfastviz._inputs import check_choice, check_images, check_logits, check_model, pixel_range, resolve_targets
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess
 
@@ -43,7 +43,9 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
 
     images: (N, C, H, W) preprocessed. epsilon: the budget of the perturbation in pixel units,
     L-inf or L2 over (C, H, W) per `norm`. step_size: pixel units per step (default epsilon / 8
-    for L-inf, epsilon / 4 for L2). preprocess: its std and valid range (default ImageNet).
+    for L-inf, epsilon / 4 for L2). preprocess: its std and valid range (default ImageNet); the
+    images stay in that range, and pixels already outside it are not pulled in (so the change
+    stays within epsilon).
     The model is run in eval mode and left as found.
     """
     check_model(model)
@@ -59,7 +61,8 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
         raise ValueError(f"step_size must be a number > 0 (pixel units), got {step_size!r}")
     count = images.shape[0]
     preprocess = preprocess if preprocess is not None else Preprocess(images.shape[-1])
-    low, high = (t.to(images) for t in preprocess.valid_range())
+    low, high = pixel_range(preprocess, images)
+    low, high = torch.minimum(low, images), torch.maximum(high, images)  # pixels outside stay: |change| <= epsilon
     std = torch.tensor(preprocess.std, dtype=images.dtype, device=images.device).view(3, 1, 1)
     targeted = target is not None
     with evaluation_mode(model):

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_images, check_model
+from pyfastviz._inputs import check_images, check_model, pixel_range
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output
 
@@ -86,7 +86,7 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
                          f"to {sizes[0][0]}x{sizes[0][1]} px; the smallest octave needs sides >= {MIN_OCTAVE_SIDE} px "
                          "(use fewer octaves or a smaller octave_scale)")
     preprocess = preprocess if preprocess is not None else Preprocess(width)
-    low, high = (bound.to(images) for bound in preprocess.valid_range())
+    low, high = pixel_range(preprocess, images)
     generator = seeded_generator(seed)
     source = images.detach()
     history = []

@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from torch import nn
 
 from helpers import FunctionalReLUNet, assert_same_state, model_state
 from pyfastviz.adversarial import fgsm, fooling_images
+from pyfastviz.deepdream import deepdream
 from pyfastviz.models import Preprocess, sample_image
 
 
@@ -79,6 +81,26 @@ def test_model_untouched_after_error():
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         fooling_images(FunctionalReLUNet(), torch.zeros(1, 3, 16, 16), progress=False, **kwargs)
+
+
+def test_pixels_outside_the_valid_range_keep_the_change_within_epsilon():
+    """Inputs a little outside the preprocessing's range (another normalisation, say) are not
+    pulled into it: that would change them by more than the budget."""
+    images = Preprocess(16).normalize(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))) * 1.5
+    result = fooling_images(FunctionalReLUNet(), images, epsilon=2 / 255, steps=3, progress=False)
+    assert (result.linf <= 2 / 255 + 1e-6).all()
+    low, high = Preprocess(16).valid_range()
+    inside = (images >= low) & (images <= high)
+    assert ((result.images >= low) & (result.images <= high))[inside].all()
+
+
+@pytest.mark.parametrize("technique", [fooling_images, lambda model, images, **kwargs: deepdream(
+    model, images, "1", steps_per_octave=1, octaves=1, **kwargs)], ids=["fooling_images", "deepdream"])
+def test_gray_images_are_not_broadcast_to_rgb(technique):
+    """The default preprocessing normalises 3 channels: 1-channel images would silently become 3."""
+    gray_model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="images must have 3 channels"):
+        technique(gray_model, torch.zeros(1, 1, 16, 16), progress=False)
 
 
 def test_bad_images():
