@@ -1,7 +1,7 @@
 """Drop-in modules on pyfastviz's ops: InstanceNorm2d and ConditionalInstanceNorm2d.
 
-Both run pyfastviz.ops.instance_norm (the Triton kernel on CUDA tensors, the reference
-elsewhere), with the ReLU that usually follows fused in when relu=True.
+Both run pyfastviz.ops.instance_norm (the Triton kernel on CUDA tensors, ATen's batch_norm
+kernels elsewhere), with the ReLU that usually follows fused in when relu=True.
 """
 
 from __future__ import annotations

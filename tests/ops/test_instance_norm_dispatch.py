@@ -57,19 +57,62 @@ def test_reference_backend_equals_torch_instance_norm(affine, relu):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_are_computed_in_fp32_and_rounded_once(dtype):
     x = (torch.randn(2, 3, 8, 8) * 4 + 2).to(dtype)
-    y = instance_norm(x)  # CPU tensor: the reference
+    y = instance_norm(x)  # CPU tensor: ATen's batch_norm
     assert y.dtype == dtype
     assert torch.equal(y, F.instance_norm(x.float()).to(dtype))
 
 
-def test_cpu_tensors_use_the_reference_without_a_warning(monkeypatch):
+def test_cpu_tensors_use_atens_batch_norm_without_a_warning(monkeypatch):
     calls = []
-    monkeypatch.setattr(reference, "instance_norm", lambda *a, **k: calls.append(k) or a[0])
+    monkeypatch.setattr(op_module, "aten_instance_norm", lambda *a: calls.append(a[3:]) or a[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         instance_norm(torch.randn(1, 2, 3, 3), eps=0.5, relu=True)
         instance_norm(torch.randn(1, 2, 3, 3, dtype=torch.float64))
-    assert calls == [{"eps": 0.5, "relu": True}, {"eps": 1e-5, "relu": False}]
+    assert calls == [(0.5, True), (1e-5, False)]
+
+
+def leaves_of(*tensors):
+    return [t.detach().clone().requires_grad_(True) if t is not None else None for t in tensors]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["none", "channel", "image"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_aten_path_equals_the_reference(dtype, kind, layout, relu):
+    """Values, gradients and memory format (fp16/bf16: statistics and affine in fp32, so equal)."""
+    x = (torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3 + 1).to(dtype)
+    x = {"contiguous": x, "channels_last": x.to(memory_format=torch.channels_last),
+         "transposed": x.transpose(2, 3)}[layout]
+    shape = {"none": None, "channel": (3,), "image": (2, 3)}[kind]
+    weight, bias = (None, None) if shape is None else (torch.randn(shape).to(dtype), torch.randn(shape).to(dtype))
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    results = []
+    for backend in ("auto", "reference"):
+        leaves = leaves_of(x, weight, bias)
+        y = instance_norm(*leaves, eps=1e-3, relu=relu, backend=backend)
+        results.append((y, torch.autograd.grad(y, [t for t in leaves if t is not None], grad)))
+    (y, grads), (y_ref, grads_ref) = results
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    torch.testing.assert_close(y, y_ref)
+    # A copied (transposed) plane sums in another order: 16-bit gradients may differ in their last bit.
+    rtol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}.get(dtype, 1e-5)
+    for actual, expected in zip(grads, grads_ref):
+        torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * expected.abs().max().item())
+
+
+@pytest.mark.filterwarnings("ignore:var\\(\\):UserWarning")  # the reference's var() on H*W == 0
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 1, 7), (2, 3, 1, 1), (0, 3, 4, 4), (2, 0, 3, 3), (2, 3, 0, 4)])
+def test_aten_path_on_odd_and_empty_shapes(shape):
+    x, weight = torch.randn(shape), torch.randn(shape[1])
+    leaves, leaves_ref = leaves_of(x, weight), leaves_of(x, weight)
+    y, y_ref = instance_norm(*leaves, relu=True), instance_norm(*leaves_ref, relu=True, backend="reference")
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    if y.numel():
+        grads = torch.autograd.grad(y.sum(), leaves)
+        for actual, expected in zip(grads, torch.autograd.grad(y_ref.sum(), leaves_ref)):
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_bad_arguments_name_the_argument():
