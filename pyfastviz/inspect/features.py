@@ -50,7 +50,8 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
 
     images_or_loader: preprocessed (N, C, H, W), or an iterable of such batches (e.g.
     data.image_loader; (images, ...) tuples are fine). layer=None: the input of the last
-    nn.Linear (the penultimate features); else `layer`'s output, global-average-pooled.
+    nn.Linear (the penultimate features); else `layer`'s output, global-average-pooled. The
+    model runs in eval mode, without gradients, and is left as found.
     """
     check_model(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
