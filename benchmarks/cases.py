@@ -415,7 +415,8 @@ class OcclusionCase:
         x = torch.randn(1, 3, self.size, self.size, device=device)
         target = 1
         size, window, stride = (3, self.size, self.size), (3, self.window, self.window), (1, self.stride, self.stride)
-        fast = dict(dtype=torch.bfloat16, memory_format=torch.channels_last)
+        fast = dict(dtype=torch.bfloat16, memory_format=torch.channels_last)  # tensors' and models' .to()
+        fast_path = dict(dtype=torch.bfloat16, channels_last=True)  # occlusion()'s
 
         def pyfastviz(**options):
             return occlusion(model, x, target, window=self.window, stride=self.stride, score="logit",
@@ -436,17 +437,16 @@ class OcclusionCase:
             "plain loop": lambda: _plain_occlusion(model, x, target, self.window, self.stride, self.batch_size),
             "plain loop bf16": lambda: _forwards(bf16_model, batches, target),
             "pyfastviz": pyfastviz,
-            "pyfastviz fast": lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True),
-            "pyfastviz compiled": lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True, compile=True),
+            "pyfastviz fast": lambda: pyfastviz(**fast_path),
+            "pyfastviz compiled": lambda: pyfastviz(**fast_path, compile=True),
             "kernels": kernels,
             "kernels fast": lambda: kernels(**fast),
         }
         if torch.device(device).type == "cuda":
             compiled = torch.compile(bf16_model)
             methods["plain loop compiled"] = lambda: _forwards(compiled, batches, target)
-            methods["pyfastviz graphs"] = lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True, cuda_graph=True)
-            methods["pyfastviz compiled+graphs"] = lambda: pyfastviz(dtype=torch.bfloat16, channels_last=True,
-                                                                     compile=True, cuda_graph=True)
+            methods["pyfastviz graphs"] = lambda: pyfastviz(**fast_path, cuda_graph=True)
+            methods["pyfastviz compiled+graphs"] = lambda: pyfastviz(**fast_path, compile=True, cuda_graph=True)
         try:
             from captum.attr import Occlusion
         except ImportError:
@@ -457,10 +457,15 @@ class OcclusionCase:
         return methods
 
 
+def _window_starts(size, window, stride) -> range:
+    """Rows (or columns) where a window starts, the last one cropped at the edge (as Captum)."""
+    return range(0, size - window + stride, stride)
+
+
 def _occluded_batches(x, window, stride, batch_size):
     """What one writes by hand: x (1, C, S, S) times masks zeroing a window, batch_size positions a chunk."""
     size = x.shape[-1]
-    starts = range(0, size - window + stride, stride)
+    starts = _window_starts(size, window, stride)
     boxes = [(top, left) for top in starts for left in starts]
     for first in range(0, len(boxes), batch_size):
         masks = torch.ones(len(boxes[first:first + batch_size]), 1, size, size, device=x.device)
@@ -476,7 +481,7 @@ def _plain_occlusion(model, x, target, window, stride, batch_size):
     size = x.shape[-1]
     base = model(x)[:, target]
     drops = torch.cat([base - model(batch)[:, target] for batch in _occluded_batches(x, window, stride, batch_size)])
-    side = (size - window + stride - 1) // stride + 1
+    side = len(_window_starts(size, window, stride))
     grid = drops.view(1, 1, side, side)
     kernel = torch.ones(1, 1, window, window, device=x.device)
     total = torch.nn.functional.conv_transpose2d(grid, kernel, stride=stride)[..., :size, :size]

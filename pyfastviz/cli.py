@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyfastviz", description="Visualizing and understanding CNNs in PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def gram_device_option(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+    def device_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="where to run (default: %(default)s: cuda when there is one)")
 
     def model_options(sub: argparse.ArgumentParser) -> None:
@@ -105,8 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     occ.add_argument("--score", choices=("prob", "logit"), default="prob", help="default: %(default)s")
     occ.add_argument("--compile", action="store_true", help="run the repeated chunk forward under torch.compile "
                                                             "(pays off from a few images on)")
-    occ.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                     help="where the occluded copies run (default: %(default)s, cuda when there is a GPU)")
+    device_option(occ)
     occ.add_argument("--batch-size", type=int, metavar="N",
                      help="occluded images per forward pass (default: chosen from free memory)")
 
@@ -162,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="output side; the example is resized to this longer side (default: %(default)s)")
     tex.add_argument("--steps", type=int, default=500, help="L-BFGS steps (default: %(default)s)")
     tex.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    gram_device_option(tex)
+    device_option(tex)
     model_options(tex)
     tex.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
 
@@ -180,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     sty.add_argument("--scales", type=int, default=1, help="coarse-to-fine levels, each half the size of the next "
                                                            "(default: %(default)s)")
     sty.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    gram_device_option(sty)
+    device_option(sty)
     model_options(sty)
     sty.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
 
@@ -286,12 +285,10 @@ def _saliency(args: argparse.Namespace) -> None:
 
 
 def _occlusion(args: argparse.Namespace) -> None:
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if cuda and not torch.cuda.is_available():
-        raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
+    device = _device(args.device)
+    cuda = device.type == "cuda"
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive number of images, got {args.batch_size}")
-    device = torch.device("cuda" if cuda else "cpu")
 
     @functools.cache
     def on_device(net):  # one copy on the GPU; the command's model stays on the CPU, where it picks the class
@@ -368,9 +365,7 @@ def _dream(args: argparse.Namespace) -> None:
 def _gram_model(args: argparse.Namespace):
     """texture's and style's model on their --device, and a function PIL image -> (1, 3, H, W)
     input on it, longer side --size, aspect kept (no centre crop)."""
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: this machine has no CUDA device")
+    device = _device(args.device)
     model = load_model(args.model, weights_path=args.weights, device=device)
     return model, lambda image: image_input(image, args.size, model.preprocess).to(device)
 
@@ -407,22 +402,26 @@ def _style(args: argparse.Namespace) -> None:
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), args.out))
 
 
-def _style_device(name: str | None) -> torch.device:
-    """train-style's and stylize's --device: that device, by default cuda when there is one, else cpu."""
-    if name is None:
+def _device(name: str | None) -> torch.device:
+    """A command's --device: None or "auto" is cuda when there is one, else cpu; any other name
+    that torch device, checked against the GPUs torch sees."""
+    if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as err:
         raise ValueError(f"--device {name!r} is not a torch device ({err})") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and device.index is None and count == 0:
+        raise ValueError(f"--device {name} needs a CUDA GPU, and torch sees none")
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ValueError(f"--device {name!r}: this machine has {count} CUDA device(s)")
     return device
 
 
 def _train_style(args: argparse.Namespace) -> None:
     styles = [load_image(p) for p in args.styles]
-    device = _style_device(args.device)
+    device = _device(args.device)
     loss_model = load_model(args.loss_model, weights_path=args.loss_weights, device=device).net
     result = train_style(styles[0] if len(styles) == 1 else styles, args.content, loss_model=loss_model,
                          size=args.size, steps=args.steps, batch_size=args.batch_size, style_weight=args.style_weight,
@@ -435,7 +434,7 @@ def _train_style(args: argparse.Namespace) -> None:
 
 
 def _stylize(args: argparse.Namespace) -> None:
-    network = load_style_network(args.network, device=_style_device(args.device))
+    network = load_style_network(args.network, device=_device(args.device))
     style = None
     if args.style is not None:
         style = int(args.style[0]) if len(args.style) == 1 and args.style[0].is_integer() else args.style

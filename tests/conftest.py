@@ -40,3 +40,12 @@ def cat_quadrant_canvases(default_model):
         canvases.append((quadrant, default_model.preprocess(canvas)[None]))
     return canvases
 
+
+@pytest.fixture
+def cat(tmp_path):
+    """skimage's chelsea saved as tmp_path / "cat.jpg" (a photo file for the CLI)."""
+    from pyfastviz.models import sample_image
+
+    path = tmp_path / "cat.jpg"
+    sample_image("chelsea").save(path)
+    return path

@@ -78,3 +78,11 @@ def quadrant_shares(heat):
     total = heat.sum()
     return [float(heat[r * half_h:(r + 1) * half_h, c * half_w:(c + 1) * half_w].sum() / total)
             for r in range(2) for c in range(2)]
+
+
+def cli_error_line(capsys) -> str:
+    """The CLI's stderr after a refused command: one `pyfastviz: error: ...` line, no traceback."""
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("pyfastviz: error: ")
+    return err

@@ -4,22 +4,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from helpers import cli_error_line
 from pyfastviz.cli import main
 from pyfastviz.models import sample_image
-
-
-@pytest.fixture
-def cat(tmp_path):
-    path = tmp_path / "cat.jpg"
-    sample_image("chelsea").save(path)
-    return path
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("pyfastviz: error: ")
-    return err
 
 
 @pytest.mark.slow
@@ -46,27 +33,27 @@ def test_unreadable_image_is_a_one_line_error(tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     assert main(["saliency", str(bad), "--out", str(tmp_path / "out")]) == 2
-    assert "broken.png" in _error_line(capsys)
+    assert "broken.png" in cli_error_line(capsys)
     assert main(["saliency", str(tmp_path / "missing.png"), "--out", str(tmp_path / "out")]) == 2
-    assert "missing.png" in _error_line(capsys)
+    assert "missing.png" in cli_error_line(capsys)
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
 def test_unknown_class_is_a_one_line_error_with_close_names(cat, tmp_path, capsys):
     assert main(["saliency", str(cat), "--target", "Egyptian kat", "--out", str(tmp_path / "out")]) == 2
-    err = _error_line(capsys)
+    err = cli_error_line(capsys)
     assert "'Egyptian kat'" in err and "'Egyptian cat'" in err
 
 
 def test_unknown_model_is_a_one_line_error(cat, tmp_path, capsys):
     assert main(["saliency", str(cat), "--model", "nosuchnet", "--out", str(tmp_path / "out")]) == 2
-    assert "nosuchnet" in _error_line(capsys)
+    assert "nosuchnet" in cli_error_line(capsys)
 
 
 def test_smoothgrad_needs_the_gradient_method(cat, tmp_path, capsys):
     assert main(["saliency", str(cat), "--method", "guided", "--smoothgrad", "4", "--out", str(tmp_path)]) == 2
-    assert "--smoothgrad" in _error_line(capsys)
+    assert "--smoothgrad" in cli_error_line(capsys)
 
 
 def test_help(capsys):
@@ -106,9 +93,9 @@ def test_filters_and_activations_write_pngs(cat, tmp_path, capsys):
 @pytest.mark.slow
 def test_activations_of_an_unknown_or_reused_layer_is_a_one_line_error(cat, tmp_path, capsys):
     assert main(["activations", str(cat), "--layer", "_blokcs.10", "--out", str(tmp_path / "a.png")]) == 2
-    assert "'_blocks.10'" in _error_line(capsys)
+    assert "'_blocks.10'" in cli_error_line(capsys)
     assert main(["activations", str(cat), "--layer", "_blocks.10._swish", "--out", str(tmp_path / "a.png")]) == 2
-    assert "fired 2 times" in _error_line(capsys)
+    assert "fired 2 times" in cli_error_line(capsys)
     assert not (tmp_path / "a.png").exists()
 
 
@@ -144,9 +131,9 @@ def test_neighbours_needs_k_images(photo_folder, tmp_path, capsys):
 
 def test_inspect_commands_check_their_paths_first(tmp_path, capsys):
     assert main(["embed", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.png")]) == 2
-    assert "nowhere" in _error_line(capsys)
+    assert "nowhere" in cli_error_line(capsys)
     assert main(["neighbours", str(tmp_path), "--query", str(tmp_path / "missing.jpg"), "--out", "x.png"]) == 2
-    assert "missing.jpg" in _error_line(capsys)
+    assert "missing.jpg" in cli_error_line(capsys)
     assert main(["embed", str(tmp_path), "--method", "umap", "--out", "m.png"]) == 2  # argparse: invalid choice
     assert "invalid choice" in capsys.readouterr().err
 
@@ -167,7 +154,7 @@ def test_occlusion_writes_map_and_overlay(cat, tmp_path, capsys, extra):
 
 def test_occlusion_window_larger_than_the_image_is_a_one_line_error(cat, tmp_path, capsys):
     assert main(["occlusion", str(cat), "--window", "300", "--out", str(tmp_path)]) == 2
-    assert "window (3, 300, 300) is larger than the image (3, 224, 224)" in _error_line(capsys)
+    assert "window (3, 300, 300) is larger than the image (3, 224, 224)" in cli_error_line(capsys)
 
 
 @pytest.mark.slow
@@ -193,7 +180,7 @@ def test_filters_of_a_named_layer_and_channel(tmp_path, capsys, args, size):
 ])
 def test_filters_bad_layer_or_channel_is_a_one_line_error(tmp_path, capsys, args, message):
     assert main(["filters", *args, "--out", str(tmp_path / "f.png")]) == 2
-    assert message in _error_line(capsys)
+    assert message in cli_error_line(capsys)
     assert not (tmp_path / "f.png").exists()
 
 
@@ -245,12 +232,12 @@ def test_invert_and_dream_write_their_images(cat, tmp_path, capsys):
 @pytest.mark.parametrize("command", ["invert", "dream"])
 def test_invert_and_dream_unknown_layer_is_a_one_line_error(cat, tmp_path, capsys, command):
     assert main([command, str(cat), "--layer", "_blocks.99", "--out", str(tmp_path)]) == 2
-    assert "_blocks.99" in _error_line(capsys)
+    assert "_blocks.99" in cli_error_line(capsys)
 
 
 def test_classvis_unknown_class_is_a_one_line_error(tmp_path, capsys):
     assert main(["classvis", "goldfsh", "--out", str(tmp_path)]) == 2
-    assert "goldfish" in _error_line(capsys)
+    assert "goldfish" in cli_error_line(capsys)
 
 
 @pytest.mark.slow
@@ -277,7 +264,7 @@ def test_a_size_that_will_not_fit_is_a_one_line_error(cat, tmp_path, capsys, mon
     monkeypatch.setattr(transfer, "check_memory", functools.partial(transfer.check_memory, available=2**20))
     images = [str(cat)] if command == "texture" else [str(cat), str(cat)]
     assert main([command, *images, "--size", "64", "--steps", "1", "--out", str(tmp_path / "x.png")]) == 2
-    error = _error_line(capsys)
+    error = cli_error_line(capsys)
     assert "MiB is available: no size fits" in error and error.rstrip().endswith("lower --size")
 
 
@@ -285,7 +272,7 @@ def test_demo_style_image_is_passed_on_and_read_before_any_work(cat, tmp_path, c
     import pyfastviz.cli as cli
 
     assert main(["demo", "--style-image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "demo")]) == 2
-    assert "image file not found" in _error_line(capsys) and not (tmp_path / "demo").exists()
+    assert "image file not found" in cli_error_line(capsys) and not (tmp_path / "demo").exists()
     calls = []
     monkeypatch.setattr(cli, "run_demo", lambda out, **kwargs: calls.append(kwargs) or tmp_path / "index.html")
     assert main(["demo", "--style-image", str(cat), "--out", str(tmp_path / "demo")]) == 0
@@ -295,7 +282,7 @@ def test_demo_style_image_is_passed_on_and_read_before_any_work(cat, tmp_path, c
 def test_style_with_mismatched_weights_is_a_one_line_error(cat, tmp_path, capsys):
     assert main(["style", str(cat), str(cat), "--style-weights", "1", "2", "--size", "32", "--steps", "1",
                  "--out", str(tmp_path / "s.png")]) == 2
-    assert "style_weights" in _error_line(capsys)
+    assert "style_weights" in cli_error_line(capsys)
 
 
 @pytest.mark.slow
@@ -337,9 +324,9 @@ def test_train_style_and_stylize_default_to_cuda(cat, tmp_path, capsys):
 def test_train_style_and_stylize_bad_device_is_a_one_line_error(cat, tmp_path, capsys, device):
     out = tmp_path / "net.safetensors"
     assert main(["train-style", str(cat), "--steps", "1", "--device", device, "--out", str(out)]) == 2
-    assert f"--device {device!r}" in _error_line(capsys)
+    assert f"--device {device!r}" in cli_error_line(capsys)
     assert main(["stylize", str(out), str(cat), "--device", device, "--out", str(tmp_path)]) == 2
-    assert f"--device {device!r}" in _error_line(capsys)
+    assert f"--device {device!r}" in cli_error_line(capsys)
     assert not out.exists()
 
 
@@ -347,4 +334,4 @@ def test_stylize_foreign_file_is_a_one_line_error(cat, tmp_path, capsys):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a network")
     assert main(["stylize", str(junk), str(cat), "--out", str(tmp_path)]) == 2
-    assert "junk.safetensors" in _error_line(capsys)
+    assert "junk.safetensors" in cli_error_line(capsys)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import cli_error_line
 from pyfastviz.cli import main
 from pyfastviz.sweep import load_sweep
 
@@ -18,13 +19,6 @@ def photos(tmp_path):
         Image.fromarray(rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(tmp_path / "photos" / name)
     (tmp_path / "photos" / "empty.jpg").write_bytes(b"")
     return tmp_path / "photos"
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("pyfastviz: error: ")
-    return err
 
 
 def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys):
@@ -42,7 +36,7 @@ def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys
     assert main(args) == 0
     assert "3 done by an earlier run" in capsys.readouterr().out
     assert main([*common, "--target", "predicted"]) == 2
-    assert "target='class 7' there, 'predicted' now" in _error_line(capsys)
+    assert "target='class 7' there, 'predicted' now" in cli_error_line(capsys)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -52,9 +46,9 @@ def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys
 ])
 def test_sweep_usage_errors(photos, tmp_path, capsys, extra, message):
     assert main(["sweep", str(photos), "--out", str(tmp_path / "out"), *extra]) == 2
-    assert message in _error_line(capsys)
+    assert message in cli_error_line(capsys)
 
 
 def test_sweep_missing_data(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
-    assert "neither a folder of images nor a list file" in _error_line(capsys)
+    assert "neither a folder of images nor a list file" in cli_error_line(capsys)

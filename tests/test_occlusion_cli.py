@@ -5,21 +5,8 @@ import importlib
 import pytest
 import torch
 
+from helpers import cli_error_line
 from pyfastviz.cli import main
-from pyfastviz.models import sample_image
-
-
-@pytest.fixture
-def cat(tmp_path):
-    path = tmp_path / "cat.jpg"
-    sample_image("chelsea").save(path)
-    return path
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 @pytest.mark.slow
@@ -45,7 +32,7 @@ def test_device_and_batch_size_reach_occlusion(cat, tmp_path, monkeypatch):
 ])
 def test_bad_device_or_batch_size_is_a_one_line_error(cat, tmp_path, capsys, args, message):
     assert main(["occlusion", str(cat), *args, "--out", str(tmp_path)]) == 2
-    assert f"pyfastviz: error: {message}" in error_line(capsys)
+    assert f"pyfastviz: error: {message}" in cli_error_line(capsys)
 
 
 def test_unknown_device_is_a_usage_error(cat, tmp_path, capsys):
