@@ -12,7 +12,8 @@
 # (seconds for the whole script, default 560), SECTIONS / REST_SECTIONS (run.py --sections of
 # the first and the second benchmark run), TEST_WORKERS (pytest-xdist processes, default 8).
 # Results in $OUT: log.txt (everything printed), cuda-tests.xml and triton-tests.xml (JUnit), bench.json and
-# bench-rest.json (run.py rows, written after every section).
+# bench-rest.json (run.py rows, written after every section), report.md (their tables and the issues'
+# targets, met or not: run.py --report).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,5 +71,9 @@ RESERVE_S=260 step cuda-tests 120 "${PYTEST[@]}" -m cuda --junitxml="$OUT/cuda-t
 RESERVE_S=180 step triton-tests 100 "${PYTEST[@]}" -m "triton and not cuda" --junitxml="$OUT/triton-tests.xml"
 
 RESERVE_S=30 step bench 600 python3 benchmarks/run.py --device cuda --sections "$SECTIONS" --json "$OUT/bench.json"
-step bench-rest 600 python3 benchmarks/run.py --device cuda --sections "$REST_SECTIONS" --json "$OUT/bench-rest.json"
+RESERVE_S=15 step bench-rest 600 python3 benchmarks/run.py --device cuda --sections "$REST_SECTIONS" \
+  --json "$OUT/bench-rest.json"
+# The tables and the issues' targets of whatever the benchmarks wrote, also when a step was cut short.
+REPORTS=(); for f in "$OUT/bench.json" "$OUT/bench-rest.json"; do [ -e "$f" ] && REPORTS+=("$f"); done
+[ ${#REPORTS[@]} -gt 0 ] && timeout 15 python3 benchmarks/run.py --report "${REPORTS[@]}" | tee "$OUT/report.md"
 echo "== done in ${SECONDS}s"

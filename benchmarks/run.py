@@ -39,7 +39,10 @@ Timing: warmup calls, then rounds that call every method once in turn (so a slow
 on a shared machine hits all of them), median per method. CUDA: events around each call;
 CPU: time.perf_counter.
 --sections runs some of the tables only (SECTIONS, e.g. --sections gram,instance_norm).
-Prints Markdown tables and writes the same rows, with device/torch/date/commit, as JSON.
+Prints Markdown tables and writes the same rows, with device/torch/date/commit, as JSON; after a
+CUDA run, also the issues' targets against the rows (benchmarks/targets.py). --report A.json
+[B.json ...] runs nothing and prints the tables and targets of earlier runs (also of a run cut
+short: the JSON is rewritten after every section).
 """
 
 from __future__ import annotations
@@ -469,51 +472,54 @@ def describe(case) -> str:
     return " ".join(str(part) for part in (case.name, size, precision) if part is not None)
 
 
-def over_cases(case_list, make_row, table):
-    """A section that makes one row per case (each announced on stderr), then its table."""
+def over_cases(case_list, make_row):
+    """A section that makes one row per case, each announced on stderr."""
     def run():
         rows = []
         for case in case_list:
             print(f"  {describe(case)} ...", file=sys.stderr, flush=True)
             rows.append(make_row(case))
-        return rows, table(rows)
+        return rows
     return run
 
 
-def tabulated(make_rows, table):
-    """A section whose rows come from one call, then its table."""
-    def run():
-        rows = make_rows()
-        return rows, table(rows)
-    return run
-
-
-def sections(device: str, quick: bool, repeat: int | None, peak_bw: float | None) -> dict:
-    """{name: () -> (rows, markdown table)}, in the order they run and print."""
+def section_tables() -> dict:
+    """{section name: rows -> Markdown table}."""
     # These modules import this one (timing helpers), so they are imported here, not at the top.
     from benchmarks import ascent, fast_style, style, sweep
 
-    op_repeat, technique_repeat, inspect_repeat = repeat or 20, repeat or 5, repeat or 3
     return {
-        "ops": over_cases(cases.op_cases(quick), lambda c: op_row(c, device, op_repeat, peak_bw), op_table),
-        "gram": over_cases(cases.gram_cases(quick), lambda c: kernel_row(c, device, op_repeat, peak_bw),
-                           lambda rows: kernel_table(rows, "torch.bmm")),
-        "instance_norm": over_cases(cases.instance_norm_cases(quick), lambda c: kernel_row(c, device, op_repeat, peak_bw),
-                                    lambda rows: kernel_table(rows, "F.instance_norm")),
-        "techniques": over_cases(cases.technique_cases(quick), lambda c: technique_row(c, device, technique_repeat),
-                                 technique_table),
-        "occlusion": over_cases(cases.occlusion_cases(quick), lambda c: occlusion_row(c, device, technique_repeat),
-                                occlusion_table),
-        "inspect": over_cases(cases.inspect_cases(quick), lambda c: inspect_row(c, device, inspect_repeat),
-                              inspect_table),
-        "style": tabulated(lambda: style.style_rows(device, quick, repeat=technique_repeat, large=not quick),
-                           style.style_table),
-        "ascent": tabulated(lambda: ascent.ascent_rows(device, quick, repeat=repeat or 3), ascent.ascent_table),
-        "fast_style": tabulated(lambda: fast_style.training_step_rows(device, repeat=technique_repeat, full=not quick),
-                                fast_style.training_step_table),
-        "sweep": tabulated(lambda: [{"kind": "sweep", **row}
-                                    for row in sweep.sweep_rows(device, 8 if quick else 300, window=32, stride=32)],
-                           sweep.sweep_table),
+        "ops": op_table,
+        "gram": lambda rows: kernel_table(rows, "torch.bmm"),
+        "instance_norm": lambda rows: kernel_table(rows, "F.instance_norm"),
+        "techniques": technique_table,
+        "occlusion": occlusion_table,
+        "inspect": inspect_table,
+        "style": style.style_table,
+        "ascent": ascent.ascent_table,
+        "fast_style": fast_style.training_step_table,
+        "sweep": sweep.sweep_table,
+    }
+
+
+def sections(device: str, quick: bool, repeat: int | None, peak_bw: float | None) -> dict:
+    """{name: () -> rows}, in the order they run and print."""
+    from benchmarks import ascent, fast_style, style, sweep
+
+    op_repeat, technique_repeat, inspect_repeat = repeat or 20, repeat or 5, repeat or 3
+
+    return {
+        "ops": over_cases(cases.op_cases(quick), lambda c: op_row(c, device, op_repeat, peak_bw)),
+        "gram": over_cases(cases.gram_cases(quick), lambda c: kernel_row(c, device, op_repeat, peak_bw)),
+        "instance_norm": over_cases(cases.instance_norm_cases(quick), lambda c: kernel_row(c, device, op_repeat, peak_bw)),
+        "techniques": over_cases(cases.technique_cases(quick), lambda c: technique_row(c, device, technique_repeat)),
+        "occlusion": over_cases(cases.occlusion_cases(quick), lambda c: occlusion_row(c, device, technique_repeat)),
+        "inspect": over_cases(cases.inspect_cases(quick), lambda c: inspect_row(c, device, inspect_repeat)),
+        "style": lambda: style.style_rows(device, quick, repeat=technique_repeat, large=not quick),
+        "ascent": lambda: ascent.ascent_rows(device, quick, repeat=repeat or 3),
+        "fast_style": lambda: fast_style.training_step_rows(device, repeat=technique_repeat, full=not quick),
+        "sweep": lambda: [{"kind": "sweep", **row}
+                          for row in sweep.sweep_rows(device, 8 if quick else 300, window=32, stride=32)],
     }
 
 
@@ -530,6 +536,34 @@ def parse_sections(text: str) -> list[str]:
     return [name for name in SECTIONS if name in names]
 
 
+def render(rows: list[dict]) -> str:
+    """The Markdown tables of the rows, one per section in the order the sections ran."""
+    tables = section_tables()
+    order = list(dict.fromkeys(row["section"] for row in rows))
+    out = []
+    for name in order:
+        section_rows = [row for row in rows if row["section"] == name]
+        errors = [row["error"] for row in section_rows if row.get("kind") == "error"]
+        out.append(f"{name}: FAILED {errors[0]}" if errors else tables[name](section_rows))
+    return "\n\n".join(out)
+
+
+def report(paths: list[str]) -> int:
+    """Print the header, tables and targets of JSON files written by earlier runs."""
+    from benchmarks.targets import targets_table
+
+    rows = []
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        if any("section" not in row for row in saved["rows"]):
+            raise SystemExit(f"{path}: rows without their section (written by an older run.py): run it again")
+        print(header(saved["meta"]))
+        print(render(saved["rows"]))
+        rows += saved["rows"]
+    print("\n" + targets_table(rows))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
@@ -539,9 +573,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sections", type=parse_sections, default="all",
                         help=f"comma-separated, from {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--json", default="bench-results.json", help="where to write the rows")
+    parser.add_argument("--report", nargs="+", metavar="JSON",
+                        help="run nothing: print the tables and the targets of these earlier runs' JSON")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if args.report:
+        return report(args.report)
 
     device = resolve_device(args.device)
     peak_bw = peak_bandwidth(device)
@@ -565,22 +603,25 @@ def main(argv=None) -> int:
     copy_numel = max(case.numel for case in cases.op_cases(args.quick))  # fp32 copy of the largest op size
     meta["copy_MiB"], meta["copy_GBps"] = copy_numel * 4 / MiB, copy_bandwidth(device, copy_numel)
     runners = sections(device, args.quick, args.repeat, peak_bw)
-    rows, tables, failed = [], [], []
+    rows, failed = [], []
     for name in args.sections:
         print(f"{name}:", file=sys.stderr, flush=True)
         try:
-            section_rows, table = runners[name]()
+            section_rows = runners[name]()
         except Exception as error:  # one broken section must not cost the others (a GPU lease is short)
             traceback.print_exc()
             failed.append(name)
-            section_rows, table = [{"kind": "error", "section": name, "error": repr(error)}], f"{name}: FAILED {error!r}"
-        rows += section_rows
-        tables.append(table)
+            section_rows = [{"kind": "error", "error": repr(error)}]
+        rows += [{"section": name, **row} for row in section_rows]
         meta["seconds"] = round(time.perf_counter() - started, 1)
         write_json(args.json, meta, rows)  # after every section, so a run cut short keeps what it measured
 
     print(header(meta))
-    print("\n\n".join(tables))
+    print(render(rows))
+    if device == "cuda":
+        from benchmarks.targets import targets_table
+
+        print("\n" + targets_table(rows))
     print(f"\nwrote {args.json} ({meta['seconds']} s)" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

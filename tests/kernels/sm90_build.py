@@ -10,7 +10,7 @@ sm_90 with the installed Triton, as Triton's own launcher would on an H100.
 Run without TRITON_INTERPRET: python tests/kernels/sm90_build.py [--quick] [--json FILE]
 Prints one line per compiled kernel: registers, spilled bytes, shared memory; exits 1 when a
 kernel spills registers or needs more shared memory than SM90_SHARED_BYTES. The full run
-(about 320 kernels, 4 minutes on 2 cores) is for changes to kernels/; --quick (CI) covers
+(about 340 kernels, 4 minutes on 2 cores) is for changes to kernels/; --quick (CI) covers
 every branch in fp32 and one shape in fp16 and bf16.
 Uses Triton 3.8's launcher internals (the pinned version).
 """
