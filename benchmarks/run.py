@@ -504,10 +504,9 @@ def section_tables() -> dict:
 
 def sections(device: str, quick: bool, repeat: int | None, peak_bw: float | None) -> dict:
     """{name: () -> rows}, in the order they run and print."""
-    from benchmarks import ascent, fast_style, style, sweep
+    from benchmarks import ascent, fast_style, style, sweep  # here, not at the top: see section_tables
 
     op_repeat, technique_repeat, inspect_repeat = repeat or 20, repeat or 5, repeat or 3
-
     return {
         "ops": over_cases(cases.op_cases(quick), lambda c: op_row(c, device, op_repeat, peak_bw)),
         "gram": over_cases(cases.gram_cases(quick), lambda c: kernel_row(c, device, op_repeat, peak_bw)),

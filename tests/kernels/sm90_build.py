@@ -125,17 +125,31 @@ def specialisation(launch: Launch):
     return signature, constexprs, attrs, options
 
 
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def resource_usage_by_kernel(binary: str) -> dict[str, tuple[int, int]]:
+    """{kernel (mangled name): (registers per thread, local-memory bytes per thread)} of every
+    kernel in a cubin, or in the fatbin of a shared library such as pyfastviz._C."""
+    report = subprocess.run([CUOBJDUMP, "--dump-resource-usage", binary], capture_output=True, text=True,
+                            check=True).stdout
+    usage, kernel = {}, None
+    for line in report.splitlines():
+        if line.strip().startswith("Function "):
+            kernel = line.strip().removeprefix("Function ").rstrip(":")
+        elif "REG:" in line and kernel:
+            fields = dict(item.split(":", 1) for item in line.split() if ":" in item and not item.startswith("CONSTANT"))
+            usage[kernel] = int(fields["REG"]), int(fields["LOCAL"])
+    return usage
+
+
 def resource_usage(cubin: bytes) -> tuple[int, int]:
     """(registers per thread, local-memory bytes per thread) of the cubin's one kernel."""
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        report = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True,
-                                check=True).stdout
-    fields = dict(item.split(":", 1) for line in report.splitlines() if "REG:" in line for item in line.split()
-                  if ":" in item and not item.startswith("CONSTANT"))
-    return int(fields["REG"]), int(fields["LOCAL"])
+        (usage,) = resource_usage_by_kernel(f.name).values()
+    return usage
 
 
 def compile_all(launches: list[Launch]) -> list[Build]:
