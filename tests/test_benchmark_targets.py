@@ -79,6 +79,12 @@ def test_rows_outside_a_target_do_not_count():
     assert all(r["met"] is None for r in results(rows).values())
 
 
+def test_occlusion_rows_without_captum_only_count_for_the_kernels_share():
+    rows = [row | {"speedup_vs_best_captum": None} for row in passing_rows() if row["kind"] == "occlusion"]
+    met = {text: r["met"] for text, r in results(rows).items() if "occlusion" in text}
+    assert met == {TARGETS[3].text: True, TARGETS[4].text: None, TARGETS[5].text: None}
+
+
 def test_report_prints_the_tables_and_targets_of_saved_runs(tmp_path, capsys):
     meta = {"device": "cuda", "device_name": "NVIDIA H200", "peak_bandwidth_GBps": 4800.0, "copy_MiB": 256.0,
             "copy_GBps": 4000.0, "torch": "2.11", "loadavg_before": None, "commit": "abc1234", "dirty": False,
