@@ -42,7 +42,8 @@ def numel(row: dict) -> int:
     return math.prod(row["shape"])
 
 
-def op_row(row: dict, prefix: str) -> bool:
+def op_that_ran(row: dict, prefix: str) -> bool:
+    """An op row (run.op_row, run.kernel_row) that was not skipped, its name starting with prefix."""
     return row.get("kind") == "op" and row.get("name", "").startswith(prefix) and "skipped" not in row
 
 
@@ -58,7 +59,7 @@ def speedup_over_captum(row: dict, methods) -> float | None:
 
 
 def guided_backward_32m(row: dict) -> bool:
-    return op_row(row, "guided_relu") and row["name"].endswith("backward") and numel(row) >= 32 * M
+    return op_that_ran(row, "guided_relu") and row["name"].endswith("backward") and numel(row) >= 32 * M
 
 
 TARGETS = [
@@ -77,13 +78,13 @@ TARGETS = [
     Target(3, "occlusion fast path >= 4x Captum at its best setting",
            occlusion_target_row, lambda r: speedup_over_captum(r, FAST_PATHS), 4.0),
     Target(5, "gram >= 5x torch.bmm in exact fp32 at (64, 512^2) and (128, 256^2)",
-           lambda r: op_row(r, "gram") and r["dtype"] == "fp32" and tuple(r["shape"][1:]) in GRAM_TARGET_SHAPES,
+           lambda r: op_that_ran(r, "gram") and r["dtype"] == "fp32" and tuple(r["shape"][1:]) in GRAM_TARGET_SHAPES,
            lambda r: r["speedup"], 5.0),
     Target(5, "gram >= 2x torch.bmm in tf32 at (64, 512^2) and (128, 256^2)",
-           lambda r: op_row(r, "gram") and r["dtype"] == "tf32" and tuple(r["shape"][1:]) in GRAM_TARGET_SHAPES,
+           lambda r: op_that_ran(r, "gram") and r["dtype"] == "tf32" and tuple(r["shape"][1:]) in GRAM_TARGET_SHAPES,
            lambda r: r["speedup"], 2.0),
     Target(5, "gram >= 1.3x torch.bmm at C >= 256",
-           lambda r: op_row(r, "gram") and r["shape"][1] >= 256, lambda r: r["speedup"], 1.3),
+           lambda r: op_that_ran(r, "gram") and r["shape"][1] >= 256, lambda r: r["speedup"], 1.3),
     Target(5, "one Gatys iteration (VGG19, 512 px) faster than the reference iteration",
            lambda r: r.get("kind") == "style" and r["name"] == "gatys iteration" and r["size"] == 512,
            lambda r: r["speedup"], 1.0),
@@ -91,10 +92,10 @@ TARGETS = [
            lambda r: r.get("kind") == "style" and r["name"] == "style_transfer large" and r["size"] == 2048,
            lambda r: r["peak_GiB"] * 2**30 / 1e9, 80.0, at_least=False, unit="GB"),
     Target(8, "instance norm forward+backward >= 3x F.instance_norm at the four style-network shapes",
-           lambda r: op_row(r, "instance_norm forward+backward") and tuple(r["shape"]) in INSTANCE_NORM_TARGET_SHAPES,
+           lambda r: op_that_ran(r, "instance_norm forward+backward") and tuple(r["shape"]) in INSTANCE_NORM_TARGET_SHAPES,
            lambda r: r["speedup"], 3.0),
     Target(8, "instance norm >= 60% of HBM bandwidth at >= 32M elements",
-           lambda r: op_row(r, "instance_norm") and numel(r) >= 32 * M, lambda r: r["peak_bandwidth_fraction"], 0.6,
+           lambda r: op_that_ran(r, "instance_norm") and numel(r) >= 32 * M, lambda r: r["peak_bandwidth_fraction"], 0.6,
            unit="%"),
     Target(8, "fast-style training step (batch 4, 256 px) faster than the torch.nn build",
            lambda r: r.get("kind") == "fast_style" and (r["batch"], r["size"]) == (4, 256),

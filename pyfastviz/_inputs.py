@@ -40,13 +40,16 @@ def pixel_range(preprocess, images: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return low.to(images), high.to(images)
 
 
-def check_logits(outputs) -> torch.Tensor:
-    """A model's outputs as (N, classes) logits; a clear error for a tuple, a dict or maps."""
+def check_logits(outputs, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """A model's outputs as (N, classes) logits; a clear error for a tuple, a dict or maps, and
+    for `classes` (class indices, any shape) that are not among its classes."""
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(f"target= needs a model that returns an (N, classes) logits tensor, got a "
                         f"{type(outputs).__name__}: wrap the model to return the logits, or use layer=")
     if outputs.dim() != 2:
         raise ValueError(f"target= needs a model that returns (N, classes) logits, got shape {tuple(outputs.shape)}")
+    if classes is not None and classes.numel() and classes.max() >= outputs.shape[1]:
+        raise ValueError(f"target {classes.max().item()} is out of range: the model has {outputs.shape[1]} classes")
     return outputs
 
 

@@ -80,10 +80,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
         taken = torch.zeros(count, dtype=torch.int64, device=images.device)
         for step in tqdm(range(steps + 1), desc="fooling images", disable=not progress, leave=False):
             x = (images + delta / std).clamp(low, high).detach().requires_grad_(True)
-            logits = check_logits(model(x))
-            if classes.max() >= logits.shape[1]:
-                raise ValueError(f"class {classes.max().item()} is out of range for logits of shape "
-                                 f"{tuple(logits.shape)}")
+            logits = check_logits(model(x), classes)
             predictions = logits.argmax(1)
             success = predictions == classes if targeted else predictions != classes
             if success.all() or step == steps:

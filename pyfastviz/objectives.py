@@ -20,9 +20,7 @@ class ClassObjective:
         self.indices = indices
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        logits = check_logits(model(x))
-        if self.indices.max() >= logits.shape[1]:
-            raise ValueError(f"target {self.indices.max().item()} is out of range: the model has {logits.shape[1]} classes")
+        logits = check_logits(model(x), self.indices)
         indices = self.indices.to(logits.device).repeat(x.shape[0] // self.indices.shape[0], 1)
         return logits.gather(1, indices)
 

@@ -135,9 +135,9 @@ def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, f
             x = images[begin:begin + group].to(work_dtype).contiguous(memory_format=layout)
             x_fill = fill[begin:begin + group].to(work_dtype).contiguous(memory_format=layout)
             m = x.shape[0]
-            outputs = check_logits(forward(x))
-            chosen = outputs.argmax(1, keepdim=True) if indices is None else indices[begin:begin + m].to(x.device)
-            _check_targets(outputs, chosen)
+            given = None if indices is None else indices[begin:begin + m].to(x.device)
+            outputs = check_logits(forward(x), given)
+            chosen = outputs.argmax(1, keepdim=True) if given is None else given
             initial = scorer(outputs, chosen)
             for first in range(0, total, per_chunk):
                 count = min(per_chunk, total - first)
@@ -232,11 +232,6 @@ def _scorer(score: str) -> Callable:
         outputs = outputs.float()
         return (outputs.softmax(1) if score == "prob" else outputs).gather(1, indices)
     return scorer
-
-
-def _check_targets(outputs: torch.Tensor, indices: torch.Tensor) -> None:
-    if indices.max() >= outputs.shape[1]:
-        raise ValueError(f"target {indices.max().item()} is out of range: the model has {outputs.shape[1]} classes")
 
 
 def _pair(value, name: str) -> tuple[int, int]:

@@ -164,8 +164,7 @@ def compile_all(launches: list[Launch]) -> list[Build]:
         compiled = triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs), target=TARGET,
                                   options=options.__dict__)
         registers, spilled = resource_usage(compiled.asm["cubin"])
-        described = ", ".join(f"{name}={value}" for (index,), value in constexprs.items()
-                              for name in [launch.kernel.arg_names[index]])
+        described = ", ".join(f"{launch.kernel.arg_names[index]}={value}" for (index,), value in constexprs.items())
         builds.append(Build(launch.kernel.fn.__name__, f"{described}; warps={options.num_warps} "
                             f"stages={options.num_stages}", registers, spilled, compiled.metadata.shared))
     return builds
