@@ -1,5 +1,8 @@
 """Checks of what users pass to techniques: clear errors that name the argument."""
 
+import math
+import numbers
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +17,8 @@ def check_model(model) -> nn.Module:
 
 
 def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
-    """images: a floating-point (N, C, H, W) batch of finite values, on the model's device."""
+    """images: a floating-point (N, C, H, W) batch of finite values, on the model's device and of
+    its parameters' dtype (any dtype under autocast)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
@@ -22,12 +26,40 @@ def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}{hint}")
     if not images.is_floating_point():
         raise TypeError(f"images must be floating point (normalised as the model expects), got {images.dtype}")
-    if images.numel() and not torch.isfinite(images).all():
-        raise ValueError("images contains NaN or infinite values")
     parameter = next(model.parameters(), None) if model is not None else None
     if parameter is not None and parameter.device != images.device:
         raise ValueError(f"images are on {images.device} but the model is on {parameter.device}")
+    if parameter is not None and parameter.is_floating_point() and parameter.dtype != images.dtype \
+            and not torch.is_autocast_enabled(images.device.type):
+        raise TypeError(f"images are {images.dtype} but the model's parameters are {parameter.dtype}: convert "
+                        f"one to the other (e.g. images.to({parameter.dtype}))")
+    if images.numel() and not torch.isfinite(images).all():
+        raise ValueError("images contains NaN or infinite values")
     return images
+
+
+def check_index(value, name: str) -> int:
+    """value as an int index (Python, numpy or 0-d integer tensor); a TypeError naming it otherwise."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """value as an int >= minimum (not a bool); a ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_fraction(value, name: str) -> float:
+    """value as a finite float >= 0; a ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def pixel_range(preprocess, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,24 +91,27 @@ def resolve_targets(target, batch: int) -> tuple[torch.Tensor, bool]:
     target: an int (every image), a list/1-D tensor of N ints, or a list of lists /
     (N, K) tensor for K classes per image. The upper bound is checked against the logits.
     """
-    if isinstance(target, bool) or not isinstance(target, (int, Sequence, torch.Tensor)):
+    if isinstance(target, bool) or not isinstance(target, (numbers.Integral, Sequence, torch.Tensor)):
         raise TypeError(f"target must be an int, a list of ints or an integer tensor, got {type(target).__name__}")
     if isinstance(target, torch.Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(f"target must be an integer tensor, got {target.dtype}")
-        indices = target.detach().to("cpu", torch.int64)
-    elif isinstance(target, int):
-        indices = torch.tensor(target)
+        indices = target.detach().cpu()
     else:
         try:
-            indices = torch.tensor(target, dtype=torch.int64)
-        except (TypeError, ValueError) as error:
+            indices = torch.tensor(target)
+        except (TypeError, ValueError, RuntimeError) as error:
             raise TypeError(f"target must be ints, or equal-length lists of ints per image: {error}") from None
+        if indices.numel() == 0:  # torch.tensor([]) is float
+            indices = indices.long()
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise TypeError(f"target must be integer class indices, got {indices.dtype} values")
+    indices = indices.to(torch.int64)
     if indices.dim() == 0:
         indices = indices.expand(batch)
     if indices.dim() > 2 or indices.shape[0] != batch:
         raise ValueError(f"target must give one class (or one list of classes) per image: "
                          f"expected {batch} rows, got shape {tuple(indices.shape)}")
+    if indices.dim() == 2 and indices.shape[1] == 0:
+        raise ValueError(f"target must give at least one class per image, got shape {tuple(indices.shape)}")
     if indices.numel() and indices.min() < 0:
         raise ValueError(f"target must be class indices >= 0, got {indices.min().item()}")
     multi = indices.dim() == 2

@@ -2,6 +2,7 @@
 
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -15,3 +16,10 @@ def evaluation_mode(model: nn.Module):
     finally:
         for module, training in flags:
             module.training = training
+
+
+@contextmanager
+def gradients_enabled():
+    """Autograd on for the body, also inside the caller's torch.no_grad() or torch.inference_mode()."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield

@@ -11,7 +11,7 @@ import torch
 
 from pyfastviz import ops
 from pyfastviz._inputs import check_images, resolve_targets
-from pyfastviz.occlusion import _baseline, occlusion_drops
+from pyfastviz.occlusion import _baseline, occlusion_drops, score_dtype
 
 
 class Occlusion:
@@ -63,8 +63,29 @@ class Occlusion:
             return outputs
 
         with torch.no_grad():
-            indices, _ = resolve_targets(0 if target is None else target, n)
-            drops = occlusion_drops(forward, lambda out, idx: out.float().gather(1, idx), inputs,
-                                    _baseline(0.0 if baselines is None else baselines, inputs), window, stride,
-                                    indices, perturbations_per_eval * n, progress=show_progress)
+            drops = occlusion_drops(forward, lambda out, idx: out.to(score_dtype(out.dtype)).gather(1, idx), inputs,
+                                    _captum_baselines(baselines, inputs), window, stride, _captum_targets(target, n),
+                                    perturbations_per_eval * n, progress=show_progress)
         return ops.occlusion_scatter(drops[:, 0], window, stride, size)
+
+
+def _captum_targets(target, n: int) -> torch.Tensor:
+    """Captum's target as (n, 1) indices: None (the one output), an int or a one-element tensor (every
+    example), or n ints (list or 1-D tensor). Tuple targets, for outputs of more dimensions, are refused."""
+    if isinstance(target, torch.Tensor) and target.numel() == 1:
+        target = target.reshape(())
+    indices, per_example_lists = resolve_targets(0 if target is None else target, n)
+    if per_example_lists:
+        raise ValueError("target must be an int or one int per example (as in Captum); tuple targets for outputs "
+                         f"of more than 2 dimensions are not supported, got shape {tuple(indices.shape)}")
+    return indices
+
+
+def _captum_baselines(baselines, inputs: torch.Tensor) -> torch.Tensor:
+    """Captum's baselines broadcast against inputs as torch broadcasts (a 1-D tensor runs along W)."""
+    fill = torch.as_tensor(0.0 if baselines is None else baselines, dtype=inputs.dtype, device=inputs.device)
+    try:
+        return _baseline(torch.broadcast_to(fill, inputs.shape), inputs)
+    except RuntimeError:
+        raise ValueError(f"baselines of shape {tuple(fill.shape)} do not broadcast to inputs {tuple(inputs.shape)}"
+                         ) from None

@@ -297,18 +297,24 @@ def _occlusion(args: argparse.Namespace) -> None:
     def explain(model, x, cls):
         heat = occlusion(on_device(model.net), x.to(device), cls, window=args.window, stride=args.stride,
                          score=args.score, batch_size=args.batch_size, compile=args.compile)[0].cpu()
-        return heat, saliency_to_pil(heat.clamp(min=0))
+        evidence = heat.clamp(min=0)  # where occluding lowers the score; map and overlay alike
+        return evidence, saliency_to_pil(evidence)
 
     _explain_images(args, "occlusion", explain)
 
 
-def _class_index(model, name: str) -> int:
-    return model.class_index(int(name) if name.strip().isdigit() else name)
+def _class_index(model, name: str, flag: str = "--target") -> int:
+    """A class name or index given on the command line, with errors that name its flag."""
+    number = name.strip()
+    try:
+        return model.class_index(int(number) if number.lstrip("-").isdigit() else name)
+    except ValueError as error:
+        raise ValueError(str(error).replace("name_or_index", flag)) from None
 
 
 def _classvis(args: argparse.Namespace) -> None:
     model = load_model(args.model, weights_path=args.weights)
-    classes = [_class_index(model, name) for name in args.classes]
+    classes = [_class_index(model, name, "CLASS") for name in args.classes]
     result = class_visualization(model.net, classes, size=args.size, steps=args.steps, lr=0.1, start="noise",
                                  seed=args.seed, preprocess=model.preprocess,
                                  parameterization="fourier" if args.fourier else "pixels")

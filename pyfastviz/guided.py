@@ -109,6 +109,9 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, target=None, *, laye
     a K axis after N for K targets/channels. backend: "auto" | "native" | "reference" for
     the guided_relu op. strict=True raises on a non-ReLU activation instead of warning.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError("guided backprop cannot reach the activations of a TorchScript model (it runs "
+                        "outside Python): pass the eager nn.Module, or torch.compile it instead")
     mode = GuidedReLUMode(backend, strict)
     with mode:
         maps = gradient_maps(model, images, target, layer=layer, channel=channel, neuron=neuron, reduce=reduce)

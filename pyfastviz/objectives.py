@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyfastviz._inputs import check_logits, resolve_targets
+from pyfastviz._inputs import check_index, check_logits, resolve_targets
 from pyfastviz.models import ActivationTap, find_layer
 
 
@@ -24,6 +24,10 @@ class ClassObjective:
         indices = self.indices.to(logits.device).repeat(x.shape[0] // self.indices.shape[0], 1)
         return logits.gather(1, indices)
 
+    def for_images(self, rows: slice) -> "ClassObjective":
+        """The objective of images[rows]."""
+        return ClassObjective(self.indices[rows])
+
 
 class UnitObjective:
     """Mean activation of channels of a named layer, or one neuron (channel, row, col) of it."""
@@ -35,11 +39,18 @@ class UnitObjective:
         with ActivationTap(model, self.layer, detach=False) as tap:
             model(x)
         activation = tap[self.layer]
+        if not isinstance(activation, torch.Tensor):
+            raise TypeError(f"layer {self.layer!r} outputs a {type(activation).__name__}, not a tensor: pick a "
+                            "layer whose output is one tensor (e.g. one of its submodules)")
         self._check_unit(activation)
         if self.neuron is not None:
             channel, row, col = self.neuron
             return activation[:, channel, row, col][:, None]
         return activation[:, self.channels].flatten(2).mean(-1) if activation.dim() > 2 else activation[:, self.channels]
+
+    def for_images(self, rows: slice) -> "UnitObjective":
+        """The objective of images[rows]: the same units."""
+        return self
 
     def _check_unit(self, activation: torch.Tensor) -> None:
         if self.neuron is not None:
@@ -70,12 +81,12 @@ def build_objective(model: nn.Module, images: torch.Tensor, target, layer: str |
     if (channel is None) == (neuron is None):
         raise ValueError(f"layer={layer!r} needs exactly one of channel= (int or list) or neuron=(channel, row, col)")
     if neuron is not None:
-        if len(neuron) != 3 or not all(isinstance(i, int) and not isinstance(i, bool) for i in neuron):
+        if not isinstance(neuron, Sequence) or len(neuron) != 3:
             raise ValueError(f"neuron must be (channel, row, col) ints, got {neuron!r}")
-        return UnitObjective(layer, None, tuple(neuron)), False
-    multi = not isinstance(channel, int)
-    channels = list(channel) if multi else [channel]
-    if not channels or not all(isinstance(c, int) and not isinstance(c, bool) for c in channels):
-        raise TypeError(f"channel must be an int or a non-empty list of ints, got {channel!r}")
+        return UnitObjective(layer, None, tuple(check_index(i, "neuron's (channel, row, col)") for i in neuron)), False
+    multi = isinstance(channel, Sequence) or (isinstance(channel, torch.Tensor) and channel.dim() > 0)
+    channels = [check_index(c, "channel") for c in channel] if multi else [check_index(channel, "channel")]
+    if not channels:
+        raise ValueError(f"channel must be an int or a non-empty list of ints, got {channel!r}")
     return UnitObjective(layer, channels, None), multi
 

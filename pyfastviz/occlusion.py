@@ -10,6 +10,7 @@ every forward has the same shape (the last chunk padded), so there is one compil
 capture per (model, shape, dtype, layout).
 """
 
+import numbers
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -60,7 +61,7 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
     difference of two bf16-rounded scores (tests: within 2**-6 of the largest score; on the
     pretrained default model at most 15% of the fp32 map's peak, correlation >= 0.99).
     Returns (N, H, W) maps, (N, K, H, W) for K targets; with return_grid also the drop per
-    window position, (N, [K,] rows, cols). The model runs in eval mode and is left as found.
+    window position, (N, [K,] rows, cols); float32, or float64 for float64 images and model. The model runs in eval mode and is left as found.
     """
     check_model(model)
     check_images(images, model)
@@ -116,8 +117,8 @@ def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, f
     for all of it, the last chunk (and a smaller last group) padded. The first passes run forward.
     """
     n, total = images.shape[0], ops.occlusion.positions(images.shape[1:], window, stride)
-    drops = torch.empty((n, 1 if indices is None else indices.shape[1], total), dtype=torch.float32,
-                        device=images.device)
+    drops = torch.empty((n, 1 if indices is None else indices.shape[1], total),
+                        dtype=score_dtype(dtype or images.dtype), device=images.device)
     if n == 0:
         return drops
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -229,21 +230,35 @@ def clear_cache() -> None:
 
 def _scorer(score: str) -> Callable:
     def scorer(outputs, indices):
-        outputs = outputs.float()
+        if score == "prob" and outputs.shape[1] == 1:
+            raise ValueError("score='prob' needs a model with several classes (the softmax of one logit is "
+                             "always 1): use score='logit'")
+        outputs = outputs.to(score_dtype(outputs.dtype))
         return (outputs.softmax(1) if score == "prob" else outputs).gather(1, indices)
     return scorer
 
 
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Scores and drops are float32, or float64 for a float64 model."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+    pair = tuple(value) if isinstance(value, Sequence) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in pair):
         raise ValueError(f"{name} must be a positive int or (rows, cols) of positive ints, got {value!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
 
 
 def _baseline(baseline, images: torch.Tensor) -> torch.Tensor:
     """The fill as (N, C, H, W), from a number, C values, a (C, H, W) or an (N, C, H, W) tensor."""
-    fill = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
+    if isinstance(baseline, torch.Tensor) and baseline.device != images.device:
+        raise ValueError(f"baseline is on {baseline.device} but the images are on {images.device}")
+    try:
+        fill = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"baseline must be a number, {images.shape[1]} channel values or a tensor, "
+                        f"got {type(baseline).__name__} {baseline!r}") from None
     if fill.dim() == 1:
         fill = fill[:, None, None]
     try:

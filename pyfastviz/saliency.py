@@ -12,8 +12,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_choice, check_images, check_model
-from pyfastviz._state import evaluation_mode
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_images, check_model
+from pyfastviz._state import evaluation_mode, gradients_enabled
 from pyfastviz.objectives import build_objective
 
 REDUCTIONS = ("abs_max", "energy", "none")
@@ -51,13 +51,11 @@ def gradient_maps(model, images, target, *, layer, channel, neuron, reduce, samp
     check_model(model)
     check_images(images, model)
     check_choice(reduce, "reduce", REDUCTIONS)
-    if not isinstance(samples, int) or samples < 0:
-        raise ValueError(f"samples must be an int >= 0, got {samples!r}")
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0 (a fraction of each image's value range), got {noise!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    with evaluation_mode(model):
+    samples = check_count(samples, "samples", 0)
+    noise = check_fraction(noise, "noise (a fraction of each image's value range)")
+    batch_size = (64 if images.is_cuda else 8) if batch_size is None else check_count(batch_size, "batch_size")
+    with evaluation_mode(model), gradients_enabled():
+        images = usable_for_autograd(images)
         objective, multi = build_objective(model, images, target, layer, channel, neuron)
         if images.shape[0] == 0:
             grads = images.new_empty((0, 1, *images.shape[1:]))
@@ -72,6 +70,11 @@ def gradient_maps(model, images, target, *, layer, channel, neuron, reduce, samp
     else:
         maps = grads
     return maps if multi else maps[:, 0]
+
+
+def usable_for_autograd(images: torch.Tensor) -> torch.Tensor:
+    """images, copied when made under torch.inference_mode (such tensors cannot enter autograd)."""
+    return images.clone() if images.is_inference() else images
 
 
 def input_gradients(model: nn.Module, objective, x: torch.Tensor) -> torch.Tensor:
@@ -91,19 +94,25 @@ def input_gradients(model: nn.Module, objective, x: torch.Tensor) -> torch.Tenso
 
 
 def smoothgrad(model, objective, images, samples, noise, seed, batch_size, progress) -> torch.Tensor:
-    """Mean input gradient over `samples` noisy copies of images, copies stacked along the batch."""
-    count = images.shape[0]
-    per_pass = max(1, (batch_size or (64 if images.is_cuda else 8)) // count)
+    """Mean input gradient over `samples` noisy copies of images: groups of at most batch_size
+    images, each group's copies stacked along the batch, at most batch_size rows per pass."""
     generator = seeded_generator(seed, images.device)
     sigma = noise * (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))
-    total = None
-    with tqdm(total=samples, desc="SmoothGrad", disable=not progress, leave=False) as bar:
-        for start in range(0, samples, per_pass):
-            copies = min(per_pass, samples - start)
-            batch = images.repeat(copies, 1, 1, 1)
-            noisy = batch + sigma.repeat(copies)[:, None, None, None] * torch.randn(
-                batch.shape, generator=generator, device=images.device, dtype=images.dtype)
-            grads = input_gradients(model, objective, noisy).unflatten(0, (copies, count)).sum(0)
-            total = grads if total is None else total + grads
-            bar.update(copies)
-    return total / samples
+    groups = range(0, images.shape[0], batch_size)
+    means = []
+    with tqdm(total=samples * len(groups), desc="SmoothGrad", disable=not progress, leave=False) as bar:
+        for begin in groups:
+            group = images[begin:begin + batch_size]
+            count = group.shape[0]
+            group_objective = objective.for_images(slice(begin, begin + count))
+            per_pass = max(1, batch_size // count)
+            total = 0
+            for start in range(0, samples, per_pass):
+                copies = min(per_pass, samples - start)
+                batch = group.repeat(copies, 1, 1, 1)
+                noisy = batch + sigma[begin:begin + count].repeat(copies)[:, None, None, None] * torch.randn(
+                    batch.shape, generator=generator, device=images.device, dtype=images.dtype)
+                total = total + input_gradients(model, group_objective, noisy).unflatten(0, (copies, count)).sum(0)
+                bar.update(copies)
+            means.append(total / samples)
+    return torch.cat(means)

@@ -43,7 +43,10 @@ def test_unreadable_image_is_a_one_line_error(tmp_path, capsys):
 def test_unknown_class_is_a_one_line_error_with_close_names(cat, tmp_path, capsys):
     assert main(["saliency", str(cat), "--target", "Egyptian kat", "--out", str(tmp_path / "out")]) == 2
     err = cli_error_line(capsys)
-    assert "'Egyptian kat'" in err and "'Egyptian cat'" in err
+    assert "--target='Egyptian kat'" in err and "'Egyptian cat'" in err
+    for number in ("1000", "-1"):
+        assert main(["saliency", str(cat), "--target", number, "--out", str(tmp_path / "out")]) == 2
+        assert f"--target={number} is out of range [0, 1000)" in cli_error_line(capsys)
 
 
 def test_unknown_model_is_a_one_line_error(cat, tmp_path, capsys):

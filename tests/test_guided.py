@@ -93,6 +93,24 @@ def test_says_what_it_cannot_guide(images):
         guided_backprop(mixed, images, 0, strict=True)
 
 
+def test_compiled_models_are_guided_and_torchscript_is_refused(images):
+    model = FunctionalReLUNet().eval()
+    expected = guided_backprop(model, images, 2)
+    torch.testing.assert_close(guided_backprop(torch.compile(model), images, 2), expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, but users still have such models
+        scripted = torch.jit.trace(model, images)
+    with pytest.raises(TypeError, match="TorchScript"):
+        guided_backprop(scripted, images, 2)
+
+
+def test_works_inside_no_grad(images):
+    model = FunctionalReLUNet().eval()
+    expected = guided_backprop(model, images, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(guided_backprop(model, images, 2), expected)
+
+
 def test_hardtanh_is_guided_only_as_a_clamped_relu(images):
     clamped = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardtanh(0.0, 2.0), nn.Flatten(), nn.Linear(4 * 14 * 14, 3))
     with warnings.catch_warnings():

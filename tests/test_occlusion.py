@@ -241,10 +241,43 @@ def test_model_left_as_found_when_it_raises_mid_loop():
     ({"cuda_graph": True}, ValueError, "cuda_graph=True needs CUDA images"),
     ({"baseline": torch.zeros(2, 8, 8)}, ValueError, "baseline must be a number"),
     ({"baseline": float("nan")}, ValueError, "baseline contains NaN"),
+    ({"baseline": None}, TypeError, "baseline must be a number"),
+    ({"baseline": torch.zeros(3, 8, 8, device="meta")}, ValueError, "baseline is on meta but the images are on cpu"),
+    ({"window": 4.0}, ValueError, "window must be a positive int"),
 ])
 def test_bad_arguments_get_clear_errors(net, kwargs, error, message):
     with pytest.raises(error, match=message):
         occlusion(net, torch.randn(1, 3, 8, 8), 1, **{"window": 4, "stride": 4, **kwargs})
+
+
+def test_float64_models_get_float64_drops():
+    """A large common offset of the logits must not cost the drops float32 precision."""
+    torch.manual_seed(0)
+    net = FunctionalReLUNet().double().eval()
+    offset = nn.Sequential(net, Shift(1e4))
+    x = torch.randn(2, 3, 12, 10, dtype=torch.float64)
+    heat = occlusion(offset, x, 1, window=4, stride=2, score="logit", progress=False)
+    assert heat.dtype == torch.float64
+    torch.testing.assert_close(heat, occlusion(net, x, 1, window=4, stride=2, score="logit", progress=False),
+                               atol=1e-9, rtol=0)
+    captum_heat = Occlusion(offset).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=1)
+    torch.testing.assert_close(captum_heat[:, 0], heat, atol=1e-9, rtol=0)
+
+
+class Shift(nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return x + self.value
+
+
+def test_probabilities_of_a_single_logit_are_refused():
+    single = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 1))
+    with pytest.raises(ValueError, match="score='prob' needs a model with several classes"):
+        occlusion(single, torch.randn(1, 3, 8, 8), 0, window=4, stride=4, progress=False)
+    assert occlusion(single, torch.randn(1, 3, 8, 8), 0, window=4, stride=4, score="logit", progress=False).abs().sum() > 0
 
 
 try:
@@ -289,6 +322,17 @@ class TestCaptumAdapterEqualsCaptum:
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
         heat = occlusion(default_model.net, x, 285, window=32, stride=16, score="logit", progress=False)
         torch.testing.assert_close(heat, theirs[:, 0], atol=1e-4, rtol=0)
+
+    @pytest.mark.parametrize("target, baselines", [
+        (torch.tensor([3]), 0.0),  # one target tensor element: every example's
+        (1, torch.arange(8.0)),  # 1-D baselines broadcast along W, as torch broadcasts
+        (1, torch.tensor([0.5, -1.0, 2.0])[:, None, None]),
+    ])
+    def test_target_and_baselines_as_captum_reads_them(self, net, target, baselines):
+        x = torch.randn(2, 3, 8, 8)
+        kwargs = dict(sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=baselines, target=target)
+        torch.testing.assert_close(Occlusion(net).attribute(x, **kwargs),
+                                   captum_attr.Occlusion(net).attribute(x, **kwargs), atol=1e-6, rtol=0)
 
     def test_tuples_and_additional_forward_args(self, net):
         x, scale = torch.randn(2, 3, 8, 8), torch.tensor([2.0, -0.5])
@@ -335,6 +379,9 @@ def test_captum_adapter_refuses_what_captum_refuses_and_keeps_what_it_keeps():
     torch.testing.assert_close(whole, drop.expand(1, 3, 4, 4))
     assert Occlusion(model).attribute(torch.randn(0, 3, 4, 4), sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2),
                                       target=0).shape == (0, 3, 4, 4)
+    for several in (torch.tensor([[0, 1]]), [[0, 1]]):  # Captum refuses several targets per example too
+        with pytest.raises(ValueError, match="target must be an int or one int per example"):
+            Occlusion(model).attribute(x, sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2), target=several)
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Vanilla-gradient saliency: exact on models with known gradients, behaviour on real photos."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -90,6 +91,42 @@ def test_unseeded_smoothgrad_follows_torch_manual_seed_and_never_reseeds_it():
     assert torch.equal(torch.rand(3), after_first)
 
 
+def test_numpy_and_tensor_indices_count_as_ints():
+    model = FunctionalReLUNet().eval()
+    images = torch.randn(2, 3, 12, 12)
+    assert torch.equal(saliency(model, images, np.int64(2)), saliency(model, images, 2))
+    assert torch.equal(saliency(model, images, layer="conv2", channel=torch.tensor(1)),
+                       saliency(model, images, layer="conv2", channel=1))
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_gradients_are_taken_inside_no_grad_and_inference_mode(context):
+    model = FunctionalReLUNet().eval()
+    images = torch.randn(2, 3, 12, 12)
+    expected = saliency(model, images, [1, 2])
+    smooth = saliency(model, images, [1, 2], samples=2, seed=0, progress=False)
+    with context():
+        made_here = images.clone()  # an inference tensor under inference_mode
+        torch.testing.assert_close(saliency(model, made_here, [1, 2]), expected)
+        torch.testing.assert_close(saliency(model, made_here, [1, 2], samples=2, seed=0, progress=False), smooth)
+        assert saliency(model, made_here, layer="conv2", channel=1).abs().sum() > 0
+
+
+def test_smoothgrad_runs_at_most_batch_size_images_per_pass():
+    """More images than batch_size go in groups; with noise 0 every copy's gradient is the plain one."""
+    model = FunctionalReLUNet().eval()
+    images = torch.randn(5, 3, 12, 12)
+    targets = [0, 1, 2, 3, 1]
+    rows = []
+    handle = model.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    try:
+        smooth = saliency(model, images, targets, samples=3, noise=0.0, batch_size=2, progress=False)
+    finally:
+        handle.remove()
+    assert max(rows) == 2 and sum(rows) == 5 * 3
+    torch.testing.assert_close(smooth, saliency(model, images, targets))
+
+
 def test_empty_batch():
     assert saliency(linear_model(), torch.empty(0, 3, 5, 6), 1).shape == (0, 5, 6)
 
@@ -115,7 +152,7 @@ def test_model_left_exactly_as_found_also_after_errors():
     (torch.randn(1, 3, 5, 6), 4, {}, ValueError, "target 4 is out of range: the model has 4 classes"),
     (torch.randn(2, 3, 5, 6), [1, 2, 3], {}, ValueError, "one class .* per image: expected 2 rows"),
     (torch.randn(1, 3, 5, 6), 1.5, {}, TypeError, "target must be an int"),
-    (torch.randn(1, 3, 5, 6), torch.tensor([0.5]), {}, TypeError, "target must be an integer tensor"),
+    (torch.randn(1, 3, 5, 6), torch.tensor([0.5]), {}, TypeError, "target must be integer class indices"),
     (torch.randn(1, 3, 5, 6), -1, {}, ValueError, "target must be class indices >= 0"),
     (torch.randn(1, 3, 5, 6), None, {"layer": "1.wieght"}, ValueError, "layer"),
     (torch.randn(1, 3, 5, 6), None, {"channel": 1}, ValueError, "pass layer= too"),
@@ -124,7 +161,15 @@ def test_model_left_exactly_as_found_also_after_errors():
     (torch.randn(1, 3, 5, 6), None, {"layer": "1", "neuron": (0, 1)}, ValueError, r"neuron must be \(channel, row, col\)"),
     (torch.randn(1, 3, 5, 6), 0, {"reduce": "sum"}, ValueError, "reduce must be one of"),
     (torch.randn(1, 3, 5, 6), 0, {"samples": -1}, ValueError, "samples must be an int >= 0"),
-    (torch.randn(1, 3, 5, 6), 0, {"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+    (torch.randn(1, 3, 5, 6), 0, {"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
+    (torch.randn(1, 3, 5, 6), 0, {"samples": 2, "batch_size": True}, ValueError, "batch_size must be an int >= 1"),
+    (torch.randn(1, 3, 5, 6), 0, {"samples": True}, ValueError, "samples must be an int >= 0"),
+    (torch.randn(1, 3, 5, 6), 0, {"samples": 2, "noise": float("inf")}, ValueError, "noise .* finite number >= 0"),
+    (torch.randn(2, 3, 5, 6), [True, False], {}, TypeError, "target must be integer class indices"),
+    (torch.randn(2, 3, 5, 6), torch.zeros(2, 0, dtype=torch.long), {}, ValueError, "at least one class per image"),
+    (torch.randn(1, 3, 5, 6), None, {"layer": "1", "neuron": 3}, ValueError, r"neuron must be \(channel, row, col\)"),
+    (torch.randn(1, 3, 5, 6), None, {"layer": "1", "channel": 0.5}, TypeError, "channel must be an int"),
+    (torch.randn(1, 3, 5, 6, dtype=torch.float16), 0, {}, TypeError, "images are torch.float16 but the model's"),
 ])
 def test_bad_input_gets_a_clear_error(images, target, kwargs, error, message):
     with pytest.raises(error, match=message):
