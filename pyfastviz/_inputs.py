@@ -55,6 +55,13 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_positive(value, name: str) -> float:
+    """value as a finite float > 0; a ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def check_fraction(value, name: str) -> float:
     """value as a finite float >= 0; a ValueError naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value >= 0 and math.isfinite(value)):

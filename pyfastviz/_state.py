@@ -23,3 +23,8 @@ def gradients_enabled():
     """Autograd on for the body, also inside the caller's torch.no_grad() or torch.inference_mode()."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+def usable_for_autograd(tensor: torch.Tensor) -> torch.Tensor:
+    """tensor, copied when made under torch.inference_mode (such tensors cannot enter autograd)."""
+    return tensor.clone() if tensor.is_inference() else tensor

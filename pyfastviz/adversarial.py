@@ -12,8 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_images, check_logits, check_model, pixel_range, resolve_targets
-from pyfastviz._state import evaluation_mode
+from pyfastviz._inputs import (
+    check_choice,
+    check_count,
+    check_images,
+    check_logits,
+    check_model,
+    check_positive,
+    pixel_range,
+    resolve_targets,
+)
+from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.models import Preprocess
 
 NORMS = ("linf", "l2")
@@ -51,30 +60,26 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
     check_model(model)
     check_images(images, model)
     check_choice(norm, "norm", NORMS)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ValueError(f"epsilon must be a number > 0 (pixel units, e.g. 8/255), got {epsilon!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if step_size is None:
-        step_size = epsilon / (8 if norm == "linf" else 4)
-    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size > 0:
-        raise ValueError(f"step_size must be a number > 0 (pixel units), got {step_size!r}")
+    epsilon = check_positive(epsilon, "epsilon (pixel units, e.g. 8/255)")
+    steps = check_count(steps, "steps")
+    step_size = epsilon / (8 if norm == "linf" else 4) if step_size is None else check_positive(step_size, "step_size")
     count = images.shape[0]
     preprocess = preprocess if preprocess is not None else Preprocess(images.shape[-1])
     low, high = pixel_range(preprocess, images)
     low, high = torch.minimum(low, images), torch.maximum(high, images)  # pixels outside stay: |change| <= epsilon
     std = torch.tensor(preprocess.std, dtype=images.dtype, device=images.device).view(3, 1, 1)
     targeted = target is not None
-    with evaluation_mode(model):
+    with evaluation_mode(model), gradients_enabled():
+        images = usable_for_autograd(images)
         if targeted:
             if label is not None:
                 raise ValueError("label= (the true class) is for untargeted attacks: pass target= or label=, not both")
-            classes = resolve_targets(target, count)[0][:, 0]
+            classes = _one_class_per_image(target, count, "target")
         elif label is None:
             with torch.no_grad():
                 classes = check_logits(model(images)).argmax(1)
         else:
-            classes = resolve_targets(label, count)[0][:, 0]
+            classes = _one_class_per_image(label, count, "label")
         classes = classes.to(images.device)
         delta = torch.zeros_like(images)  # pixel units
         taken = torch.zeros(count, dtype=torch.int64, device=images.device)
@@ -100,6 +105,14 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
     return AdversarialResult(images=x, perturbation=perturbation, linf=perturbation.flatten(1).abs().amax(1),
                              l2=perturbation.flatten(1).norm(dim=1), steps=taken, success=success,
                              predictions=predictions)
+
+
+def _one_class_per_image(classes, count: int, name: str) -> torch.Tensor:
+    """classes (an int or one per image) as (N,) indices; a list per image is refused."""
+    indices, several = resolve_targets(classes, count)
+    if several:
+        raise ValueError(f"{name} must be one class per image (an int or N ints), got shape {tuple(indices.shape)}")
+    return indices[:, 0]
 
 
 def _project(delta: torch.Tensor, epsilon: float, norm: str) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 
 from pyfastviz import ops
 from pyfastviz._inputs import check_images, resolve_targets
-from pyfastviz.occlusion import _baseline, occlusion_drops, score_dtype
+from pyfastviz.occlusion import baseline_fill, occlusion_drops, score_dtype
 
 
 class Occlusion:
@@ -85,7 +85,7 @@ def _captum_baselines(baselines, inputs: torch.Tensor) -> torch.Tensor:
     """Captum's baselines broadcast against inputs as torch broadcasts (a 1-D tensor runs along W)."""
     fill = torch.as_tensor(0.0 if baselines is None else baselines, dtype=inputs.dtype, device=inputs.device)
     try:
-        return _baseline(torch.broadcast_to(fill, inputs.shape), inputs)
+        return baseline_fill(torch.broadcast_to(fill, inputs.shape), inputs)
     except RuntimeError:
         raise ValueError(f"baselines of shape {tuple(fill.shape)} do not broadcast to inputs {tuple(inputs.shape)}"
                          ) from None

@@ -14,8 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_images, check_model, pixel_range
-from pyfastviz._state import evaluation_mode
+from pyfastviz._inputs import check_count, check_images, check_model, check_positive, pixel_range
+from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output
 
 MIN_OCTAVE_SIDE = 16
@@ -43,12 +43,6 @@ def layer_energy(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Te
     return layer_output(model, layer, images).flatten(1).pow(2).mean(1)
 
 
-def _int_at_least(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def octave_sizes(height: int, width: int, octaves: int, octave_scale: float) -> list[tuple[int, int]]:
     """(H, W) per octave, smallest first, the last one the input's."""
     return [(max(1, round(height / octave_scale ** k)), max(1, round(width / octave_scale ** k)))
@@ -72,13 +66,12 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
     find_layer(model, layer)
-    octaves = _int_at_least(octaves, "octaves", 1)
+    octaves = check_count(octaves, "octaves")
     if isinstance(octave_scale, bool) or not isinstance(octave_scale, (int, float)) or not octave_scale > 1:
         raise ValueError(f"octave_scale must be a number > 1, got {octave_scale!r}")
-    steps_per_octave = _int_at_least(steps_per_octave, "steps_per_octave", 1)
-    jitter = _int_at_least(jitter, "jitter", 0)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    steps_per_octave = check_count(steps_per_octave, "steps_per_octave")
+    jitter = check_count(jitter, "jitter", 0)
+    lr = check_positive(lr, "lr")
     height, width = images.shape[-2:]
     sizes = octave_sizes(height, width, octaves, octave_scale)
     if min(sizes[0]) < MIN_OCTAVE_SIDE:
@@ -88,9 +81,9 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
     preprocess = preprocess if preprocess is not None else Preprocess(width)
     low, high = pixel_range(preprocess, images)
     generator = seeded_generator(seed)
-    source = images.detach()
     history = []
-    with evaluation_mode(model):
+    with evaluation_mode(model), gradients_enabled():
+        source = usable_for_autograd(images.detach())
         check_layer_once(model, layer, source)
         detail = torch.zeros_like(source[..., :sizes[0][0], :sizes[0][1]])
         bar = tqdm(total=octaves * steps_per_octave, desc="deepdream", disable=not progress, leave=False)

@@ -78,12 +78,8 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, window: in
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be None (from free memory) or a positive int, got {batch_size!r}")
     size = tuple(images.shape[1:])
-    window3 = (size[0], *_pair(window, "window"))
-    stride3 = (1, *_pair(stride, "stride"))
-    ops.occlusion.check_geometry(size, window3, stride3)
-    if any(s > d for s, d in zip(stride3[1:], size[1:])):
-        raise ValueError(f"stride {stride3[1:]} is larger than the image {size[1:]} (rows, cols)")
-    fill = _baseline(baseline, images)
+    window3, stride3 = occlusion_geometry(size, window, stride)
+    fill = baseline_fill(baseline, images)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     with evaluation_mode(model), torch.no_grad():
         forward = _forward(model, images.device.type, dtype)
@@ -243,6 +239,17 @@ def score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def occlusion_geometry(size, window, stride) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """occlusion()'s window and stride (int or (rows, cols)) for images of size (C, H, W) as the
+    ops' (channels, rows, cols) triples; a ValueError for any that does not fit the image."""
+    window3 = (size[0], *_pair(window, "window"))
+    stride3 = (1, *_pair(stride, "stride"))
+    ops.occlusion.check_geometry(size, window3, stride3)
+    if any(s > d for s, d in zip(stride3[1:], size[1:])):
+        raise ValueError(f"stride {stride3[1:]} is larger than the image {tuple(size[1:])} (rows, cols)")
+    return window3, stride3
+
+
 def _pair(value, name: str) -> tuple[int, int]:
     pair = tuple(value) if isinstance(value, Sequence) else (value, value)
     if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in pair):
@@ -250,7 +257,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _baseline(baseline, images: torch.Tensor) -> torch.Tensor:
+def baseline_fill(baseline, images: torch.Tensor) -> torch.Tensor:
     """The fill as (N, C, H, W), from a number, C values, a (C, H, W) or an (N, C, H, W) tensor."""
     if isinstance(baseline, torch.Tensor) and baseline.device != images.device:
         raise ValueError(f"baseline is on {baseline.device} but the images are on {images.device}")

@@ -17,8 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_choice, check_images, check_model
-from pyfastviz._state import evaluation_mode
+from pyfastviz._inputs import check_choice, check_count, check_images, check_model, check_positive
+from pyfastviz._state import evaluation_mode, gradients_enabled
 from pyfastviz.parameterization import FourierImage
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -37,22 +37,11 @@ class Regularizer:
         return None
 
 
-def _positive(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-
-
-def _every(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"every must be an int >= 1, got {value!r}")
-    return value
-
-
 class L2(Regularizer):
     """Loss term weight * mean of x^2 over (C, H, W): pulls pixels to the mean colour."""
 
     def __init__(self, weight: float = 1e-2):
-        _positive(weight, "weight")
+        check_positive(weight, "weight")
         self.weight = weight
 
     def penalty(self, x):
@@ -63,8 +52,8 @@ class TotalVariation(Regularizer):
     """Loss term weight * mean over pixels of (dx^2 + dy^2)^(beta / 2) (Mahendran & Vedaldi 2015)."""
 
     def __init__(self, weight: float = 1e-2, beta: float = 2.0):
-        _positive(weight, "weight")
-        _positive(beta, "beta")
+        check_positive(weight, "weight")
+        check_positive(beta, "beta")
         self.weight, self.beta = weight, beta
 
     def penalty(self, x):
@@ -110,8 +99,8 @@ class Blur(Regularizer):
     """Gaussian blur of the image with `sigma` px every `every` steps (removes high frequencies)."""
 
     def __init__(self, sigma: float = 0.5, every: int = 4):
-        _positive(sigma, "sigma")
-        self.sigma, self.every = sigma, _every(every)
+        check_positive(sigma, "sigma")
+        self.sigma, self.every = sigma, check_count(every, "every")
 
     def project(self, x, grad, step):
         if (step + 1) % self.every == 0:
@@ -125,7 +114,7 @@ class _PercentileClip(Regularizer):
     def __init__(self, percentile: float, every: int = 1):
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile < 100:
             raise ValueError(f"percentile must be a number in [0, 100), got {percentile!r}")
-        self.percentile, self.every = percentile, _every(every)
+        self.percentile, self.every = percentile, check_count(every, "every")
 
     def scores(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -209,14 +198,20 @@ def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tens
     check_model(model)
     check_images(start, model)
     check_choice(optimizer, "optimizer", OPTIMIZERS)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    _positive(lr, "lr")
-    if snapshot_every is not None and (isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int)
-                                       or snapshot_every < 1):
-        raise ValueError(f"snapshot_every must be an int >= 1 or None, got {snapshot_every!r}")
+    steps = check_count(steps, "steps")
+    check_positive(lr, "lr")
+    if snapshot_every is not None:
+        check_count(snapshot_every, "snapshot_every")
     if not all(isinstance(r, Regularizer) for r in regularizers):
         raise TypeError("regularizers must be pyfastviz.optimize.Regularizer objects")
+    with gradients_enabled():
+        return _ascend(model, objective, start, steps, lr, optimizer, regularizers, seed, progress, snapshot_every,
+                       desc, parameterization, preprocess)
+
+
+def _ascend(model, objective, start, steps, lr, optimizer, regularizers, seed, progress, snapshot_every, desc,
+            parameterization, preprocess) -> OptimizationResult:
+    """optimize_images' loop, its arguments checked."""
     generator = seeded_generator(seed)
     to_image, x = _parameterize(parameterization, start, preprocess, regularizers)
     x.requires_grad_(True)

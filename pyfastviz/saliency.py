@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_count, check_fraction, check_images, check_model
-from pyfastviz._state import evaluation_mode, gradients_enabled
+from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.objectives import build_objective
 
 REDUCTIONS = ("abs_max", "energy", "none")
@@ -70,11 +70,6 @@ def gradient_maps(model, images, target, *, layer, channel, neuron, reduce, samp
     else:
         maps = grads
     return maps if multi else maps[:, 0]
-
-
-def usable_for_autograd(images: torch.Tensor) -> torch.Tensor:
-    """images, copied when made under torch.inference_mode (such tensors cannot enter autograd)."""
-    return images.clone() if images.is_inference() else images
 
 
 def input_gradients(model: nn.Module, objective, x: torch.Tensor) -> torch.Tensor:

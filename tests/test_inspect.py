@@ -203,6 +203,21 @@ def test_torch_pca_matches_sklearn():
     torch.testing.assert_close(coords * signs, ref_coords, rtol=1e-3, atol=1e-3)
 
 
+def test_torch_pca_is_deterministic_and_leaves_the_global_rng_alone():
+    features = torch.randn(50, 30, generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(7)
+    first = pca(features, k=2)
+    after = torch.rand(3)
+    torch.manual_seed(7)
+    assert all(torch.equal(a, b) for a, b in zip(first, pca(features, k=2)))
+    assert torch.equal(torch.rand(3), after)
+
+
+def test_tsne_of_identical_rows_puts_every_point_at_the_origin():
+    with pytest.warns(RuntimeWarning, match="5 identical feature rows"):
+        assert torch.equal(tsne(torch.ones(5, 8)), torch.zeros(5, 2))
+
+
 def test_pca_and_tsne_arguments():
     features = torch.randn(5, 3)
     with pytest.raises(ValueError, match=r"k must be an int in \[1, min\(N, D\) = 3\]"):

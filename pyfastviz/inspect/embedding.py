@@ -19,7 +19,8 @@ BACKENDS = ("torch", "sklearn")
 def pca(features: torch.Tensor, k: int = 2, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
     """Principal components of features (N, D), centred.
 
-    backend "torch": torch.pca_lowrank on the features' device; "sklearn": scikit-learn's PCA.
+    backend "torch": torch.pca_lowrank on the features' device (seeded: the same result every call);
+    "sklearn": scikit-learn's PCA.
     Each component's sign makes its largest loading positive. Returns (coords (N, k),
     explained_variance_ratio (k,)), float32 on the features' device.
     """
@@ -37,7 +38,10 @@ def pca(features: torch.Tensor, k: int = 2, backend: str = "torch") -> tuple[tor
         components = torch.from_numpy(fitted.components_).to(x)
         ratio = torch.from_numpy(fitted.explained_variance_ratio_).to(x)
     else:
-        _, s, v = torch.pca_lowrank(x, q=min(k + 10, n, d), center=False, niter=6)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # its random projection: seeded, the global RNG untouched
+            torch.manual_seed(0)
+            _, s, v = torch.pca_lowrank(x, q=min(k + 10, n, d), center=False, niter=6)
         components = v[:, :k].T
         ratio = s[:k] ** 2 / (x * x).sum().clamp_min(torch.finfo(x.dtype).tiny)
     signs = components.gather(1, components.abs().argmax(1, keepdim=True)).sign()
@@ -46,8 +50,9 @@ def pca(features: torch.Tensor, k: int = 2, backend: str = "torch") -> tuple[tor
 
 
 def tsne(features: torch.Tensor, k: int = 2, perplexity: float = 30.0, seed: int = 0) -> torch.Tensor:
-    """scikit-learn's t-SNE of features (N, D) into (N, k) coordinates (CPU, float32).
-    A perplexity >= N is clipped to N - 1 with a warning (tiny sets)."""
+    """scikit-learn's t-SNE of features (N, D) into (N, k) coordinates (CPU, float32), from a PCA
+    initialisation (seed: its random_state). A perplexity >= N is clipped to N - 1 with a warning
+    (tiny sets); identical rows only all land at the origin, with a warning."""
     from sklearn.manifold import TSNE
 
     features = _check_features(features, "features")
@@ -58,6 +63,10 @@ def tsne(features: torch.Tensor, k: int = 2, perplexity: float = 30.0, seed: int
         raise ValueError(f"k must be a positive int, got {k!r}")
     if not perplexity > 0:
         raise ValueError(f"perplexity must be > 0, got {perplexity!r}")
+    if torch.equal(features.amin(0), features.amax(0)):  # no spread for the PCA start (sklearn would crash)
+        warnings.warn(f"t-SNE of {n} identical feature rows: every point is at the origin", RuntimeWarning,
+                      stacklevel=2)
+        return torch.zeros(n, k)
     if perplexity >= n:
         warnings.warn(f"perplexity={perplexity} needs more than N={n} points; using perplexity={n - 1}",
                       RuntimeWarning, stacklevel=2)

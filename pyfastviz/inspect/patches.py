@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._inputs import check_images, check_model
-from pyfastviz._state import evaluation_mode
+from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.guided import GuidedReLUMode
 from pyfastviz.models import ActivationTap
 
@@ -33,9 +33,10 @@ def _unit_gradients(model: nn.Module, x: torch.Tensor, layer: str, rows: torch.T
                     channel: int | None = None, guided: bool = False) -> torch.Tensor:
     """d layer(x)[i, channel, rows[i], cols[i]] / d x[i] (channel=None: summed over channels) for
     each row of x (K, C, H, W), from one backward pass (rows are independent in eval mode)."""
-    x = x.detach().requires_grad_(True)
     mode = GuidedReLUMode() if guided else contextlib.nullcontext()
-    with evaluation_mode(model), torch.enable_grad(), mode, ActivationTap(model, layer, detach=False) as tap:
+    with evaluation_mode(model), gradients_enabled(), mode, ActivationTap(model, layer, detach=False) as tap:
+        x, rows, cols = (usable_for_autograd(t.detach()) for t in (x, rows, cols))  # indices are saved too
+        x.requires_grad_(True)
         model(x)
         units = tap[layer][torch.arange(len(x)), :, rows, cols]  # (K, C')
         (grad,) = torch.autograd.grad((units if channel is None else units[:, channel]).sum(), x)

@@ -27,7 +27,7 @@ _WHITE = (255, 255, 255)
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB: transparency composited on white, 16/32-bit and float
     grayscale rescaled to 8 bits (integers by their full range, floats from [0, 1])."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode.startswith("I") or image.mode == "F":
         a = np.asarray(image, dtype=np.float64)
@@ -203,7 +203,8 @@ def saliency_to_pil(m: torch.Tensor, percentile: float = 99.0) -> Image.Image:
 
 def saliency_overlay(photo: Image.Image, m: torch.Tensor, percentile: float = 99.0, sigma: float = 3.0) -> Image.Image:
     """The saliency map, capped at its `percentile` and Gaussian-blurred (`sigma` pixels), over the photo."""
-    blurred = gaussian_blur(_clip(m, percentile)[None], kernel_size=2 * round(3 * sigma) + 1, sigma=sigma)[0]
+    kernel = min(2 * round(3 * sigma) + 1, 2 * min(m.shape[-2:]) - 1)  # reflect padding: narrower than the map
+    blurred = gaussian_blur(_clip(m, percentile)[None], kernel_size=kernel, sigma=sigma)[0]
     return heatmap_overlay(photo, blurred)
 
 

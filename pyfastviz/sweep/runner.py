@@ -3,8 +3,8 @@ one process per device under torchrun."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_model
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import LoadedModel, load_model
-from pyfastviz.occlusion import occlusion
+from pyfastviz.occlusion import SCORES, baseline_fill, occlusion, occlusion_geometry
 from pyfastviz.saliency import saliency
 from pyfastviz.sweep import manifest, plan, store
 from pyfastviz.sweep.distributed import Group, default_device, process_group
@@ -164,9 +164,13 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
         if not paths:
             raise ValueError(f"data={str(data)!r} holds no image files")
         spec, targets = _targets(target, paths, classes)
+        size = _image_size(base, paths, preprocess)
+        if size is not None:
+            _check_options(method, options, size)
         manifest.write_or_check(out, {
             "method": method, **options, "target": spec, "model": type(net).__name__,
             "weights_sha256": manifest.weights_fingerprint(net), "preprocess": _describe(preprocess),
+            "classes_sha256": None if classes is None else manifest.fingerprint(classes),
             "shard_size": shard_size, "batch_size": batch_size, "images": len(paths),
             "images_sha256": manifest.fingerprint(paths), "maps": "float16"}, bool(store.done_shards(out)))
         store.remove_partial(out)
@@ -212,9 +216,32 @@ def _targets(target, paths: list[str], classes) -> tuple[str, list[int | None] |
 
 
 def _describe(preprocess) -> str:
-    if dataclasses.is_dataclass(preprocess):
-        return repr(preprocess)
-    return getattr(preprocess, "__qualname__", type(preprocess).__qualname__)
+    """preprocess as the manifest records it: its repr (a dataclass's or torchvision transforms'
+    settings; a function's name) on one line, without memory addresses, which change from run to run."""
+    return " ".join(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(preprocess)).split())
+
+
+def _check_options(method: str, options: dict, size: tuple[int, ...]) -> None:
+    """A ValueError for an option that would fail on every image of this size (C, H, W), raised
+    before the manifest locks the folder to it."""
+    if method == "occlusion":
+        occlusion_geometry(size, options["window"], options["stride"])
+        check_choice(options["score"], "score", SCORES)
+        baseline_fill(options["baseline"], torch.zeros(1, *size))
+    elif method == "gradient":
+        check_count(options["samples"], "samples", 0)
+        check_fraction(options["noise"], "noise")
+        check_index(options["seed"], "seed")
+
+
+def _image_size(base: Path, paths: list[str], preprocess) -> tuple[int, ...] | None:
+    """(C, H, W) of the first image that decodes, None when none does."""
+    images = SweepImages(base, paths, preprocess)
+    for i in range(len(images)):
+        _, x, _ = images[i]
+        if x is not None:
+            return tuple(x.shape)
+    return None
 
 
 def _run_shards(group, net, preprocess, classes, method, options, base, paths, targets, shards, out, shard_size,

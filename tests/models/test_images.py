@@ -13,6 +13,7 @@ from pyfastviz.models import (
     load_image,
     map_to_pil,
     normalize_map,
+    saliency_overlay,
     sample_image,
     save_png,
     tensor_to_pils,
@@ -32,6 +33,14 @@ def test_load_rgba_composites_on_white(tmp_path):
     assert image.mode == "RGB" and image.size == (5, 3)
     assert pixel(image) == (255, 255, 255)
     assert pixel(image, (1, 1)) == (0, 0, 255)
+
+
+def test_load_rgb_with_a_transparent_colour_composites_on_white(tmp_path):
+    image = Image.new("RGB", (2, 1), (10, 20, 30))
+    image.putpixel((1, 0), (0, 0, 0))
+    image.save(tmp_path / "trns.png", transparency=(0, 0, 0))
+    loaded = load_image(tmp_path / "trns.png")
+    assert pixel(loaded, (0, 0)) == (10, 20, 30) and pixel(loaded, (1, 0)) == (255, 255, 255)
 
 
 def test_load_grayscale_and_palette(tmp_path):
@@ -148,6 +157,12 @@ def test_heatmap_overlay_size_and_blend():
     assert pixel(overlay, (25, 15))[0] > pixel(overlay, (0, 0))[0]  # jet: hot centre is red
     with pytest.raises(ValueError, match="alpha"):
         heatmap_overlay(image, heat, alpha=2)
+
+
+@pytest.mark.parametrize("side", [1, 2, 9])
+def test_saliency_overlay_of_tiny_maps(side):
+    heat = torch.rand(side, side)
+    assert saliency_overlay(Image.new("RGB", (20, 20)), heat).size == (20, 20)
 
 
 def test_save_png_creates_folders_atomically(tmp_path):

@@ -82,6 +82,8 @@ def test_rerun_changes_nothing_and_other_options_are_refused(data, tmp_path):
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")} == before
     with pytest.raises(ValueError, match=r"window=8 there, 12 now"):
         run(root, out, window=12)
+    with pytest.raises(ValueError, match="classes differ"):
+        run(root, out, classes=[name.upper() for name in CLASSES])
     with pytest.raises(ValueError, match="weights differ"):
         net = TinyNet()
         torch.nn.init.zeros_(net.head.bias)
@@ -96,6 +98,19 @@ def test_rerun_changes_nothing_and_other_options_are_refused(data, tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty and holds no sweep"):
         run(root, tmp_path / "other")
+
+
+def test_preprocess_settings_are_part_of_the_manifest(data, tmp_path):
+    from torchvision import transforms
+
+    def resized(size):
+        return transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()])
+
+    root, _ = data
+    run(root, tmp_path / "out", preprocess=resized(32))
+    assert run(root, tmp_path / "out", preprocess=resized(32)).resumed == N + 3
+    with pytest.raises(ValueError, match=r"preprocess='Compose\( Resize\(size=32.* there, 'Compose\( Resize\(size=40"):
+        run(root, tmp_path / "out", preprocess=resized(40))
 
 
 def test_options_may_change_until_a_shard_is_finished(data, tmp_path):
@@ -194,11 +209,15 @@ def test_list_file_and_model_left_as_found(data, tmp_path):
     ({"target": "dog"}, ValueError, "not one of the model's class names"),
     ({"target": 7}, ValueError, r"out of range \[0, 5\)"),
     ({"target": 1.5}, TypeError, "target must be None"),
+    # options that fail on every image fail before the manifest would lock the folder to them
+    ({"window": 64}, ValueError, r"window \(3, 64, 64\) is larger than the image \(3, 32, 32\)"),
+    ({"score": "loss"}, ValueError, "score must be one of"),
+    ({"method": "gradient", "noise": -1.0}, ValueError, "noise must be a finite"),
 ])
 def test_bad_arguments(data, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         run(data[0], tmp_path / "out", **kwargs)
-    assert not (tmp_path / "out" / "shards").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_data(tmp_path):
