@@ -81,9 +81,13 @@ def build_objective(model: nn.Module, images: torch.Tensor, target, layer: str |
     if (channel is None) == (neuron is None):
         raise ValueError(f"layer={layer!r} needs exactly one of channel= (int or list) or neuron=(channel, row, col)")
     if neuron is not None:
-        if not isinstance(neuron, Sequence) or len(neuron) != 3:
+        try:
+            position = tuple(check_index(i, "neuron") for i in neuron) if isinstance(neuron, Sequence) else ()
+        except TypeError:
+            position = ()
+        if len(position) != 3:
             raise ValueError(f"neuron must be (channel, row, col) ints, got {neuron!r}")
-        return UnitObjective(layer, None, tuple(check_index(i, "neuron's (channel, row, col)") for i in neuron)), False
+        return UnitObjective(layer, None, position), False
     multi = isinstance(channel, Sequence) or (isinstance(channel, torch.Tensor) and channel.dim() > 0)
     channels = [check_index(c, "channel") for c in channel] if multi else [check_index(channel, "channel")]
     if not channels:

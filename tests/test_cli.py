@@ -338,3 +338,56 @@ def test_stylize_foreign_file_is_a_one_line_error(cat, tmp_path, capsys):
     junk.write_bytes(b"not a network")
     assert main(["stylize", str(junk), str(cat), "--out", str(tmp_path)]) == 2
     assert "junk.safetensors" in cli_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["fool", "--target", "goldfish"], ["invert"], ["dream"], ["saliency"]])
+def test_inputs_sharing_a_stem_are_refused_before_any_work(cat, tmp_path, capsys, command):
+    twin = tmp_path / "other" / "cat.png"
+    twin.parent.mkdir()
+    sample_image("coffee").save(twin)
+    assert main([command[0], str(cat), str(twin), *command[1:], "--out", str(tmp_path / "out")]) == 2
+    assert "share a file name stem" in cli_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_stylize_inputs_sharing_a_stem_are_refused(cat, tmp_path, capsys):
+    assert main(["stylize", "net.safetensors", str(cat), str(cat), "--out", str(tmp_path / "out")]) == 2
+    assert "share a file name stem" in cli_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["texture"], ["style", "STYLE"], ["filters"], ["train-style"]])
+def test_out_is_checked_before_any_work(cat, tmp_path, capsys, command):
+    arguments = [str(cat) if a == "STYLE" else a for a in command[1:]]
+    inputs = [] if command[0] == "filters" else [str(cat)]
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    assert main([command[0], *inputs, *arguments, "--out", str(folder)]) == 2
+    assert "is a folder: give a file name" in cli_error_line(capsys)
+    if command[0] != "train-style":  # a network file may have any name
+        assert main([command[0], *inputs, *arguments, "--out", str(tmp_path / "picture.jpg")]) == 2
+        assert "must be a .png file name" in cli_error_line(capsys)
+
+
+def test_an_out_folder_that_is_a_file_is_refused(cat, tmp_path, capsys):
+    (tmp_path / "taken").write_text("mine")
+    assert main(["invert", str(cat), "--out", str(tmp_path / "taken")]) == 2
+    assert "is a file: give a folder" in cli_error_line(capsys)
+
+
+def test_layers_lists_names_types_and_every_call_shape(capsys):
+    assert main(["layers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("efficientnet_lite0: layers and their output shapes")
+    swish = next(line.split() for line in lines if line.startswith("_blocks.1._swish "))
+    assert swish[1] == "ReLU6" and " ".join(swish[2:]) == "(96, 112, 112), (96, 56, 56)"  # the reused ReLU6
+
+
+@pytest.mark.slow
+def test_embed_and_neighbours_take_a_feature_layer(photo_folder, tmp_path, capsys):
+    assert main(["embed", str(photo_folder), "--method", "pca", "--layer", "_blocks.15",
+                 "--out", str(tmp_path / "map.png")]) == 0
+    assert _png_size(tmp_path / "map.png") == (1024, 1024)
+    capsys.readouterr()
+    assert main(["neighbours", str(photo_folder), "--query", str(photo_folder / "coffee.jpg"), "--k", "1",
+                 "--layer", "nosuchlayer", "--out", str(tmp_path / "n.png")]) == 2
+    assert "--layer 'nosuchlayer' is not a module of EfficientNet; see `pyfastviz layers`" in cli_error_line(capsys)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from helpers import cli_error_line
@@ -43,6 +44,9 @@ def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys
     (["--smoothgrad", "4"], "--smoothgrad applies to method='gradient'"),
     (["--shard-size", "0"], "--shard-size must be an int >= 1"),
     (["--target", "no such class"], "not one of the model's class names"),
+    (["--device", "bogus"], "--device 'bogus' is not a torch device"),
+    pytest.param(["--device", "cuda"], "--device cuda needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU")),
 ])
 def test_sweep_usage_errors(photos, tmp_path, capsys, extra, message):
     assert main(["sweep", str(photos), "--out", str(tmp_path / "out"), *extra]) == 2

@@ -88,6 +88,16 @@ def test_relu_flag_fuses_relu():
     assert "relu=True" in repr(ours) and "relu" not in repr(pnn.InstanceNorm2d(4))
 
 
+@pytest.mark.filterwarnings("error")  # torch.nn.InstanceNorm2d warns nothing here either
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_on_an_empty_batch_warns_nothing(affine):
+    x = torch.randn(0, 4, 8, 8, requires_grad=True)
+    y = pnn.InstanceNorm2d(4, affine=affine, relu=True)(x)
+    assert y.shape == nn.InstanceNorm2d(4)(x).shape == (0, 4, 8, 8)  # torch's, affine: an IndexError
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_instance_norm_rejects_bad_input():
     norm = pnn.InstanceNorm2d(4)
     with pytest.raises(ValueError, match=r"InstanceNorm2d\(4\) got input with 3 channels"):

@@ -146,6 +146,24 @@ def test_memory_check_names_largest_size_that_fits(net):
     assert estimate_peak_memory(net, (height, width)) <= available
 
 
+def test_memory_check_on_cuda_counts_the_parameters_once(net, monkeypatch):
+    """On CUDA the parameters are already allocated, so the device's spare memory lacks them;
+    check_memory adds them back, since the estimate counts them. No GPU: torch.cuda is faked."""
+    size = (200, 100)
+    needed = estimate_peak_memory(net, size)
+    parameters = sum(p.numel() * p.element_size() for p in net.parameters())
+    allocated, unused_cache = parameters + 3000, 500  # the model and something else; cached, free to reuse
+    spare = {"bytes": needed - parameters}  # what the device can still hold: exactly the estimate's rest
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (spare["bytes"] - unused_cache, 2**40))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: allocated + unused_cache)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: allocated)
+    check_memory(net, size, device="cuda")  # fits exactly
+    spare["bytes"] -= 1
+    with pytest.raises(MemoryError, match="largest size that fits"):
+        check_memory(net, size, device="cuda")
+    check_memory(net, 10**5, device="cpu")  # nothing is checked off CUDA
+
+
 def test_vgg19_at_2048px_is_estimated_to_fit_80_gb():
     """What the CUDA test in tests/test_cuda_end_to_end.py checks for real: 2048 px on 80 GB."""
     import torchvision
@@ -217,6 +235,8 @@ def test_default_layers_of_vgg_are_relu1_1_to_relu5_1_and_relu4_2(arch, style, c
     (dict(optimizer="sgd"), ValueError, "optimizer must be one of"),
     (dict(init="zeros"), ValueError, "init must be one of"),
     (dict(steps=-1), ValueError, "steps must be"),
+    *[(dict(lr=lr), ValueError, r"lr \(None: the default\) must be a finite number > 0")
+      for lr in (0, 0.0, -0.1, float("inf"), float("nan"), "0.1", True)],
     (dict(scales=0), ValueError, "scales must be an int >= 1"),
     (dict(scales=2), ValueError, "smallest level 12x12 px"),
 ])
@@ -229,12 +249,43 @@ def test_bad_inputs(net, kwargs, error, match):
 def test_bad_texture_inputs_and_unknown_model(net):
     with pytest.raises(ValueError, match="example must have shape"):
         texture_synthesis(net, pixels(2, 3, 24, 24), layers=LAYERS, progress=False)
+    for lr in (0, float("inf"), "0.1"):
+        with pytest.raises(ValueError, match=r"lr \(None: the default\) must be a finite number > 0"):
+            texture_synthesis(net, pixels(1, 3, 24, 24), layers=LAYERS, lr=lr, progress=False)
     with pytest.raises(ValueError, match="size must be"):
         texture_synthesis(net, pixels(1, 3, 24, 24), layers=LAYERS, size=0, progress=False)
     with pytest.raises(ValueError, match="no default style/content layers"):
         default_layers(net)
     with pytest.raises(TypeError, match="pass LoadedModel.net"):
         style_transfer(type("Loaded", (), {"net": net})(), pixels(1, 3, 8, 8), pixels(1, 3, 8, 8))
+
+
+def test_texture_from_style_targets_refuses_layers(net):
+    targets = StyleTargets(net, pixels(1, 3, 24, 24), layers=LAYERS)
+    for layers in (LAYERS, ["nope"]):
+        with pytest.raises(ValueError, match="layers come from the StyleTargets"):
+            texture_synthesis(net, targets, size=16, layers=layers, steps=1, progress=False)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_runs_inside_no_grad_and_inference_mode(net, context):
+    """The same results as outside, with the images and StyleTargets made inside the context too
+    (inference tensors under inference_mode); those StyleTargets work outside it afterwards."""
+    def runs():
+        content, style = pixels(1, 3, 24, 24), pixels(1, 3, 24, 24, seed=1)
+        targets = StyleTargets(net, style, layers=LAYERS)
+        return targets, [run(net, content, style, preserve_color=True), run(net, content, targets, optimizer="adam"),
+                         texture_synthesis(net, style, layers=LAYERS, size=16, steps=2, progress=False, seed=0),
+                         texture_synthesis(net, targets, size=16, steps=2, progress=False, seed=0)]
+
+    _, expected = runs()
+    with context():
+        targets, results = runs()
+    for result, reference in zip(results, expected):
+        assert result.history == reference.history and not result.image.requires_grad
+        torch.testing.assert_close(result.image, reference.image, rtol=0, atol=0)
+    again = texture_synthesis(net, targets, size=16, steps=2, progress=False, seed=0)
+    assert again.history == expected[-1].history
 
 
 # ---- the pretrained default model on real photos ---------------------------------------------------

@@ -1,7 +1,7 @@
-"""Tensor files for fast style: written atomically (temporary file + os.replace), as safetensors
-when that package is importable, else torch.save of plain tensors and strings; read back with
-safetensors or torch.load(weights_only=True), never unpickling code. A corrupt or foreign file
-raises a ValueError naming it.
+"""Tensor files for fast style: written atomically (see write_atomic), as safetensors when that
+package is importable, else torch.save of plain tensors and strings; read back with safetensors
+or torch.load(weights_only=True), never unpickling code. A corrupt or foreign file raises a
+ValueError naming it.
 
 Layout: a flat {name: tensor} dict plus `meta`, a JSON-able dict, stored with a format tag.
 """
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -25,16 +28,25 @@ except ImportError:
 
 
 def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Writes `tensors` (moved to the CPU) and `meta` to path atomically; returns the path."""
-    path = Path(path)
+    """Writes `tensors` (moved to the CPU) and `meta` to path with write_atomic; returns the path."""
     cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    if _safetensors is not None:
+        data = _safetensors.save(cpu, metadata=header)  # bytes: save_file's own file would be owner-only
+        return write_atomic(path, lambda file: file.write(data))
+    return write_atomic(path, lambda file: torch.save({**header, "tensors": cpu}, file))
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Calls write(file) on a new temporary file beside path, then renames it to path; returns
+    the path. Parent folders are created; the file gets the usual permissions (0666 & ~umask);
+    a failed write leaves nothing behind (and an earlier file at path untouched)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same folder: the rename is atomic
     try:
-        if _safetensors is not None:
-            _safetensors.save_file(cpu, str(tmp), metadata=header)
-        else:
-            torch.save({**header, "tensors": cpu}, tmp)
+        with open(tmp, "xb") as file:  # "x" creates it with the umask's permissions
+            write(file)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -55,8 +67,8 @@ def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Te
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        detail = " ".join(str(err).split())  # torch's unpickling errors run over several lines
-        raise ValueError(f"{str(path)!r} is not a readable {what} file (corrupt or foreign: {detail})") from None
+        raise ValueError(f"{str(path)!r} is not a {what} file of pyfastviz or pytorch/examples "
+                         f"({_load_failure(err)})") from None
     if isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("tensors"), dict):
         return data["tensors"], _meta(data.get("meta"), path, what)
     if isinstance(data, dict) and data and all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -64,6 +76,15 @@ def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Te
         return dict(data), None
     raise ValueError(f"{str(path)!r} is not a {what} file: it holds a {type(data).__name__}, not pyfastviz's "
                      "format or a state_dict")
+
+
+def _load_failure(err: Exception) -> str:
+    """torch.load's error in a few words: the unpickler's reason without torch's weights_only
+    advice, on one line, led by the exception type (a bare KeyError's text is just a byte)."""
+    text = " ".join(str(err).split())  # torch's unpickling errors run over several lines
+    reason = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+    summary = ": ".join(filter(None, ["torch.load", type(err).__name__, reason.group(1) if reason else text]))
+    return summary if len(summary) <= 120 else summary[:117] + "..."
 
 
 def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict | None]:

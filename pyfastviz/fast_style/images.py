@@ -17,6 +17,7 @@ from pyfastviz.models import load_image, sample_image
 # The colour photos among pyfastviz.models.SAMPLE_IMAGES: the default content images.
 SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
 MIN_CROP = 0.5  # crops cover between half and all of an image's shorter side
+PIXEL_TOLERANCE = 1e-3  # how far outside [0, 1] a style tensor's pixels may stray (then clamped)
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -39,16 +40,27 @@ def style_tensor(image, size: int, name: str = "style_images") -> torch.Tensor:
     if isinstance(image, Image.Image):
         x = pil_to_tensor(image)[None].float() / 255
     elif isinstance(image, torch.Tensor):
-        x = image[None] if image.dim() == 3 else image
-        if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point():
-            raise ValueError(f"{name}: a tensor must be a float (3, H, W) or (1, 3, H, W) image in [0, 1], "
-                             f"got {x.dtype} of shape {tuple(image.shape)}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name}: the tensor contains NaN or infinite values")
-        x = x.detach().float().cpu().clamp(0, 1)
+        x = unit_pixels(image, name)
     else:
         raise TypeError(f"{name} must hold PIL images, paths or (3, H, W) tensors, got {type(image).__name__}")
     return resize_shorter(x, size).clamp(0, 1)
+
+
+def unit_pixels(image: torch.Tensor, name: str) -> torch.Tensor:
+    """A float (3, H, W) or (1, 3, H, W) tensor of pixels in [0, 1] -> (1, 3, H, W) float32 on
+    the CPU. Values beyond [0, 1] by more than PIXEL_TOLERANCE (e.g. [0, 255] pixels) raise a
+    ValueError naming `name`; smaller excursions (rounding) are clamped."""
+    x = image[None] if image.dim() == 3 else image
+    if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point() or not x.numel():
+        raise ValueError(f"{name}: a tensor must be a float (3, H, W) or (1, 3, H, W) image in [0, 1], "
+                         f"got {x.dtype} of shape {tuple(image.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: the tensor contains NaN or infinite values")
+    low, high = x.min().item(), x.max().item()
+    if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
+        hint = " (divide [0, 255] pixels by 255)" if high > 1 + PIXEL_TOLERANCE else ""
+        raise ValueError(f"{name}: a tensor must hold pixels in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")
+    return x.detach().float().cpu().clamp(0, 1)
 
 
 class ContentSampler:

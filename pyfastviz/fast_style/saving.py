@@ -14,7 +14,7 @@ from torch import nn
 
 from pyfastviz._inputs import check_choice
 
-from .files import read_tensors, write_tensors
+from .files import read_tensors, write_atomic, write_tensors
 from .network import TransformerNet
 
 FORMATS = ("pyfastviz", "state_dict")
@@ -22,29 +22,23 @@ _RUNNING_STATS = re.compile(r"in\d+\.(running_mean|running_var|num_batches_track
 
 
 def save_style_network(network: TransformerNet, path: str | os.PathLike, *, format: str = "pyfastviz") -> Path:
-    """Writes network's weights to path atomically. format: "pyfastviz" (weights and style count,
-    safetensors when importable) or "state_dict" (torch.save of the plain state_dict, as
-    pytorch/examples saves; loads there too when single-style). Returns the path."""
+    """Writes network's weights to path atomically, creating its folder (see files.write_atomic).
+    format: "pyfastviz" (weights and style count, safetensors when importable) or "state_dict"
+    (torch.save of the plain state_dict, as pytorch/examples saves; loads there too when
+    single-style). Returns the path."""
     if not isinstance(network, TransformerNet):
         raise TypeError(f"network must be a pyfastviz.fast_style.TransformerNet, got {type(network).__name__}")
     check_choice(format, "format", FORMATS)
-    path = Path(path)
     if format == "pyfastviz":
         return write_tensors(path, network.state_dict(), {"kind": "style network", "num_styles": network.num_styles})
     state = {name: t.detach().cpu() for name, t in network.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda file: torch.save(state, file))
 
 
 def load_style_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> TransformerNet:
     """A TransformerNet (eval mode, on device) from a file of save_style_network (either format)
     or a pytorch/examples checkpoint; the style count comes from the file."""
-    tensors, meta = read_tensors(path, "style network")
+    tensors, meta = read_tensors(path, "fast-style network")
     if meta is not None and meta.get("kind") != "style network":
         raise ValueError(f"{str(path)!r} is a fast-style {meta.get('kind', 'unknown')} file, not a style network "
                          "(a training checkpoint's network is TrainResult.network; save it with save_style_network)")

@@ -12,6 +12,7 @@ from PIL import Image
 from pyfastviz._state import evaluation_mode
 from pyfastviz.data import ImageFolder
 from pyfastviz.models import load_image, to_pil
+from pyfastviz.style.targets import check_weights
 
 from .images import pil_to_tensor
 from .network import TransformerNet
@@ -26,8 +27,9 @@ def stylize(network: TransformerNet, images, *, style=None, device: str | torch.
     list of PIL images; a (3, H, W) or (N, 3, H, W) float tensor of RGB in [0, 1] -> a tensor of
     the same shape in [0, 1], run batch_size images at a time. style: None for a single-style
     network; for a multi-style one an int (style index) or S blend weights (list or (S,)
-    tensor), the same for every image. device: where to run (default the network's; the network
-    is copied there, the caller's stays put).
+    tensor; >= 0, not all 0), the same for every image. The weights are a convex blend: they
+    are divided by their sum, so [1, 1] means [0.5, 0.5]. device: where to run (default the
+    network's; the network is copied there, the caller's stays put).
     """
     if not isinstance(network, TransformerNet):
         raise TypeError(f"network must be a pyfastviz.fast_style.TransformerNet, got {type(network).__name__}")
@@ -83,7 +85,7 @@ def _check_tensor(images: torch.Tensor) -> torch.Tensor:
 
 
 def _style_weights(network: TransformerNet, style) -> torch.Tensor | None:
-    """None (single style) or (1, S) blend weights."""
+    """None (single style) or (1, S) blend weights, >= 0 and summing to 1."""
     count = network.num_styles
     if count is None:
         if style is not None:
@@ -99,6 +101,7 @@ def _style_weights(network: TransformerNet, style) -> torch.Tensor | None:
         weights = torch.as_tensor(style, dtype=torch.float32).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"style must be an int or a list/tensor of {count} blend weights, got {style!r}") from None
-    if weights.shape != (count,) or not torch.isfinite(weights).all():
-        raise ValueError(f"style must be {count} finite blend weights, got {style!r}")
-    return weights[None]
+    if weights.dim() != 1:
+        raise ValueError(f"style must be an int or {count} blend weights, got shape {tuple(weights.shape)}")
+    weights = check_weights(weights.tolist(), count, "style", "one blend weight per style")
+    return torch.tensor([weights]) / sum(weights)

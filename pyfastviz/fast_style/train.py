@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pyfastviz._inputs import check_model
+from pyfastviz._state import gradients_enabled
 from pyfastviz.models import load_model
 from pyfastviz.style import check_layers, default_layers
 
@@ -37,6 +38,7 @@ class TrainResult:
     history: dict[str, list[float]]
 
 
+@gradients_enabled()  # trains also inside the caller's torch.no_grad() or torch.inference_mode()
 def train_style(style_images, content_images=None, *, loss_model: torch.nn.Module | None = None, size: int = 256,
                 style_size: int | None = None, batch_size: int = 4, steps: int = 2000, lr: float = 1e-3,
                 content_weight: float = 1.0, style_weight: float = 10.0, tv_weight: float = 1e-4,
@@ -46,8 +48,9 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
                 mixed_precision: bool | None = None, progress: bool = True) -> TrainResult:
     """Trains a TransformerNet to paint content images in the style of `style_images`.
 
-    style_images: one image (PIL, path or (3, H, W) tensor in [0, 1]) -> single-style network;
-    a list -> multi-style network, image i of step t gets style (t * batch_size + i) % S.
+    style_images: one image (PIL, path or (3, H, W) float tensor of pixels in [0, 1], else a
+    ValueError) -> single-style network; a list -> multi-style network, image i of step t gets
+    style (t * batch_size + i) % S.
     content_images: None (random crops of pyfastviz.fast_style.SAMPLE_PHOTOS), a folder, or a
     list of PIL images / paths; crops are size x size (see ContentSampler). Styles are resized to
     a shorter side of style_size (default size).
@@ -60,6 +63,7 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
     of another configuration, or of a later step than `steps`, raises a ValueError. device:
     default the loss model's; with loss_model=None, cuda when there is one, else cpu (the default
     model is loaded there). mixed_precision: bf16 autocast, None = on for CUDA with bf16.
+    Works inside torch.no_grad() and torch.inference_mode() too.
     """
     styles = _styles(style_images)
     num_styles, multi = len(styles), isinstance(style_images, (list, tuple))

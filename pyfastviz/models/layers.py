@@ -9,6 +9,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from pyfastviz._state import evaluation_mode
+
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called `name` in `model.named_modules()` ("" is the model itself)."""
@@ -26,6 +28,19 @@ def layer_names(model: nn.Module, kind: type | tuple[type, ...] | None = None) -
     """Names of `model`'s submodules (the model itself excluded), in order, only those that
     are instances of `kind` when given."""
     return [n for n, m in model.named_modules() if n and (kind is None or isinstance(m, kind))]
+
+
+def layer_shapes(model: nn.Module, images: torch.Tensor) -> list[tuple[str, str, list]]:
+    """For each named submodule, in order: (name, its class name, the shape of its output at
+    each call of one forward of images, in eval mode and without gradients); a module that did
+    not run has []. The model is left as found."""
+    names = layer_names(model)
+    with evaluation_mode(model), torch.no_grad(), ActivationTap(model, names) as tap:
+        model(images)
+    modules = dict(model.named_modules())
+    return [(name, type(modules[name]).__name__,
+             [tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__ for out in tap.calls(name)])
+            for name in names]
 
 
 class ActivationTap:

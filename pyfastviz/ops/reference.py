@@ -135,8 +135,9 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
     n, c = x.shape[:2]
     work = x.to(torch.promote_types(x.dtype, torch.float32))
     mean = work.mean(dim=(2, 3), keepdim=True)
-    var = work.var(dim=(2, 3), unbiased=False, keepdim=True)
-    y = (work - mean) * torch.rsqrt(var + eps)
+    centred = work - mean
+    var = centred.square().mean(dim=(2, 3), keepdim=True)  # var() warns on empty input; this does not
+    y = centred * torch.rsqrt(var + eps)
     if weight is not None:
         y = y * weight.to(work.dtype).expand(n, c)[:, :, None, None]
     if bias is not None:

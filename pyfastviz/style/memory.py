@@ -29,14 +29,15 @@ def estimate_peak_memory(model: nn.Module, size: int | tuple[int, int], *, batch
 def check_memory(model: nn.Module, size: int | tuple[int, int], *, batch: int = 1, optimizer: str = "lbfgs",
                  device: torch.device | str | None = None, available: int | None = None) -> None:
     """Raises MemoryError, naming the largest (H, W) of the same aspect that fits, when the
-    estimated peak exceeds `available` bytes (default: free memory of a CUDA `device`;
-    nothing is checked on other devices)."""
+    estimated peak (parameters included) exceeds `available` bytes. Default: what a CUDA
+    `device`, the model's, can still hold plus the parameters already on it (see
+    _device_memory); nothing is checked on other devices."""
+    check_model(model)
     if available is None:
         device = torch.device(device) if device is not None else None
         if device is None or device.type != "cuda":
             return
-        free, _ = torch.cuda.mem_get_info(device)
-        available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        available = _device_memory(device) + _parameter_bytes(model)  # the estimate counts them too
     height, width = check_size(size)
     fixed, per_pixel = _memory_model(model, batch, optimizer, 64)
     needed = int(fixed + per_pixel * height * width)
@@ -48,6 +49,18 @@ def check_memory(model: nn.Module, size: int | tuple[int, int], *, batch: int = 
             else "no size fits")
     raise MemoryError(f"a {batch}x3x{height}x{width} image needs about {needed / 2**20:,.0f} MiB but "
                       f"{available / 2**20:,.0f} MiB is available: {hint}; pass smaller images")
+
+
+def _device_memory(device: torch.device) -> int:
+    """Bytes that the CUDA `device` can still hold: its free memory plus what torch's caching
+    allocator holds unused. What is allocated already (the model's parameters, say) is not in it."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def _parameter_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters (the fixed part of the estimate)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _memory_model(model, batch, optimizer, probe_size) -> tuple[float, float]:
@@ -73,7 +86,7 @@ def _memory_model(model, batch, optimizer, probe_size) -> tuple[float, float]:
         for handle in handles:
             handle.remove()
     image_copies = 2 * LBFGS_HISTORY + 5 if optimizer == "lbfgs" else 5  # + the solver's cached evaluation
-    fixed = sum(p.numel() * p.element_size() for p in model.parameters())
+    fixed = _parameter_bytes(model)
     per_pixel = batch * (2 * sum(outputs) / probe_size**2 + image_copies * 3 * 4)
     return float(fixed), per_pixel
 

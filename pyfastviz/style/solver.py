@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_positive
 
 OPTIMIZERS = ("lbfgs", "adam")
 LBFGS_HISTORY = 20
@@ -36,7 +35,7 @@ def optimize_image(start, objective, steps, optimizer, lr, preprocess, progress,
     (torch.autograd.grad), so parameters are untouched.
     """
     z = preprocess.denormalize(start.detach()).contiguous().requires_grad_(True)
-    lr = lr or DEFAULT_LR[optimizer]
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([z], lr=lr, max_iter=1, max_eval=1 + LBFGS_LINE_SEARCH,
                                 history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe")
@@ -70,10 +69,12 @@ def optimize_image(start, objective, steps, optimizer, lr, preprocess, progress,
     return x, history
 
 
-def check_common(steps, optimizer, **weights) -> None:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+def check_common(steps, optimizer, lr, **weights) -> None:
+    """The solver's arguments: steps an int >= 0, a known optimizer, lr None (the optimizer's
+    DEFAULT_LR) or a finite number > 0, and each loss weight a finite number >= 0."""
+    check_count(steps, "steps", 0)
     check_choice(optimizer, "optimizer", OPTIMIZERS)
+    if lr is not None:
+        check_positive(lr, "lr (None: the default)")
     for name, value in weights.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_fraction(value, name)

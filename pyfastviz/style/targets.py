@@ -99,14 +99,16 @@ class StyleTargets:
         self.luminance = bool(luminance)
         preprocess = preprocess or Preprocess(224)
         sums = dict.fromkeys(self.layers, 0)
-        with evaluation_mode(model), torch.no_grad():
+        # inference_mode(False): the targets are plain tensors that the loss's autograd may save,
+        # also when made inside the caller's torch.inference_mode()
+        with evaluation_mode(model), torch.inference_mode(False), torch.no_grad():
             for image, weight in zip(images, weights):
                 features = extract_features(model, to_luminance(image, preprocess) if luminance else image,
                                             self.layers)
                 for name in self.layers:
                     sums[name] = sums[name] + weight * ops.gram(features[name].float(), backend=backend)[0]
-        self.grams: dict[str, torch.Tensor] = {name: g / sum(weights) for name, g in sums.items()}
-        self._norms = {name: g.pow(2).sum().clamp_min(1e-30) for name, g in self.grams.items()}
+            self.grams: dict[str, torch.Tensor] = {name: g / sum(weights) for name, g in sums.items()}
+            self._norms = {name: g.pow(2).sum().clamp_min(1e-30) for name, g in self.grams.items()}
 
     def loss(self, features: dict[str, torch.Tensor], layer_weights: dict[str, float]) -> torch.Tensor:
         """(N,) sum over layers of layer_weights[l] * sum_ij (gram(features[l]) - T_l)^2 / sum_ij T_l^2

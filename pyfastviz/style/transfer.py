@@ -12,7 +12,7 @@ from torch import nn
 
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_images, check_model
-from pyfastviz._state import evaluation_mode
+from pyfastviz._state import evaluation_mode, gradients_enabled
 from pyfastviz.models import Preprocess
 from pyfastviz.models.images import to_rgb, to_unit_tensor
 from pyfastviz.style.memory import check_memory, check_size
@@ -41,6 +41,7 @@ class StyleResult:
     history: dict[str, list[float]]
 
 
+@gradients_enabled()  # optimises also inside the caller's torch.no_grad() or torch.inference_mode()
 def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] | None = None,
                       layers: Sequence[str] | None = None, layer_weights=None, tv_weight: float = 0.0,
                       steps: int = 500, optimizer: str = "lbfgs", lr: float | None = None,
@@ -48,12 +49,14 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
                       progress: bool = True) -> StyleResult:
     """A texture with the Gram statistics of `example`, optimised from uniform noise.
 
-    example: (1, 3, h, w) normalised image, or a StyleTargets to reuse. size: output (H, W) or
-    side (default: the example's size). layers / layer_weights: style layers (default for the
-    model) and their weights (a dict or a sequence; default equal, summing to 1).
+    example: (1, 3, h, w) normalised image, or a StyleTargets to reuse (its layers: passing
+    layers too is a ValueError). size: output (H, W) or side (default: the example's size).
+    layers / layer_weights: style layers (default for the model) and their weights (a dict or a
+    sequence; default equal, summing to 1).
     steps: L-BFGS iterations (one strong-Wolfe line search each, usually one forward and backward
-    pass) or Adam updates. optimizer: "lbfgs" or "adam"; lr: L-BFGS's first trial step (default 1)
-    or Adam's step in pixels (default 0.05).
+    pass) or Adam updates. optimizer: "lbfgs" or "adam"; lr: a finite number > 0, L-BFGS's first
+    trial step or Adam's step in pixels; None: 1 for L-BFGS, 0.05 for Adam.
+    Works inside torch.no_grad() and torch.inference_mode() too.
     Returns StyleResult with image (1, 3, H, W).
     """
     check_model(model)
@@ -61,6 +64,8 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
     if isinstance(example, StyleTargets):
         if size is None:
             raise ValueError("size is required when example is a StyleTargets")
+        if layers is not None:
+            raise ValueError("layers come from the StyleTargets; do not pass them")
         device = next(iter(example.grams.values())).device
     else:
         check_images(example, model)
@@ -68,7 +73,7 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
             raise ValueError(f"example must have shape (1, 3, h, w), got {tuple(example.shape)}")
         device = example.device
     height, width = check_size(size if size is not None else tuple(example.shape[2:]))
-    check_common(steps, optimizer, tv_weight=tv_weight)
+    check_common(steps, optimizer, lr, tv_weight=tv_weight)
     check_memory(model, (height, width), optimizer=optimizer, device=device)
     targets = example if isinstance(example, StyleTargets) else StyleTargets(model, example, layers=layers,
                                                                              preprocess=preprocess)
@@ -86,6 +91,7 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
     return StyleResult(image, history)
 
 
+@gradients_enabled()  # optimises also inside the caller's torch.no_grad() or torch.inference_mode()
 def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_weights: Sequence[float] | None = None,
                    style_layers: Sequence[str] | None = None, content_layer: str | None = None,
                    layer_weights=None, content_weight: float = 1.0, style_weight: float = 10.0,
@@ -101,7 +107,7 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
     + style_weight * sum_l layer_weights[l] * sum (G_l - T_l)^2 + tv_weight * total variation.
     init: start from the content or from uniform noise (seeded). steps, optimizer, lr: as for
     texture_synthesis. preserve_color: transfer on luminance (Y of YIQ) only, then put back the
-    content's chroma (I, Q).
+    content's chroma (I, Q). Works inside torch.no_grad() and torch.inference_mode() too.
     scales: coarse-to-fine levels (Gatys et al. 2017): `steps` steps at 1 / 2^(scales - 1) of the
     size, the result upsampled to start the next level, up to the full size; large outputs get
     their large structures from the small levels, where steps are cheap.
@@ -114,7 +120,8 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
         raise ValueError(f"content must have shape (N >= 1, 3, H, W), got {tuple(content.shape)}")
     check_choice(init, "init", INITS)
     sizes = pyramid(tuple(content.shape[2:]), scales)
-    check_common(steps, optimizer, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
+    check_common(steps, optimizer, lr, content_weight=content_weight, style_weight=style_weight,
+                 tv_weight=tv_weight)
     preprocess = preprocess or Preprocess(224)
     content_layer = default_layers(model).content if content_layer is None else content_layer
     check_layers(model, [content_layer], "content_layer")

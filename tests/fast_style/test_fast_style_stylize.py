@@ -1,14 +1,16 @@
 """stylize on every input kind and size, styles and blends; save/load of style networks;
 damaged files; the content sampler's determinism."""
 
+import os
 import re
+import stat
 
 import pytest
 import torch
 from PIL import Image
 
 from pyfastviz.fast_style import ContentSampler, TransformerNet, load_style_network, save_style_network, stylize
-from pyfastviz.fast_style.files import write_tensors
+from pyfastviz.fast_style.files import write_atomic, write_tensors
 from tests.fast_style.tiny import pixels
 
 
@@ -65,14 +67,20 @@ def test_multi_style_index_and_blend_weights():
     torch.testing.assert_close(stylize(net, batch, style=torch.tensor([0.0, 1.0])), second)
     half = stylize(net, batch, style=[0.5, 0.5])
     assert not torch.allclose(half, first, atol=1e-3) and not torch.allclose(half, second, atol=1e-3)
+    torch.testing.assert_close(stylize(net, batch, style=[3, 3]), half)  # a convex blend: divided by the sum
+    torch.testing.assert_close(stylize(net, batch, style=(2.0, 0.0)), first)
 
 
 @pytest.mark.parametrize("num_styles, kwargs, error, match", [
     (None, dict(style=0), ValueError, "style must be None"),
     (2, dict(), ValueError, "style is required"),
     (2, dict(style=2), ValueError, r"style must be in \[0, 2\)"),
-    (2, dict(style=[1.0, 0.0, 0.0]), ValueError, "style must be 2 finite blend weights"),
-    (2, dict(style=[float("nan"), 1.0]), ValueError, "style must be 2 finite"),
+    (2, dict(style=[1.0, 0.0, 0.0]), ValueError, r"style must have one blend weight per style \(2\), got 3"),
+    (2, dict(style=[[1.0, 0.0]]), ValueError, r"style must be an int or 2 blend weights, got shape \(1, 2\)"),
+    (2, dict(style=0.5), ValueError, r"style must be an int or 2 blend weights, got shape \(\)"),
+    (2, dict(style=[float("nan"), 1.0]), ValueError, "style must be finite and >= 0"),
+    (2, dict(style=[-1.0, 2.0]), ValueError, "style must be finite and >= 0, not all 0"),
+    (2, dict(style=[0, 0]), ValueError, "style must be finite and >= 0, not all 0"),
     (2, dict(style="a"), TypeError, "style must be an int"),
     (None, dict(batch_size=0), ValueError, "batch_size"),
     (None, dict(device="gpu9"), ValueError, "device"),
@@ -108,9 +116,9 @@ def test_save_and_load_round_trip(tmp_path, num_styles, format):
 
 
 @pytest.mark.parametrize("content, match", [
-    (b"", "not a readable style network"),
-    (b"\x00" * 64, "not a readable style network"),
-    ("list", "not a style network file"),
+    (b"", r"not a fast-style network file of pyfastviz or pytorch/examples \(torch.load: EOFError\)"),
+    (b"\x00" * 64, "not a fast-style network file of pyfastviz or pytorch/examples"),
+    ("list", "not a fast-style network file: it holds a list"),
     ("checkpoint", "is a fast-style checkpoint file"),
     ("wrong-keys", "does not fit the style network"),
     ("no-in1", "no 1-D or 2-D 'in1.weight'"),
@@ -131,6 +139,46 @@ def test_load_damaged_or_foreign_files(tmp_path, content, match):
         load_style_network(path)
     with pytest.raises(FileNotFoundError, match="style network file not found"):
         load_style_network(tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("kind", ["text", "png"])
+def test_a_foreign_file_is_named_in_a_short_error(tmp_path, kind):
+    path = tmp_path / f"foreign.{kind}"
+    if kind == "text":
+        path.write_text("hello, not a network\n")
+    else:
+        pil().save(path)
+    with pytest.raises(ValueError) as error:
+        load_style_network(path)
+    message = str(error.value)
+    assert message.startswith(f"{str(path)!r} is not a fast-style network file of pyfastviz or pytorch/examples")
+    assert re.search(r"\(torch.load: (KeyError|UnpicklingError): .+\)$", message)
+    assert len(message) < 200 + len(str(path)) and "weights_only" not in message
+
+
+@pytest.mark.parametrize("format", ["pyfastviz", "state_dict"])
+def test_save_creates_folders_and_gives_the_umasks_permissions(tmp_path, format):
+    old = os.umask(0o027)
+    try:
+        path = save_style_network(random_net(), tmp_path / "new" / "deeper" / "net.bin", format=format)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0o666 & ~umask, not safetensors' owner-only 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["net.bin"]
+    assert torch.equal(load_style_network(path).conv1.conv2d.weight, random_net().conv1.conv2d.weight)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "net.bin"
+    path.write_bytes(b"old")
+
+    def fails_half_way(file):
+        file.write(b"half a network")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, fails_half_way)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["net.bin"]
 
 
 def test_save_arguments():

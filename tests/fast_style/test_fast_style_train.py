@@ -3,6 +3,8 @@ checkpoints, the loss model left as found (also on errors), argument errors, the
 device, mixed precision on CUDA."""
 
 import math
+import os
+import stat
 
 import pytest
 import torch
@@ -152,6 +154,9 @@ def test_loss_model_is_restored_when_training_fails(tmp_path):
     (dict(styles=3), TypeError, "style_images"),
     (dict(styles=pixels(2, 3, 8, 8)), ValueError, "style_images"),
     (dict(styles=pixels(1, 8, 8)), ValueError, "style_images"),
+    (dict(styles=pixels(3, 8, 8) * 255), ValueError, r"style_images: a tensor must hold pixels in \[0, 1\].*255"),
+    (dict(styles=pixels(3, 8, 8) - 0.5), ValueError, r"style_images: a tensor must hold pixels in \[0, 1\]"),
+    (dict(styles=torch.zeros(3, 0, 8)), ValueError, "style_images"),
     (dict(loss_model="vgg16"), TypeError, "model"),
 ])
 def test_bad_arguments_name_the_argument(tiny_net, kwargs, error, match):
@@ -159,6 +164,36 @@ def test_bad_arguments_name_the_argument(tiny_net, kwargs, error, match):
     styles = kwargs.pop("styles", None)
     with pytest.raises(error, match=match):
         tiny_train(kwargs.pop("loss_model"), styles, **kwargs)
+
+
+def test_style_pixels_off_by_rounding_are_clamped(tiny_net):
+    style = pixels(3, 40, 36)
+    nudged = style.clone()
+    nudged[0, 0, :2] = torch.tensor([-1e-4, 1 + 1e-4])
+    style[0, 0, :2] = torch.tensor([0.0, 1.0])
+    assert tiny_train(tiny_net, nudged, steps=1).history == tiny_train(tiny_net, style, steps=1).history
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_trains_inside_no_grad_and_inference_mode(tiny_net, tmp_path, context):
+    """The same run as outside, style image made inside the context too (an inference tensor
+    under inference_mode); the network comes out trainable."""
+    expected = tiny_train(tiny_net, steps=2)
+    with context():
+        result = tiny_train(tiny_net, pixels(3, 40, 36), steps=2, checkpoint_dir=tmp_path)
+    assert result.history == expected.history
+    for name, value in expected.network.state_dict().items():
+        assert torch.equal(result.network.state_dict()[name], value)
+    assert all(p.requires_grad and not p.is_inference() for p in result.network.parameters())
+
+
+def test_checkpoints_get_the_umasks_permissions(tiny_net, tmp_path):
+    old = os.umask(0o022)
+    try:
+        tiny_train(tiny_net, steps=1, checkpoint_dir=tmp_path / "new" / "folder")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new" / "folder" / CHECKPOINT_NAME).stat().st_mode) == 0o644
 
 
 def test_default_layers_need_a_known_model():

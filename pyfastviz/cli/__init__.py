@@ -1,0 +1,55 @@
+"""The `pyfastviz` command line: `demo` builds the gallery; `saliency` and `occlusion` explain
+your images and `sweep` maps every image of a folder (resumable, sharded; under torchrun one
+process per GPU); `classvis`, `fool`, `invert` and `dream` make images by gradient ascent;
+`texture` and `style` match Gram statistics, `train-style` and `stylize` train and run fast
+(feed-forward) style networks; `layers`, `filters`, `activations`, `embed` and `neighbours`
+look inside the model. One module per family of commands, each adding its subcommands.
+
+Errors users can fix (a missing or unreadable image, an unknown class or model) print one
+line `pyfastviz: error: ...` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pyfastviz.cli import ascent, explain, inspect, style
+from pyfastviz.cli.common import model_options
+from pyfastviz.report import run_demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyfastviz", description="Visualizing and understanding CNNs in PyTorch.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser("demo", help="build the HTML gallery of every technique on sample photos",
+                               description="Build the HTML gallery of every technique on sample photos.")
+    demo.add_argument("--out", default="pyfastviz-demo", metavar="DIR", help="output folder (default: %(default)s)")
+    demo.add_argument("--full", action="store_true", help="paper-quality settings (slower)")
+    model_options(demo, weights_flag=None)
+    demo.add_argument("--style-image", metavar="FILE", help="paint china in this image's style in the style "
+                                                            "transfer section (default: the flower photo)")
+    demo.set_defaults(run=_demo)
+    for family in (explain, ascent, style, inspect):
+        family.add_commands(commands)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> None:
+    index = run_demo(args.out, full=args.full, model_name=args.model, style_image=args.style_image)
+    print(f"Gallery written to {index}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on `argv` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse already printed
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        args.run(args)
+    except (OSError, ValueError) as err:
+        print(f"pyfastviz: error: {err}", file=sys.stderr)
+        return 2
+    return 0

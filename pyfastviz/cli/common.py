@@ -1,0 +1,98 @@
+"""What the commands share: the --model/--weights and --device options, class names and
+output paths read from the command line, and image files loaded for a model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from pyfastviz.models import available_models, find_layer, load_image, load_model
+
+
+def model_options(sub: argparse.ArgumentParser, flag: str = "--model", weights_flag: str | None = "--weights",
+                  what: str = "model") -> None:
+    sub.add_argument(flag, default="efficientnet_lite0", metavar="NAME",
+                     help=f"{what} (default: %(default)s; one of {', '.join(available_models())})")
+    if weights_flag is not None:
+        sub.add_argument(weights_flag, metavar="PATH", help=f"weights file for the {what} (a state dict)")
+
+
+def device_option(sub: argparse.ArgumentParser, help_: str = "e.g. cpu, cuda:0 (default: cuda when there is one)"
+                  ) -> None:
+    sub.add_argument("--device", metavar="DEV", help=help_)
+
+
+def device(name: str | None) -> torch.device:
+    """A command's --device: None or "auto" is cuda when there is one, else cpu; any other name
+    that torch device, checked against the GPUs torch sees."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    count = torch.cuda.device_count()
+    if chosen.type == "cuda" and chosen.index is None and count == 0:
+        raise ValueError(f"--device {name} needs a CUDA GPU, and torch sees none")
+    if chosen.type == "cuda" and (chosen.index or 0) >= count:
+        raise ValueError(f"--device {name!r}: this machine has {count} CUDA device(s)")
+    return chosen
+
+
+def class_index(model, name: str, flag: str = "--target") -> int:
+    """A class name or index given on the command line, with errors that name its flag."""
+    number = name.strip()
+    try:
+        return model.class_index(int(number) if number.lstrip("-").isdigit() else name)
+    except ValueError as error:
+        raise ValueError(str(error).replace("name_or_index", flag)) from None
+
+
+def check_layer(model, name: str | None, flag: str = "--layer") -> None:
+    """A --layer NAME of the loaded model, checked before any work (None: the command's default)."""
+    if name is None:
+        return
+    try:
+        find_layer(model.net, name)
+    except ValueError as error:
+        raise ValueError(str(error).replace("layer=", f"{flag} ").replace("see layer_names(model)",
+                                                                            "see `pyfastviz layers`")) from None
+
+
+def image_paths(names: list[str]) -> list[Path]:
+    """The command's image files; refused when two share a file name stem (their outputs,
+    <stem>_<what>.png, would overwrite each other)."""
+    paths = [Path(name) for name in names]
+    stems = [path.stem for path in paths]
+    if len(set(stems)) < len(stems):
+        raise ValueError(f"two images share a file name stem; outputs would collide: {', '.join(map(str, paths))}")
+    return paths
+
+
+def output_file(name: str, suffix: str | None = None, flag: str = "--out") -> Path:
+    """--out FILE checked before any work: not a folder, and ending in `suffix` when given."""
+    path = Path(name)
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise ValueError(f"{flag} {name!r} must be a {suffix} file name")
+    if path.is_dir():
+        raise ValueError(f"{flag} {name!r} is a folder: give a file name")
+    return path
+
+
+def output_folder(name: str, flag: str = "--out") -> Path:
+    """--out DIR checked before any work: a folder, or a path where one can be made."""
+    path = Path(name)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {name!r} is a file: give a folder")
+    return path
+
+
+def photos(args: argparse.Namespace):
+    """(paths, output folder, the model, the preprocessed batch (N, 3, S, S)) of a command on
+    image files, paths and folder checked and the images read before the model is loaded."""
+    paths, out = image_paths(args.images), output_folder(args.out)
+    images = [load_image(p) for p in paths]
+    model = load_model(args.model, weights_path=args.weights)
+    return paths, out, model, model.preprocess.batch(images)
