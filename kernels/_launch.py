@@ -1,8 +1,22 @@
-"""Launch sizing shared by the Triton kernels: the GPU's multiprocessor count, split-K slices and
-the batch a grid axis other than axis 0 can hold."""
+"""Launch helpers shared by the Triton kernels: the device a launch runs on, the GPU's
+multiprocessor count, split-K slices and the batch a grid axis other than axis 0 can hold."""
+
+import functools
 
 import torch
 import triton
+
+
+def on_input_device(launcher):
+    """Run launcher(x, ...) with x's CUDA device current: Triton launches on the current device
+    and its current stream, which need not be x's (tensors on cuda:1 while cuda:0 is current)."""
+    @functools.wraps(launcher)
+    def launch(x: torch.Tensor, *args, **kwargs):
+        if x.device.type != "cuda":
+            return launcher(x, *args, **kwargs)
+        with torch.cuda.device(x.device):
+            return launcher(x, *args, **kwargs)
+    return launch
 
 
 def num_sms(device: torch.device) -> int:

@@ -19,12 +19,15 @@ allow_tf32. The output is rounded once to the output's dtype.
 
 Style loss: sum over i, j of (G - T)^2 per image, with no G output. Short reductions: one
 program per triangle tile keeps its tile of G in registers. Long ones (few tiles, K large):
-split-K partial sums go into an fp32 workspace, then a finish kernel reduces the loss.
+split-K partial sums go into an fp32 workspace, then a finish kernel reduces the loss. Each
+tile's loss is stored, not added atomically, and the tiles summed by torch: with split = 1
+the loss is deterministic.
 
 Backward: dF[n] = scale * (dG[n] + dG[n]^T) @ F[n], a tiled matmul over (C, K) tiles whose
-A operand sums dG and its transpose on load (no dG + dG^T temporary); fp32 accumulation,
-the symmetrised dG rounded to F's dtype before the dot for fp16/bf16 (tensor cores), except
-in the style loss's backward (its fp32 residual is kept, F upcast).
+A operand sums dG and its transpose on load (no dG + dG^T temporary); fp32 accumulation.
+bf16: the symmetrised dG rounded to bf16 before the dot (tensor cores). fp16: F upcast and
+a TF32 dot, as fp16's range would overflow on a large dG; the style loss's backward: its
+fp32 residual kept and F upcast.
 
 Grids put their long axis on axis 0 (up to 2^31 - 1 programs); the batch is axis 1 or 2, which
 stop at 65535: a larger batch runs in chunks.
@@ -38,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pyfastviz.kernels._launch import batch_chunks, num_sms, slices
+from pyfastviz.kernels._launch import batch_chunks, num_sms, on_input_device, slices
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -46,11 +49,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @triton.jit
 def _hw_offset(k, W, s_h, s_w, MERGED_HW: tl.constexpr):
-    """Memory offset of flattened spatial index k = h * W + w."""
+    """int64 memory offset of flattened spatial index k = h * W + w (h and w found in int32)."""
     if MERGED_HW:  # h and w merge into one stride (contiguous, channels_last)
-        offset = k * s_w
+        offset = k.to(tl.int64) * s_w
     else:
-        offset = (k // W) * s_h + (k % W) * s_w
+        offset = (k // W).to(tl.int64) * s_h + (k % W).to(tl.int64) * s_w
     return offset
 
 
@@ -78,12 +81,14 @@ def _gram_tile(base, rows, cols, row_ok, col_ok, k_begin, k_end, W, s_c, s_h, s_
                BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
     """F[rows] . F[cols]^T over spatial indices k_begin..k_end of one image at base: (BLOCK, BLOCK) fp32."""
     acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    row_off = rows.to(tl.int64) * s_c  # int64: one image may span more than 2^31 elements
+    col_off = cols.to(tl.int64) * s_c
     for k0 in range(k_begin, k_end, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < k_end
         k_off = _hw_offset(ks, W, s_h, s_w, MERGED_HW)
-        a = tl.load(base + rows[:, None] * s_c + k_off[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(base + cols[None, :] * s_c + k_off[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        a = tl.load(base + row_off[:, None] + k_off[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(base + col_off[None, :] + k_off[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         if IS_FP32:
             if USE_TF32:
                 acc = tl.dot(a, b, acc, input_precision="tf32")
@@ -181,7 +186,8 @@ def _gram_bwd_kernel(
         # A[c, j] = dG[c, j] + dG[j, c], summed in fp32 as it is loaded
         a = tl.load(dg + rows[:, None] * g_r + js[None, :] * g_c, mask=m, other=0.0).to(tl.float32)
         a += tl.load(dg + js[None, :] * g_r + rows[:, None] * g_c, mask=m, other=0.0).to(tl.float32)
-        b = tl.load(f + js[:, None] * s_c + k_in[None, :], mask=j_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(f + js.to(tl.int64)[:, None] * s_c + k_in[None, :], mask=j_ok[:, None] & k_ok[None, :],
+                    other=0.0)
         if FP32_DOT:  # fp32 F, or an fp32 dG kept so (the style loss's residual)
             b = b.to(tl.float32)
             if USE_TF32:
@@ -193,7 +199,7 @@ def _gram_bwd_kernel(
         else:
             acc = tl.dot(a.to(b.dtype), b, acc)
     k_out = _hw_offset(ks, W, d_h, d_w, MERGED_OUT)
-    out = df_ptr + n * d_n + rows[:, None] * d_c + k_out[None, :]
+    out = df_ptr + n * d_n + rows.to(tl.int64)[:, None] * d_c + k_out[None, :]
     tl.store(out, (acc * scale).to(df_ptr.dtype.element_ty), mask=row_ok[:, None] & k_ok[None, :])
 
 
@@ -211,7 +217,7 @@ def _tile_loss(g, tgt, rows, cols, mask, t_r, t_c, bi, bj):
 
 @triton.jit
 def _style_loss_kernel(
-    f_ptr, t_ptr, loss_ptr,
+    f_ptr, t_ptr, partial_ptr,
     C, K, W,
     s_n, s_c, s_h, s_w,
     t_n, t_r, t_c,
@@ -219,7 +225,7 @@ def _style_loss_kernel(
     MERGED_HW: tl.constexpr, USE_TF32: tl.constexpr, IS_FP32: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """loss[n] += sum over one tile pair of (G - T)^2, G's tile kept in registers, never stored.
+    """partial[n, t] = sum over one tile pair of (G - T)^2, G's tile kept in registers, never stored.
 
     Program (t, n) owns upper-triangle tile (bi, bj) and reduces all of K (the residual needs
     the whole tile; see style_loss_forward for the split-K alternative)."""
@@ -231,20 +237,22 @@ def _style_loss_kernel(
     acc = _gram_tile(base, rows, cols, row_ok, col_ok, 0, K, W, s_c, s_h, s_w,
                      MERGED_HW, USE_TF32, IS_FP32, UPCAST, BLOCK, BLOCK_K)
     mask = row_ok[:, None] & col_ok[None, :]
-    tl.atomic_add(loss_ptr + n, _tile_loss(acc * scale, t_ptr + n * t_n, rows, cols, mask, t_r, t_c, bi, bj))
+    tl.store(partial_ptr + n * tl.num_programs(0) + t,
+             _tile_loss(acc * scale, t_ptr + n * t_n, rows, cols, mask, t_r, t_c, bi, bj))
 
 
 @triton.jit
-def _style_loss_finish_kernel(ws_ptr, t_ptr, loss_ptr, C, t_n, t_r, t_c, scale, BLOCK: tl.constexpr):
-    """loss[n] += sum over upper-triangle tile t (and its mirror) of (scale * ws[n] - T)^2, ws
-    holding the split-K sums of F F^T."""
+def _style_loss_finish_kernel(ws_ptr, t_ptr, partial_ptr, C, t_n, t_r, t_c, scale, BLOCK: tl.constexpr):
+    """partial[n, t] = sum over upper-triangle tile t (and its mirror) of (scale * ws[n] - T)^2,
+    ws holding the split-K sums of F F^T."""
     t = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     bi, bj = _triangle_tile(t)
     rows, cols, row_ok, col_ok = _tile_indices(bi, bj, C, BLOCK)
     mask = row_ok[:, None] & col_ok[None, :]
     g = tl.load(ws_ptr + n * C * C + rows[:, None] * C + cols[None, :], mask=mask, other=0.0) * scale
-    tl.atomic_add(loss_ptr + n, _tile_loss(g, t_ptr + n * t_n, rows, cols, mask, t_r, t_c, bi, bj))
+    tl.store(partial_ptr + n * tl.num_programs(0) + t, _tile_loss(g, t_ptr + n * t_n, rows, cols, mask, t_r, t_c,
+                                                                   bi, bj))
 
 
 # ---- launchers ------------------------------------------------------------------------------
@@ -285,6 +293,7 @@ def _block_k(dtype: torch.dtype) -> int:
     return 32 if INTERPRET else (64 if dtype == torch.float32 else 128)
 
 
+@on_input_device
 def gram_forward(features: torch.Tensor, scale: float, allow_tf32: bool, split: int | None = None,
                  out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """G (N, C, C) = scale * F @ F^T, in out_dtype (default features' dtype). split: slices of K
@@ -323,10 +332,13 @@ def gram_forward(features: torch.Tensor, scale: float, allow_tf32: bool, split: 
     return out
 
 
+@on_input_device
 def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allow_tf32: bool,
                   fp32_dot: bool = False) -> torch.Tensor:
-    """dF = scale * (dG + dG^T) @ F, in features' dtype and (dense) layout. fp16/bf16 features:
-    dG + dG^T is rounded to their dtype for the dot, unless fp32_dot (F upcast instead)."""
+    """dF = scale * (dG + dG^T) @ F, in features' dtype and (dense) layout. bf16 features: dG + dG^T
+    is rounded to bf16 for the dot, unless fp32_dot (F upcast instead). fp16 features: always F
+    upcast, and a TF32 dot unless fp32_dot (TF32 keeps fp16's 10-bit mantissa, and fp32's range:
+    a summed dG beyond fp16's 65504, e.g. under a GradScaler, stays finite)."""
     N, C, H, W = features.shape
     K = H * W
     out = torch.empty_like(features)
@@ -341,6 +353,7 @@ def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allo
     block_k = 32 if INTERPRET else 64
     w, s_h, s_w, merged_in = _spatial(features)
     _, d_h, d_w, merged_out = _spatial(out)
+    fp16 = features.dtype == torch.float16
     grid = (triton.cdiv(C, block_m) * triton.cdiv(K, block_k), N)
     _gram_bwd_kernel[grid](
         grad, features, out, C, K, w,
@@ -348,14 +361,15 @@ def gram_backward(grad: torch.Tensor, features: torch.Tensor, scale: float, allo
         features.stride(0), features.stride(1), s_h, s_w,
         out.stride(0), out.stride(1), d_h, d_w,
         scale,
-        MERGED_IN=merged_in, MERGED_OUT=merged_out, USE_TF32=allow_tf32,
-        FP32_DOT=fp32_dot or features.dtype == torch.float32, UPCAST=_upcast(features.dtype),
+        MERGED_IN=merged_in, MERGED_OUT=merged_out, USE_TF32=allow_tf32 or (fp16 and not fp32_dot),
+        FP32_DOT=fp32_dot or fp16 or features.dtype == torch.float32, UPCAST=_upcast(features.dtype),
         BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_J=block_j,
         num_warps=4, num_stages=3,
     )
     return out
 
 
+@on_input_device
 def style_loss_forward(features: torch.Tensor, target: torch.Tensor, scale: float, allow_tf32: bool,
                        split: int | None = None) -> torch.Tensor:
     """loss (N,) fp32 = sum over i, j of (scale * F F^T - target)^2 per image. target: (N, C, C)
@@ -386,16 +400,18 @@ def style_loss_forward(features: torch.Tensor, target: torch.Tensor, scale: floa
     t_strides = (target.stride(0), target.stride(1), target.stride(2))
     meta = dict(MERGED_HW=merged, USE_TF32=allow_tf32, IS_FP32=features.dtype == torch.float32,
                 UPCAST=_upcast(features.dtype), BLOCK=block, BLOCK_K=block_k, num_warps=4, num_stages=3)
+    partials = torch.empty((N, triangle), device=features.device, dtype=torch.float32)  # summed in order below
     if split == 1:
-        _style_loss_kernel[(triangle, N)](features, target, loss, C, K, w, *f_strides, *t_strides, scale, **meta)
-        return loss
+        _style_loss_kernel[(triangle, N)](features, target, partials, C, K, w, *f_strides, *t_strides, scale, **meta)
+        return partials.sum(1)
     ws = torch.zeros((N, C, C), device=features.device, dtype=torch.float32)
     _gram_fwd_kernel[(triangle, split, N)](features, ws, ws, C, K, w, *f_strides, 1.0, k_per_split, SPLIT=True,
                                            **meta)
-    _style_loss_finish_kernel[(triangle, N)](ws, target, loss, C, *t_strides, scale, BLOCK=block, num_warps=4)
-    return loss
+    _style_loss_finish_kernel[(triangle, N)](ws, target, partials, C, *t_strides, scale, BLOCK=block, num_warps=4)
+    return partials.sum(1)
 
 
+@on_input_device
 def style_loss_backward(grad: torch.Tensor, features: torch.Tensor, target: torch.Tensor, scale: float,
                         allow_tf32: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(dF, dT) of loss = sum (G - T)^2: with R = 2 grad[n] (G - T), dF = scale (R + R^T) F

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pyfastviz.kernels._launch import num_sms, slices
+from pyfastviz.kernels._launch import num_sms, on_input_device, slices
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Tile sizes in elements. Fused: the largest tile kept in registers, (contiguous, channels_last);
@@ -377,6 +377,7 @@ def _tiling(x: torch.Tensor, x_sc: int, x_sk: int, fused_tile: tuple[int, int], 
     return c_blocks, N * c_blocks, flags
 
 
+@on_input_device
 def instance_norm_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
                           relu: bool, split: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, rstd): y (N, C, H, W) in x's dtype and memory format; mean and rstd (N, C)
@@ -417,6 +418,7 @@ def instance_norm_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: to
     return y, mean, rstd
 
 
+@on_input_device
 def instance_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None,
                            bias: torch.Tensor | None, mean: torch.Tensor, rstd: torch.Tensor, relu: bool,
                            split: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -33,10 +33,10 @@ __global__ void occlusion_batch_kernel(const scalar_t* __restrict__ images, cons
                                        int32_t n, int32_t first, int32_t rows) {
   const int64_t numel = occlusion_image_numel(g);
   const int64_t step = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  for (int32_t row = blockIdx.y; row < rows; row += gridDim.y) {
-    const int32_t copy = row / n;
-    const int64_t source = static_cast<int64_t>(row - copy * n) * numel;
-    scalar_t* dst = out + static_cast<int64_t>(row) * numel;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {  // int64_t: row + gridDim.y may pass 2^31
+    const int32_t copy = static_cast<int32_t>(row / n);
+    const int64_t source = (row - static_cast<int64_t>(copy) * n) * numel;
+    scalar_t* dst = out + row * numel;
     int32_t start[3];
     occlusion_window_start(g, first + copy, start);
     for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < numel; j += step) {

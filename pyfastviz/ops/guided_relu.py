@@ -83,8 +83,8 @@ class _GuidedReLUInPlace(torch.autograd.Function):
 
 
 def _register() -> None:
-    """Fake kernels, autograd and vmap for the C++ ops (torch.compile, opcheck, is_grads_batched);
-    guided_relu_'s autograd is _GuidedReLUInPlace."""
+    """Fake kernels, autograd (double backward too) and vmap for the C++ ops (torch.compile,
+    opcheck, is_grads_batched); guided_relu_'s autograd is _GuidedReLUInPlace."""
     forward_op = torch.ops.pyfastviz.guided_relu.default
     backward_op = torch.ops.pyfastviz.guided_relu_backward.default
 
@@ -113,6 +113,16 @@ def _register() -> None:
         return backward_op(grad_out, mask, ctx.channels_last, 1), None
 
     torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+
+    def backward_setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    def double_backward(ctx, grad_grad):
+        """dx = dy * [x passes] * [dy > 0] is linear in dy where dx > 0 and zero elsewhere."""
+        (dx,) = ctx.saved_tensors
+        return torch.where(dx > 0, grad_grad, torch.zeros_like(grad_grad)), None, None, None
+
+    torch.library.register_autograd(backward_op, double_backward, setup_context=backward_setup_context)
 
     def backward_vmap(info, in_dims, grad_output, mask, channels_last, copies):
         """Batched gradients (is_grads_batched): the K vmapped gradients become K more copies."""

@@ -3,7 +3,8 @@
 occlusion_batch writes a chunk of occluded copies of the images straight into a
 preallocated batch (one launch per chunk); occlusion_scatter turns each window position's
 score drop into a heat map, averaging where windows overlap, as Captum's Occlusion does.
-Windows and strides are (channels, rows, cols). Kernels: csrc/; spec: reference.py.
+Windows and strides are (channels, rows, cols). Kernels: csrc/; spec: reference.py. The
+kernels have no backward: inputs that need gradients go through the (differentiable) reference.
 """
 
 import torch
@@ -47,7 +48,7 @@ def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride
     if rows == 0:
         return
     images, baseline = images.contiguous(memory_format=layout), baseline.contiguous(memory_format=layout)
-    if _native.use_native(BATCH_OP, out.device.type, check_backend(backend)):
+    if _native.use_native(BATCH_OP, out.device.type, check_backend(backend)) and not _needs_grad(images, baseline):
         torch.ops.pyfastviz.occlusion_batch(images, baseline, list(window), list(stride), first, out)
     else:
         out.copy_(reference.occlusion_batch(images, baseline, window, stride, first, count))
@@ -85,9 +86,13 @@ def occlusion_scatter(drops: torch.Tensor, window, stride, size, *, backend: str
     check_geometry(size, window, stride)
     if drops.dim() != 2 or drops.shape[1] != positions(size, window, stride):
         raise ValueError(f"drops must be (rows, {positions(size, window, stride)}), got {tuple(drops.shape)}")
-    if _native.use_native(SCATTER_OP, drops.device.type, check_backend(backend)):
+    if _native.use_native(SCATTER_OP, drops.device.type, check_backend(backend)) and not _needs_grad(drops):
         return torch.ops.pyfastviz.occlusion_scatter(drops, list(window), list(stride), list(size))
     return reference.occlusion_scatter(drops, window, stride, size)
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _register() -> None:
@@ -98,6 +103,12 @@ def _register() -> None:
     @torch.library.register_fake("pyfastviz::occlusion_scatter")
     def _(drops, window, stride, size):
         return drops.new_empty((drops.shape[0], *size))
+
+    def no_backward(ctx, grad):
+        raise NotImplementedError("pyfastviz::occlusion_scatter has no backward; pyfastviz.ops.occlusion_scatter "
+                                  "differentiates through its reference when drops requires grad")
+
+    torch.library.register_autograd("pyfastviz::occlusion_scatter", no_backward)
 
 
 if _native.native_available():

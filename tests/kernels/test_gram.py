@@ -5,7 +5,7 @@ odd shapes, layouts, split-K, registration. Runs on CPU tensors under TRITON_INT
 Tolerances (kernel and reference both accumulate in fp32 and round once to the output dtype):
 fp32 rtol 1e-5; fp16 rtol 2e-3 (2 ulp); bf16 rtol 1.6e-2 (2 ulp); plus an absolute term of
 that rtol times the largest |expected| for entries near zero. Gradients: the kernel rounds
-dG + dG^T to fp16/bf16 before its dot product, the reference does not, so 2x those.
+dG + dG^T to bf16 (fp16: to TF32) before its dot product, the reference does not, so 2x those.
 Style loss: fp32 in every case (G is never rounded), rtol 1e-5; its gradients as gram's values
 (its fp32 residual is not rounded before the dot).
 """
@@ -149,6 +149,31 @@ def test_deterministic_mode_uses_one_slice(monkeypatch):
 def test_allow_tf32_runs_and_stays_close():
     x = features((2, 24, 8, 8))
     close(gram(x, allow_tf32=True, backend="triton"), reference.gram(x), 2e-3)
+
+
+def test_offsets_past_2_31_elements_within_one_image():
+    # 17 channels 2^27 elements apart: channel 16 starts at element 2^31, past int32. The store is
+    # 4 GiB of address space; only the pages of the 17 x 32 elements used are ever touched.
+    C, W, channel_stride = 17, 32, 2**27
+    store = torch.empty(channel_stride * (C - 1) + W, dtype=torch.float16, device=DEVICE)
+    x = store.as_strided((1, C, 1, W), (0, channel_stride, W, 1))
+    x.copy_(features((1, C, 1, W), torch.float16))
+    dense = x.contiguous()
+    close(gram(x, backend="triton"), reference.gram(dense), RTOL[torch.float16])
+    grad = features((1, C, C), torch.float16, seed=1)
+    close(kernels.gram_backward(grad, x, 1 / (C * W), False), reference.gram_backward(grad, dense),
+          2 * RTOL[torch.float16])
+    target = features((C, C), seed=2) * 0.05
+    close(gram_style_loss(x, target, backend="triton"), reference.gram_style_loss(dense, target), 1e-5)
+
+
+def test_fp16_gradient_of_a_large_output_gradient_stays_finite():
+    # dG + dG^T = 80000 overflows fp16 (max 65504), as a GradScaler's 65536 can make it; dF does not
+    x = features((1, 4, 4, 4), torch.float16)
+    grad = torch.full((1, 4, 4), 40000.0, dtype=torch.float16, device=DEVICE)
+    (_, df), (_, df_ref) = triton_and_reference(x, grad)
+    assert torch.isfinite(df_ref).all()
+    close(df, df_ref, 2 * RTOL[torch.float16])
 
 
 @pytest.mark.parametrize("args", [

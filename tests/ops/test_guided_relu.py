@@ -124,6 +124,25 @@ def test_gradcheck_in_float64():
     assert torch.autograd.gradcheck(lambda t: ops.guided_relu(t, backend="native"), (x,))
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_double_backward_matches_reference(inplace):
+    # gradients of the guided gradient with respect to the output gradient (create_graph=True)
+    x = torch.tensor([[-2.0, -0.5, 0.3, 1.7, 5.2, 6.5, 9.0]], dtype=torch.float64)
+    dy = torch.tensor([[0.7, -1.1, 0.9, -0.4, 1.3, 0.8, 0.2]], dtype=torch.float64)
+    v = torch.tensor([[1.5, 2.0, -3.0, 4.0, 0.5, 6.0, 7.0]], dtype=torch.float64)
+    results = []
+    for backend in ("native", "reference"):
+        leaf, grad = x.clone().requires_grad_(True), dy.clone().requires_grad_(True)
+        y = (ops.guided_relu_ if inplace else ops.guided_relu)(leaf.clone(), 6.0, backend=backend)
+        (dx,) = torch.autograd.grad(y, leaf, grad, create_graph=True)
+        results.append(torch.autograd.grad(dx, grad, v)[0])
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+    assert results[0].tolist() == [[0.0, 0.0, -3.0, 0.0, 0.5, 0.0, 0.0]]
+    mask = torch.ops.pyfastviz.guided_relu(x, 6.0)[1]
+    assert torch.autograd.gradcheck(
+        lambda g: torch.ops.pyfastviz.guided_relu_backward(g, mask, False, 1), (dy.clone().requires_grad_(True),))
+
+
 @pytest.mark.parametrize("args", [
     (torch.randn(3, 4), 6.0),
     (torch.randn(2, 3, 4, 5), None),
@@ -135,7 +154,8 @@ def test_opcheck(args):
     x, upper = args
     torch.library.opcheck(torch.ops.pyfastviz.guided_relu.default, (x.requires_grad_(True), upper))
     mask = torch.ops.pyfastviz.guided_relu(x.detach(), upper)[1]
-    torch.library.opcheck(torch.ops.pyfastviz.guided_relu_backward.default, (torch.randn(x.shape), mask, False, 1))
+    grad = torch.randn(x.shape, requires_grad=True)
+    torch.library.opcheck(torch.ops.pyfastviz.guided_relu_backward.default, (grad, mask, False, 1))
 
 
 def test_works_under_torch_compile():

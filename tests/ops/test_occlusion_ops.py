@@ -91,6 +91,22 @@ def test_empty_and_non_contiguous_drops():
                                reference.occlusion_scatter(drops, (3, 3, 4), (1, 2, 3), (3, 7, 9)))
 
 
+def test_inputs_that_need_gradients_get_them_from_the_reference():
+    size, window, stride = (3, 7, 9), (3, 3, 4), (1, 2, 3)
+    drops = torch.randn(2, positions(size, window, stride), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda d: ops.occlusion_scatter(d, window, stride, size, backend="native"),
+                                    (drops,))
+    images = torch.randn(2, *size, dtype=torch.float64, requires_grad=True)
+    baseline = torch.zeros(2, *size, dtype=torch.float64)
+    out = torch.empty(4, *size, dtype=torch.float64)
+    ops.occlusion_batch(images, baseline, window, stride, 0, out, backend="native")
+    (grad,) = torch.autograd.grad(out.sum(), images)
+    kept = reference.occlusion_batch(torch.ones_like(images), baseline, window, stride, 0, 2)  # 1: not occluded
+    torch.testing.assert_close(grad, kept.view(2, 2, *size).sum(0))  # (positions, images, ...) summed
+    with pytest.raises(NotImplementedError, match="differentiates through its reference"):
+        torch.ops.pyfastviz.occlusion_scatter(drops, list(window), list(stride), list(size)).sum().backward()
+
+
 def opcheck_both(device, layout):
     images = torch.randn(2, 3, 6, 7, device=device).contiguous(memory_format=layout)
     baseline = torch.randn(2, 3, 6, 7, device=device).contiguous(memory_format=layout)
