@@ -6,6 +6,8 @@ kernels elsewhere), with the ReLU that usually follows fused in when relu=True.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -31,7 +33,13 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         if input.dim() != 4:
             raise ValueError(f"InstanceNorm2d expects (N, C, H, W) or (C, H, W) input, got shape {tuple(input.shape)}")
         if input.shape[1] != self.num_features:
-            raise ValueError(f"InstanceNorm2d({self.num_features}) got input with {input.shape[1]} channels")
+            if self.affine:
+                raise ValueError(f"InstanceNorm2d({self.num_features}) got input with {input.shape[1]} channels")
+            warnings.warn(f"InstanceNorm2d({self.num_features}) got input with {input.shape[1]} channels; without "
+                          "affine, num_features is not used (as in torch)", UserWarning, stacklevel=2)
+        if input.shape[2] * input.shape[3] == 1 and (self.training or not self.track_running_stats):
+            raise ValueError(f"InstanceNorm2d needs more than 1 spatial element to normalise (as torch), got input "
+                             f"size {tuple(input.shape)}")
         if self.track_running_stats:
             output = super().forward(input)
             return torch.relu(output) if self.relu else output

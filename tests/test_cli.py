@@ -1,5 +1,8 @@
 """The `pyfastviz` command line, run in-process through main()."""
 
+import os
+import sys
+
 import pytest
 import torch
 from PIL import Image, ImageOps
@@ -279,7 +282,9 @@ def test_demo_style_image_is_passed_on_and_read_before_any_work(cat, tmp_path, c
     calls = []
     monkeypatch.setattr(cli, "run_demo", lambda out, **kwargs: calls.append(kwargs) or tmp_path / "index.html")
     assert main(["demo", "--style-image", str(cat), "--out", str(tmp_path / "demo")]) == 0
-    assert calls[0]["style_image"] == str(cat)
+    assert calls[0]["style_image"] == str(cat) and calls[0]["progress"] and calls[0]["weights_path"] is None
+    assert main(["demo", "--model", "resnet18", "--weights", "r18.pth", "--quiet"]) == 0
+    assert calls[1]["model_name"] == "resnet18" and calls[1]["weights_path"] == "r18.pth" and not calls[1]["progress"]
 
 
 def test_style_with_mismatched_weights_is_a_one_line_error(cat, tmp_path, capsys):
@@ -391,3 +396,17 @@ def test_embed_and_neighbours_take_a_feature_layer(photo_folder, tmp_path, capsy
     assert main(["neighbours", str(photo_folder), "--query", str(photo_folder / "coffee.jpg"), "--k", "1",
                  "--layer", "nosuchlayer", "--out", str(tmp_path / "n.png")]) == 2
     assert "--layer 'nosuchlayer' is not a module of EfficientNet; see `pyfastviz layers`" in cli_error_line(capsys)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    import fcntl
+    import subprocess
+
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the listing: the CLI blocks, then hits EPIPE
+    child = subprocess.Popen([sys.executable, "-m", "pyfastviz.cli", "layers"], stdout=writer, stderr=subprocess.PIPE)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as stdout:
+        assert stdout.readline().startswith(b"efficientnet_lite0: layers")
+    stderr = child.communicate(timeout=120)[1].decode()
+    assert child.returncode == 1 and stderr == ""

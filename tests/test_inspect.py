@@ -186,6 +186,16 @@ def test_neighbour_arguments_are_checked():
         nearest_neighbours(features, torch.randn(1, 2))
     with pytest.raises(ValueError, match="metric"):
         nearest_neighbours(features, metric="manhattan")
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        nearest_neighbours(features, k=1, batch_size=0)
+    broken = features.clone()
+    broken[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"features has NaN or inf in 1 row\(s\), first rows \[2\]"):
+        nearest_neighbours(broken, k=1)  # would otherwise return index -1 for row 2
+    with pytest.raises(ValueError, match="queries has NaN or inf"):
+        nearest_neighbours(features, broken[2:3], k=1)
+    with pytest.raises(ValueError, match="features has NaN or inf"):
+        pca(broken, k=2)
 
 
 # ---- PCA, t-SNE and their pictures

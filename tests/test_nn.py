@@ -99,11 +99,26 @@ def test_instance_norm_on_an_empty_batch_warns_nothing(affine):
 
 
 def test_instance_norm_rejects_bad_input():
-    norm = pnn.InstanceNorm2d(4)
+    norm = pnn.InstanceNorm2d(4, affine=True)
     with pytest.raises(ValueError, match=r"InstanceNorm2d\(4\) got input with 3 channels"):
         norm(torch.randn(2, 3, 5, 5))
     with pytest.raises(ValueError, match=r"expects \(N, C, H, W\) or \(C, H, W\) input"):
         norm(torch.randn(4, 5))
+
+
+def test_instance_norm_edge_cases_behave_as_torch():
+    x = torch.randn(2, 3, 5, 5)
+    with pytest.warns(UserWarning, match="num_features is not used"):  # no affine: torch warns too
+        y = pnn.InstanceNorm2d(4)(x)
+    with pytest.warns(UserWarning):
+        torch.testing.assert_close(y, nn.InstanceNorm2d(4)(x))
+    one_pixel = torch.randn(2, 4, 1, 1)
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        nn.InstanceNorm2d(4)(one_pixel)
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        pnn.InstanceNorm2d(4)(one_pixel)
+    tracked = pnn.InstanceNorm2d(4, track_running_stats=True).eval()  # the running statistics: no error
+    torch.testing.assert_close(tracked(one_pixel), nn.InstanceNorm2d(4, track_running_stats=True).eval()(one_pixel))
 
 
 # ---- conditional instance norm --------------------------------------------------------------

@@ -12,6 +12,7 @@ line `pyfastviz: error: ...` to stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pyfastviz.cli import ascent, explain, inspect, style
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Build the HTML gallery of every technique on sample photos.")
     demo.add_argument("--out", default="pyfastviz-demo", metavar="DIR", help="output folder (default: %(default)s)")
     demo.add_argument("--full", action="store_true", help="paper-quality settings (slower)")
-    model_options(demo, weights_flag=None)
+    model_options(demo)
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--style-image", metavar="FILE", help="paint china in this image's style in the style "
                                                             "transfer section (default: the flower photo)")
     demo.set_defaults(run=_demo)
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    index = run_demo(args.out, full=args.full, model_name=args.model, style_image=args.style_image)
+    index = run_demo(args.out, full=args.full, model_name=args.model, style_image=args.style_image,
+                     weights_path=args.weights, progress=not args.quiet)
     print(f"Gallery written to {index}")
 
 
@@ -49,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped early (`pyfastviz layers | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays quiet
+        return 1
     except (OSError, ValueError) as err:
         print(f"pyfastviz: error: {err}", file=sys.stderr)
         return 2

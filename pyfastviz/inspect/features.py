@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_images, check_model
+from pyfastviz._inputs import check_choice, check_count, check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, layer_names
 
@@ -83,6 +83,9 @@ def _check_features(x, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor (N, D), got {type(x).__name__}")
     if x.dim() != 2 or not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point (N, D) tensor, got {x.dtype} {tuple(x.shape)}")
+    bad_rows = (~torch.isfinite(x)).any(1).nonzero().flatten()
+    if len(bad_rows):
+        raise ValueError(f"{name} has NaN or inf in {len(bad_rows)} row(s), first rows {bad_rows[:5].tolist()}")
     return x
 
 
@@ -113,8 +116,7 @@ def nearest_neighbours(features: torch.Tensor, queries: torch.Tensor | None = No
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
         raise ValueError(f"k must be an int in [1, {available}] ({features.shape[0]} features"
                          f"{', self excluded' if all_vs_all else ''}), got {k!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_count(batch_size, "batch_size")
     dtype = torch.promote_types(features.dtype, torch.float32)
     features, queries = features.to(dtype), queries.to(dtype)
     if metric == "cosine":

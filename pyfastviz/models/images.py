@@ -24,20 +24,31 @@ SAMPLE_IMAGES = (
 _WHITE = (255, 255, 255)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB: transparency composited on white, 16/32-bit and float
-    grayscale rescaled to 8 bits (integers by their full range, floats from [0, 1])."""
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = _WHITE) -> Image.Image:
+    """Any PIL mode -> RGB: transparency composited on `background`; 16/32-bit and float grayscale
+    rescaled to 8 bits: floats from [0, 1], integers from [0, 65535] (what 16-bit files hold),
+    or from their own [min, max] when they fall outside it (true 32-bit data)."""
     if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode.startswith("I") or image.mode == "F":
         a = np.asarray(image, dtype=np.float64)
-        scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
-        return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        return Image.fromarray(np.clip(_to_8bit_scale(a, image.mode) + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "La":  # premultiplied: PIL converts it to nothing but LA
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, tuple(background) + (255,)), rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _to_8bit_scale(a: np.ndarray, mode: str) -> np.ndarray:
+    """Grayscale values of a PIL "I*" or "F" image -> floats on the 0-255 scale."""
+    if mode == "F":
+        return a * 255.0
+    low, high = (a.min(), a.max()) if a.size else (0.0, 0.0)
+    if 0 <= low and high <= 65535:
+        return a * (255.0 / 65535.0)
+    return (a - low) * (255.0 / (high - low))  # high > low: some value is outside [0, 65535]
 
 
 def to_unit_tensor(image: Image.Image) -> torch.Tensor:
@@ -75,14 +86,20 @@ def sample_image(name: str) -> Image.Image:
 
 def load_batch(paths_or_images: Sequence[str | os.PathLike | Image.Image], preprocess) -> torch.Tensor:
     """Files and/or PIL images -> model input (N, 3, S, S) via `preprocess` (a zoo.Preprocess)."""
+    if isinstance(paths_or_images, (str, os.PathLike, Image.Image)):
+        raise TypeError(f"load_batch takes a list of files or PIL images, got one {type(paths_or_images).__name__}; "
+                        "wrap it in a list")
     images = [item if isinstance(item, Image.Image) else load_image(item) for item in paths_or_images]
     return preprocess.batch(images)
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
-    """(3, H, W) tensor with values in [0, 1] (clamped) -> RGB PIL image."""
+    """(3, H, W) float tensor with values in [0, 1] (clamped) -> RGB PIL image."""
     if x.dim() != 3 or x.shape[0] != 3:
         raise ValueError(f"to_pil expects a (3, H, W) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"to_pil expects a float tensor in [0, 1], got {x.dtype} (0-255 pixels: divide by 255)")
+    check_finite(x, "image")
     array = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
 
@@ -102,11 +119,16 @@ def image_grid(
 ) -> Image.Image:
     """Tile images row by row (default ncols: ceil(sqrt(N))) in cells the size of the
     largest one, each centred, with `pad` pixels between and around cells."""
+    images = list(images) if not isinstance(images, torch.Tensor) else images
     if len(images) == 0:
         raise ValueError("image_grid needs at least one image")
+    if not all(isinstance(image, Image.Image) for image in images):
+        raise TypeError("image_grid takes PIL images (tensors: tensor_to_pils(x) first)")
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
+        raise ValueError(f"image_grid needs ncols >= 1 (or None), got {ncols!r}")
+    if pad < 0:
+        raise ValueError(f"image_grid needs pad >= 0, got {pad}")
     ncols = min(ncols or math.ceil(math.sqrt(len(images))), len(images))
-    if ncols < 1 or pad < 0:
-        raise ValueError(f"image_grid needs ncols >= 1 and pad >= 0, got ncols={ncols}, pad={pad}")
     nrows = math.ceil(len(images) / ncols)
     cell_w = max(image.width for image in images)
     cell_h = max(image.height for image in images)
@@ -115,14 +137,23 @@ def image_grid(
         row, col = divmod(i, ncols)
         x = pad + col * (cell_w + pad) + (cell_w - image.width) // 2
         y = pad + row * (cell_h + pad) + (cell_h - image.height) // 2
-        grid.paste(to_rgb(image), (x, y))
+        grid.paste(to_rgb(image, background), (x, y))
     return grid
 
 
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """A ValueError when x holds NaN or inf: one such value would blank a whole picture."""
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"the {name} has {bad} NaN or inf value(s) of {x.numel()}; clean it first "
+                         "(e.g. torch.nan_to_num)")
+
+
 def normalize_map(m: torch.Tensor) -> torch.Tensor:
-    """(H, W) map -> float (H, W) min-max scaled to [0, 1]; a constant map gives zeros."""
+    """(H, W) finite map -> float (H, W) min-max scaled to [0, 1]; a constant map gives zeros."""
     if m.dim() != 2:
         raise ValueError(f"expected an (H, W) map, got shape {tuple(m.shape)}")
+    check_finite(m, "map")
     m = m.detach().float()
     low, high = m.min(), m.max()
     if high <= low:
@@ -170,6 +201,7 @@ def gradient_to_pil(g: torch.Tensor, percentile: float = 99.0) -> Image.Image:
         raise ValueError(f"gradient_to_pil expects a (3, H, W) tensor, got shape {tuple(g.shape)}")
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    check_finite(g, "gradient")
     g = g.detach().float()
     magnitude = g.abs().flatten()
     k = max(1, math.ceil(percentile / 100 * magnitude.numel()))
@@ -192,6 +224,7 @@ def heatmap_overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5, 
 
 def _clip(m: torch.Tensor, percentile: float) -> torch.Tensor:
     """The map capped at its `percentile`: else a few extreme pixels take the whole colour range."""
+    check_finite(m, "map")
     m = m.detach().float()
     return m.clamp(max=torch.quantile(m.flatten(), percentile / 100))
 

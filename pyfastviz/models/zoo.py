@@ -13,6 +13,7 @@ import torch
 import torchvision
 from PIL import Image
 from torch import nn
+from torchvision.transforms import functional as TF
 
 from .images import to_rgb, to_unit_tensor
 
@@ -33,21 +34,19 @@ _TORCHVISION = {  # name -> (builder, weights enum)
 
 @dataclass(frozen=True)
 class Preprocess:
-    """A model's input transform: shorter side resized to `size` (antialiased), centre crop
-    `size` x `size`, scaled to [0, 1], then normalised per channel with `mean` and `std`."""
+    """A model's input transform, as torchvision's ImageNet weights define it: shorter side
+    resized to `resize` (bilinear, antialiased; default `size`), centre crop `size` x `size`,
+    scaled to [0, 1], then normalised per channel with `mean` and `std`."""
 
     size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize: int | None = None
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """PIL image (any mode) -> normalised float tensor (3, size, size)."""
-        image = to_rgb(image)
-        scale = self.size / min(image.size)
-        w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
-        image = image.resize((w, h), Image.Resampling.BILINEAR)  # PIL filters antialias when shrinking
-        left, top = (w - self.size) // 2, (h - self.size) // 2
-        return self.normalize(to_unit_tensor(image.crop((left, top, left + self.size, top + self.size))))
+        image = TF.resize(to_rgb(image), self.resize or self.size, TF.InterpolationMode.BILINEAR)
+        return self.normalize(to_unit_tensor(TF.center_crop(image, self.size)))
 
     def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """N PIL images -> (N, 3, size, size); an empty sequence gives (0, 3, size, size)."""
@@ -58,9 +57,10 @@ class Preprocess:
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() not in (3, 4) or x.shape[-3] != 3:
             raise ValueError(f"expected a (3, H, W) or (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
-        dtype = x.dtype if x.is_floating_point() else torch.float32
-        mean = torch.tensor(self.mean, dtype=dtype, device=x.device).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=dtype, device=x.device).view(3, 1, 1)
+        if not x.is_floating_point():
+            raise TypeError(f"expected a float tensor (pixels in [0, 1]), got {x.dtype} (0-255 pixels: divide by 255)")
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
         return mean, std
 
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:
@@ -151,25 +151,38 @@ def _efficientnet_lite0(weights_path: str | os.PathLike | None) -> tuple[nn.Modu
 
 def _torchvision_model(name: str, weights_path: str | os.PathLike | None) -> tuple[nn.Module, Preprocess, list[str]]:
     builder, weights_enum = _TORCHVISION[name]
-    weights = weights_enum.DEFAULT
-    if weights_path is None:
-        filename = os.path.basename(weights.url)
-        weights_path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-        if not os.path.isfile(weights_path):
-            raise FileNotFoundError(
-                f"no weights for {name!r}: expected {filename!r} at {weights_path!r} (torch's hub cache; "
-                f"pyfastviz never downloads). Copy the file there, or pass weights_path='/path/to/{filename}'."
-            )
+    members = [weights_enum.DEFAULT, *(w for w in weights_enum if w is not weights_enum.DEFAULT)]
+    weights_path = weights_path or _hub_cache_file(name, members)
+    # the transform and classes of the weights this file holds (by torchvision's file name), else DEFAULT's
+    weights = next((w for w in members if _filename(w) == os.path.basename(weights_path)), weights_enum.DEFAULT)
     net = builder(weights=None)
     _load_state_dict(net, weights_path)
     transforms = weights.transforms()
-    crop = getattr(transforms, "crop_size", None) or [224]
     preprocess = Preprocess(
-        int(crop[0]),
-        tuple(getattr(transforms, "mean", IMAGENET_MEAN)),
-        tuple(getattr(transforms, "std", IMAGENET_STD)),
+        int(transforms.crop_size[0]),
+        tuple(transforms.mean),
+        tuple(transforms.std),
+        int(transforms.resize_size[0]),
     )
     return net, preprocess, list(weights.meta["categories"])
+
+
+def _hub_cache_file(name: str, members: list) -> str:
+    """The first of these weights (DEFAULT first) already in torch's hub cache, else a clear error."""
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    for weights in members:
+        if os.path.isfile(path := os.path.join(cache, _filename(weights))):
+            return path
+    filename = _filename(members[0])
+    raise FileNotFoundError(
+        f"no weights for {name!r}: expected {filename!r} at {os.path.join(cache, filename)!r} (torch's hub "
+        f"cache; pyfastviz never downloads). Copy the file there, or pass weights_path='/path/to/{filename}'."
+    )
+
+
+def _filename(weights) -> str:
+    """The file torchvision saves these weights as in the hub cache, e.g. 'resnet50-11ad3fa6.pth'."""
+    return os.path.basename(weights.url)
 
 
 def load_model(

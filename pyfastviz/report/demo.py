@@ -54,7 +54,7 @@ from pyfastviz.saliency import saliency
 from pyfastviz.style import StyleTargets, image_input, style_transfer, texture_synthesis
 from pyfastviz.style import extract_features as extract_style_features
 
-from .gallery import Figure, Section, write_gallery
+from .gallery import Figure, Section, staged_folder, write_gallery
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
 MIDDLE_LAYERS = {"efficientnet_lite0": "_blocks.10"}  # else the convolution 2/3 of the way in
@@ -432,16 +432,22 @@ def run_demo(
     model_name: str = "efficientnet_lite0",
     progress: bool = True,
     style_image: str | os.PathLike | None = None,
+    weights_path: str | os.PathLike | None = None,
 ) -> Path:
     """Build the gallery of every technique in SECTIONS into `out_dir`; returns its index.html.
     Quick by default; `full=True` uses paper-quality settings (slower). style_image: an image file
-    to paint `china` in, in the style section (default: the flower photo)."""
+    to paint `china` in, in the style section (default: the flower photo). weights_path: as for
+    load_model. The gallery is built aside and replaces out_dir only once complete (see
+    gallery.staged_folder), so a failed run leaves the last gallery as it was."""
     out_dir = Path(out_dir).resolve()
     style = load_image(style_image) if style_image is not None else None  # a bad file fails before any work
-    ctx = DemoContext(load_model(model_name), out_dir, full=full, progress=progress, style_image=style)
-    sections = [build(ctx) for build in tqdm(SECTIONS, desc="pyfastviz demo", disable=not progress)]
-    intro = (
-        f"Model: {ctx.model.name}, ImageNet classes, {ctx.model.preprocess.size} px input; "
-        f"sample photos from scikit-image and scikit-learn; {'full' if full else 'quick'} settings."
-    )
-    return write_gallery(out_dir, "pyfastviz demo", sections, intro)
+    model = load_model(model_name, weights_path)
+    with staged_folder(out_dir) as staging:
+        ctx = DemoContext(model, staging, full=full, progress=progress, style_image=style)
+        sections = [build(ctx) for build in tqdm(SECTIONS, desc="pyfastviz demo", disable=not progress)]
+        intro = (
+            f"Model: {ctx.model.name}, ImageNet classes, {ctx.model.preprocess.size} px input; "
+            f"sample photos from scikit-image and scikit-learn; {'full' if full else 'quick'} settings."
+        )
+        write_gallery(staging, "pyfastviz demo", sections, intro)
+    return out_dir / "index.html"

@@ -1,11 +1,14 @@
 """A static HTML gallery: titled sections of captioned figures in one self-contained
-`index.html` (inline CSS, no scripts, no external URLs), written atomically."""
+`index.html` (inline CSS, no scripts, no external URLs), written atomically; a whole gallery
+folder built aside and swapped into place (`staged_folder`)."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -102,6 +105,40 @@ def write_gallery(
         tmp.unlink(missing_ok=True)
         raise
     return index
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike):
+    """Yields a new sibling folder to build a gallery in. When the block succeeds it replaces
+    out_dir (an earlier gallery's files all go); when it fails it is deleted and out_dir is left
+    as it was: never a page of one run over pictures of another. out_dir must be missing,
+    empty, or a gallery (it holds index.html): a folder of other files is refused."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ValueError(f"out={str(out_dir)!r} is a file: give a folder")
+        if any(out_dir.iterdir()) and not (out_dir / "index.html").is_file():
+            raise ValueError(f"out={str(out_dir)!r} holds files but no gallery (no index.html); choose a new or "
+                             "empty folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.tmp")
+    staging.mkdir()  # the umask's permissions, as out_dir would get
+    try:
+        yield staging
+        old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.old") if out_dir.exists() else None
+        if old is not None:
+            os.replace(out_dir, old)
+        try:
+            os.replace(staging, out_dir)
+        except BaseException:
+            if old is not None:
+                os.replace(old, out_dir)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class _ImgSources(HTMLParser):

@@ -31,6 +31,18 @@ def list_images(data: str | os.PathLike) -> tuple[Path, list[str]]:
     raise ValueError(f"data={str(data)!r} is neither a folder of images nor a list file of image paths")
 
 
+def with_file_sizes(base: Path, paths: list[str]) -> list[str]:
+    """'path<TAB>size in bytes' per image (-1 when it cannot be read): what a manifest hashes, so
+    a resume notices replaced images as well as added or removed ones."""
+    def size(path: str) -> int:
+        try:
+            return (base / path).stat().st_size
+        except OSError:
+            return -1
+
+    return [f"{path}\t{size(path)}" for path in paths]
+
+
 def shard_range(shard: int, count: int, shard_size: int) -> range:
     """Positions in the sorted image list of shard `shard`: [shard * size, (shard + 1) * size)."""
     return range(shard * shard_size, min(count, (shard + 1) * shard_size))

@@ -79,8 +79,9 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
     target: None or "predicted" (each image's top class), a class index or name for every
     image, or a pathlib.Path to a label file of `relative/path<TAB>class` lines.
     Unreadable, empty or truncated files (and images the label file lacks) go to the
-    error list. Rerunning the same call resumes after a crash; other options against the
-    same `out` raise ValueError. Under torchrun each rank (NCCL on its GPU, gloo on the
+    error list. Rerunning the same call resumes after a crash; other options, or images
+    added, removed or replaced by a file of another size, against the same `out` raise
+    ValueError. batch_size may change on resume (not for SmoothGrad, whose noise it groups). Under torchrun each rank (NCCL on its GPU, gloo on the
     CPU) maps every world-th shard of those left, and rank 0 merges the index.
     workers: decoding processes per rank (default: the CPU cores per local rank, at most 8).
     device: default cuda:LOCAL_RANK, else the CPU (an nn.Module is used where it is).
@@ -171,8 +172,9 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
             "method": method, **options, "target": spec, "model": type(net).__name__,
             "weights_sha256": manifest.weights_fingerprint(net), "preprocess": _describe(preprocess),
             "classes_sha256": None if classes is None else manifest.fingerprint(classes),
-            "shard_size": shard_size, "batch_size": batch_size, "images": len(paths),
-            "images_sha256": manifest.fingerprint(paths), "maps": "float16"}, bool(store.done_shards(out)))
+            "shard_size": shard_size, **_batch_size_entry(method, options, batch_size), "images": len(paths),
+            "images_sha256": manifest.fingerprint(plan.with_file_sizes(base, paths)), "maps": "float16"},
+            bool(store.done_shards(out)))
         store.remove_partial(out)
         done = store.done_shards(out)
         shards = plan.shard_count(len(paths), shard_size)
@@ -182,6 +184,13 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
         if group.world == 1:
             raise
         return f"rank 0: {err}"
+
+
+def _batch_size_entry(method: str, options: dict, batch_size: int) -> dict:
+    """The manifest's batch_size, recorded only where it changes the maps: SmoothGrad draws one
+    seeded noise batch per batch. Elsewhere a resume may use another (smaller, after running
+    out of memory)."""
+    return {"batch_size": batch_size} if method == "gradient" and options["samples"] else {}
 
 
 def _targets(target, paths: list[str], classes) -> tuple[str, list[int | None] | int | None]:

@@ -44,7 +44,7 @@ def red_brick(default_model):
 @pytest.fixture(scope="module")
 def two_styles(default_model):
     styles = [tinted("brick", RED), tinted("grass", GREEN)]
-    return styles, train_style(styles, loss_model=default_model.net, steps=40, **TRAIN)
+    return styles, train_style(styles, loss_model=default_model.net, steps=60, **TRAIN)  # 40: seed-dependent
 
 
 def test_training_lowers_the_perceptual_loss(red_brick):
@@ -65,9 +65,10 @@ def test_output_is_closer_to_the_style_than_the_input(red_brick, default_model):
 
 
 def test_two_style_network_keeps_styles_apart_and_blends(two_styles, default_model):
-    """Measured (style losses of the two photos' outputs to [red brick, green grass]): style 0
-    [0.37, 2.23], [0.40, 1.88]; style 1 [1.26, 0.69], [1.30, 0.73]; 50/50 blend [1.01, 1.03],
-    [1.04, 1.00]. Asserted: own style < 0.8 x the other's, and the blend strictly between."""
+    """Measured (style losses of the two photos' outputs to [red brick, green grass], 60 steps):
+    style 0 [0.34, 2.34], [0.35, 2.50]; style 1 [1.30, 0.58], [1.35, 0.75]; 50/50 blend [0.93,
+    0.97], [0.94, 1.16]; seeds 1-3 alike. Asserted: own style < 0.8 x the other's, and the blend
+    strictly between. (After 40 steps seed 0 gave style 1 [1.23, 1.05] in one environment.)"""
     styles, result = two_styles
     loss = perceptual(default_model.net, styles)
     x = photos()

@@ -61,6 +61,14 @@ def test_load_16_bit_keeps_full_range(tmp_path):
     assert [pixel(image, (x, 0))[0] for x in range(3)] == [0, 128, 255]
 
 
+def test_load_32_bit_integers_beyond_16_bits_use_their_own_range(tmp_path):
+    array = np.array([[-70000, 30000, 130000]], dtype=np.int32)
+    Image.fromarray(array, mode="I").save(tmp_path / "wide.tif")
+    assert Image.open(tmp_path / "wide.tif").mode == "I"
+    image = load_image(tmp_path / "wide.tif")
+    assert [pixel(image, (x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
 def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         load_image(tmp_path / "missing.png")
@@ -189,3 +197,52 @@ def test_saliency_to_pil_caps_outliers_so_the_map_stays_visible():
     assert grey.shape == (32, 32, 3) and np.median(grey) > 60
     assert np.median(np.asarray(map_to_pil(heat, cmap="gray"))) < 5
     assert saliency_overlay(Image.new("RGB", (50, 40)), heat).size == (50, 40)
+
+
+def test_premultiplied_la_images_are_read():
+    image = Image.new("LA", (2, 2), (100, 255)).convert("La")  # PIL converts La to nothing but LA
+    x = Preprocess(2, mean=(0, 0, 0), std=(1, 1, 1))(image)
+    torch.testing.assert_close(x, torch.full((3, 2, 2), 100 / 255))
+
+
+def test_one_nan_or_inf_is_refused_rather_than_blanking_the_picture():
+    from pyfastviz.models import saliency_to_pil
+
+    heat = torch.rand(7, 7)
+    for bad in (float("nan"), float("inf")):
+        broken = heat.clone()
+        broken[3, 3] = bad
+        for draw in (normalize_map, map_to_pil, saliency_to_pil, lambda m: heatmap_overlay(sample_image("coffee"), m),
+                     lambda m: saliency_overlay(sample_image("coffee"), m)):
+            with pytest.raises(ValueError, match=r"map has 1 NaN or inf value\(s\) of 49"):
+                draw(broken)
+        with pytest.raises(ValueError, match="gradient has 3 NaN or inf"):
+            gradient_to_pil(broken.expand(3, 7, 7))
+        with pytest.raises(ValueError, match="image has 3 NaN or inf"):
+            to_pil(broken.expand(3, 7, 7))
+
+
+def test_integer_pixels_are_refused_with_the_fix():
+    pixels = torch.full((3, 4, 4), 21, dtype=torch.uint8)  # e.g. torchvision.io.read_image
+    with pytest.raises(TypeError, match="got torch.uint8 .0-255 pixels: divide by 255"):
+        to_pil(pixels)
+    with pytest.raises(TypeError, match="got torch.uint8 .0-255 pixels: divide by 255"):
+        Preprocess(4).normalize(pixels)
+
+
+def test_load_batch_wants_a_list(tmp_path):
+    with pytest.raises(TypeError, match="a list of files or PIL images, got one str; wrap it in a list"):
+        load_batch(str(tmp_path / "a.png"), Preprocess(8))
+
+
+def test_image_grid_checks_its_arguments_and_composites_on_its_background():
+    tile = Image.new("RGB", (4, 4), (255, 0, 0))
+    with pytest.raises(ValueError, match="ncols >= 1"):
+        image_grid([tile], ncols=0)
+    with pytest.raises(TypeError, match="takes PIL images"):
+        image_grid(torch.zeros(2, 3, 4, 4))
+    clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    grid = image_grid(tile for tile in [tile, clear])  # a generator is fine
+    assert pixel(grid, (2 + 4 + 2 + 1, 3)) == (255, 255, 255)
+    grid = image_grid([tile, clear], background=(0, 0, 0))
+    assert pixel(grid, (2 + 4 + 2 + 1, 3)) == (0, 0, 0)  # the transparent cell shows the grid's black

@@ -85,6 +85,19 @@ def test_preprocess_antialiases():
     assert (x - 0.5).abs().max() < 0.05  # 1-pixel checkerboard shrunk 8x averages to grey
 
 
+@pytest.mark.parametrize("name", ["squeezenet1_1", "resnet50"])  # resnet50's DEFAULT: resize 232
+def test_torchvision_preprocess_equals_the_weights_transforms(tmp_path, name, monkeypatch):
+    import pyfastviz.models.zoo as zoo
+
+    builder, weights_enum = zoo._TORCHVISION[name]
+    monkeypatch.setattr(zoo, "_load_state_dict", lambda net, path: None)  # the transform is what is tested
+    preprocess = load_model(name, weights_path=tmp_path / "unused.pth").preprocess
+    expected_transform = weights_enum.DEFAULT.transforms()
+    for photo in ("rocket", "astronaut"):  # landscape and square
+        image = sample_image(photo)
+        torch.testing.assert_close(preprocess(image), expected_transform(image), atol=1e-6, rtol=0)
+
+
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="name='vgg61'.*vgg16"):
         load_model("vgg61")
@@ -108,7 +121,7 @@ def test_torchvision_arch_from_weights_file(tmp_path):
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(loaded.net.state_dict()[key], value)
     assert not loaded.net.training
-    assert loaded.preprocess == Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert loaded.preprocess == Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), resize=256)
     assert loaded.class_names[285] == "Egyptian cat"
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -121,6 +134,20 @@ def test_torchvision_arch_from_hub_cache(tmp_path, monkeypatch):
     torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(),
                tmp_path / "checkpoints" / "squeezenet1_1-b8a52dc0.pth")
     assert load_model("squeezenet1_1").name == "squeezenet1_1"
+
+
+def test_older_torchvision_weights_are_found_and_get_their_own_transform(tmp_path, monkeypatch):
+    # resnet50's DEFAULT is V2 (resize 232); older torchvision cached V1 (resize 256) as resnet50-0676ba61.pth
+    import pyfastviz.models.zoo as zoo
+
+    loaded = []
+    monkeypatch.setattr(zoo, "_load_state_dict", lambda net, path: loaded.append(os.path.basename(path)))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "resnet50-0676ba61.pth").write_bytes(b"")
+    assert load_model("resnet50").preprocess.resize == 256 and loaded == ["resnet50-0676ba61.pth"]
+    assert load_model("resnet50", weights_path=tmp_path / "resnet50-11ad3fa6.pth").preprocess.resize == 232
+    assert load_model("resnet50", weights_path=tmp_path / "my-finetune.pth").preprocess.resize == 232  # DEFAULT's
 
 
 def test_corrupt_weights_file_names_the_path(tmp_path):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pyfastviz.report.gallery import Figure, Section, referenced_images, write_gallery
+from pyfastviz.report.gallery import Figure, Section, referenced_images, staged_folder, write_gallery
 
 
 def test_text_is_escaped_and_images_have_alt_text(tmp_path):
@@ -44,3 +44,54 @@ def test_referenced_images_round_trip(tmp_path):
 def test_absolute_figure_paths_are_refused(tmp_path):
     with pytest.raises(ValueError, match="relative"):
         write_gallery(tmp_path, "t", [Section("s", "", [Figure(str(tmp_path / "a.png"), "a")])])
+
+
+def test_a_staged_gallery_replaces_the_old_one_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "gallery"
+    with staged_folder(out) as staging:
+        (staging / "old.png").write_bytes(b"old")
+        write_gallery(staging, "first", [])
+    with pytest.raises(RuntimeError, match="section failed"):
+        with staged_folder(out) as staging:
+            (staging / "new.png").write_bytes(b"new")
+            raise RuntimeError("section failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]  # no staging folder left
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "old.png"] and "first" in (out / "index.html").read_text()
+    with staged_folder(out) as staging:
+        write_gallery(staging, "second", [])
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]  # the first run's picture went with it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]
+
+
+def test_a_folder_of_other_files_is_not_replaced(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="holds files but no gallery"):
+        with staged_folder(tmp_path / "mine"):
+            pass
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        with staged_folder(tmp_path / "file"):
+            pass
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_failed_demo_run_leaves_the_last_gallery(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pyfastviz.report import demo
+
+    def pictures(ctx):
+        return Section("Pictures", "", [ctx.save(Image.new("RGB", (4, 4), "red"), "photos/red.png", "red")])
+
+    def broken(ctx):
+        raise RuntimeError("section failed")
+
+    monkeypatch.setattr(demo, "SECTIONS", [pictures])
+    index = demo.run_demo(tmp_path / "out", progress=False)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert referenced_images(index) == [tmp_path / "out" / "photos" / "red.png"]
+    monkeypatch.setattr(demo, "SECTIONS", [pictures, broken])
+    with pytest.raises(RuntimeError, match="section failed"):
+        demo.run_demo(tmp_path / "out", progress=False)
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

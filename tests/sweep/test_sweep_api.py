@@ -100,6 +100,36 @@ def test_rerun_changes_nothing_and_other_options_are_refused(data, tmp_path):
         run(root, tmp_path / "other")
 
 
+def test_a_replaced_image_is_refused(data, tmp_path):
+    root, _ = data
+    run(root, tmp_path / "out")
+    image = root / "part0" / "img000.png"
+    original = image.read_bytes()
+    try:
+        pyfastviz.models.sample_image("coffee").resize((40, 40)).save(image)
+        with pytest.raises(ValueError, match="images differ"):
+            run(root, tmp_path / "out")
+    finally:
+        image.write_bytes(original)
+
+
+def test_batch_size_may_change_on_resume_except_for_smoothgrad(data, tmp_path):
+    root, _ = data
+    run(root, tmp_path / "whole")
+    run(root, tmp_path / "out", batch_size=4)
+    for done_mark in sorted((tmp_path / "out" / "shards").glob("*.json"))[1:]:  # as after a crash in shard 1
+        done_mark.unlink()
+    assert run(root, tmp_path / "out", batch_size=1).resumed == 4
+    whole, resumed = load_sweep(tmp_path / "whole"), load_sweep(tmp_path / "out")
+    for row in whole.index:
+        np.testing.assert_allclose(resumed.map(row["path"]).astype(np.float32),
+                                   whole.map(row["path"]).astype(np.float32), atol=1e-3)
+    smooth = {"method": "gradient", "samples": 2}
+    run(root, tmp_path / "smooth", **smooth)
+    with pytest.raises(ValueError, match="batch_size=3 there, 1 now"):
+        run(root, tmp_path / "smooth", **smooth, batch_size=1)
+
+
 def test_preprocess_settings_are_part_of_the_manifest(data, tmp_path):
     from torchvision import transforms
 
