@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import torch
+
+from pyfastviz._loading import load_failure
 
 FORMAT = "pyfastviz.fast_style/1"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -68,7 +69,7 @@ def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Te
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{str(path)!r} is not a {what} file of pyfastviz or pytorch/examples "
-                         f"({_load_failure(err)})") from None
+                         f"({load_failure(err)})") from None
     if isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("tensors"), dict):
         return data["tensors"], _meta(data.get("meta"), path, what)
     if isinstance(data, dict) and data and all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -76,15 +77,6 @@ def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Te
         return dict(data), None
     raise ValueError(f"{str(path)!r} is not a {what} file: it holds a {type(data).__name__}, not pyfastviz's "
                      "format or a state_dict")
-
-
-def _load_failure(err: Exception) -> str:
-    """torch.load's error in a few words: the unpickler's reason without torch's weights_only
-    advice, on one line, led by the exception type (a bare KeyError's text is just a byte)."""
-    text = " ".join(str(err).split())  # torch's unpickling errors run over several lines
-    reason = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
-    summary = ": ".join(filter(None, ["torch.load", type(err).__name__, reason.group(1) if reason else text]))
-    return summary if len(summary) <= 120 else summary[:117] + "..."
 
 
 def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict | None]:

@@ -15,6 +15,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import functional as TF
 
+from pyfastviz._loading import load_state_dict
+
 from .images import to_rgb, to_unit_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -130,8 +132,9 @@ def available_models() -> list[str]:
 def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
+    state_dict = load_state_dict(path)
     try:
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        net.load_state_dict(state_dict, strict=True)
     except Exception as err:
         raise ValueError(f"could not load weights from {str(path)!r}: {err}") from err
 

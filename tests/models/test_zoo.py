@@ -159,6 +159,27 @@ def test_corrupt_weights_file_names_the_path(tmp_path):
         load_model(weights_path=path)
 
 
+def test_an_unsafe_pickle_is_refused_without_the_advice_to_unpickle_it(tmp_path):
+    path = tmp_path / "code.pth"
+    torch.save({"weights": torchvision.models.squeezenet1_1}, path)  # a pickled function: weights_only refuses it
+    with pytest.raises(ValueError, match=r"could not load weights from .*code.pth.*\(torch.load: ") as info:
+        load_model("squeezenet1_1", weights_path=path)
+    assert "weights_only=False" not in str(info.value)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: {"state_dict": sd, "epoch": 3},
+    lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}},
+    lambda sd: {f"module.{k}": v for k, v in sd.items()},  # saved from DataParallel
+], ids=["state_dict", "model+module", "module"])
+def test_training_checkpoints_are_unwrapped(tmp_path, wrap):
+    reference = torchvision.models.squeezenet1_1(weights=None)
+    torch.save(wrap(reference.state_dict()), tmp_path / "checkpoint.pth")
+    loaded = load_model("squeezenet1_1", weights_path=tmp_path / "checkpoint.pth")
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(loaded.net.state_dict()[key], value)
+
+
 def test_mismatched_weights_file_names_the_path(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
