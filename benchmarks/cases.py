@@ -147,7 +147,8 @@ def op_cases(quick: bool) -> list[OpCase]:
 
 
 # precision name -> (feature dtype, TF32 dot products on both sides)
-GRAM_PRECISIONS = {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)}
+GRAM_PRECISIONS = {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False),
+                   "fp16": (torch.float16, False)}
 
 
 @contextmanager
@@ -176,8 +177,9 @@ class GramCase:
     """gram forward, or forward+backward (the gradient of F), on one batch of feature maps, two
     ways: "reference" (torch.bmm(F, F^T) / (C*H*W) in the features' dtype, cuBLAS; _bmm_gram) and
     "pyfastviz" (ops.gram on the Triton kernels). precision: "fp32" (IEEE dot products on both
-    sides), "tf32" (TF32 on both: matmul_tf32 for torch.bmm, allow_tf32 for the kernel) or "bf16"
-    (bf16 features and bf16 bmm, fp32 accumulation on both)."""
+    sides), "tf32" (TF32 on both: matmul_tf32 for torch.bmm, allow_tf32 for the kernel), "bf16" or
+    "fp16" (16-bit features and bmm, fp32 accumulation on both; the kernel's fp16 backward dots
+    in TF32, for fp32's range)."""
 
     op: ClassVar[str] = "gram"
     direction: str  # "forward" | "forward+backward"
@@ -242,14 +244,17 @@ class GramCase:
 
 def gram_cases(quick: bool) -> list[GramCase]:
     """The feature maps of style transfer on VGG (relu1_1 .. relu5_1). quick: a 128 px image's
-    relu1_1 and relu3_1, batch 1, fp32. Full: a 512 px image's five, batch 4, fp32, tf32 and bf16."""
+    relu1_1 and relu3_1, batch 1, fp32. Full: a 512 px image's five, batch 4, fp32, tf32 and bf16
+    (the issue's), and fp16 forward+backward at relu1_1 and relu2_1 (its TF32 backward's cost)."""
     if quick:
         shapes, precisions = [(1, 64, 128, 128), (1, 256, 32, 32)], ("fp32",)
     else:
         shapes = [(4, 64, 512, 512), (4, 128, 256, 256), (4, 256, 128, 128), (4, 512, 64, 64), (4, 512, 32, 32)]
-        precisions = tuple(GRAM_PRECISIONS)
-    return [GramCase(direction, shape, precision) for precision in precisions for shape in shapes
-            for direction in ("forward", "forward+backward")]
+        precisions = ("fp32", "tf32", "bf16")
+    issue_rows = [GramCase(direction, shape, precision) for precision in precisions for shape in shapes
+                  for direction in ("forward", "forward+backward")]
+    fp16_rows = [] if quick else [GramCase("forward+backward", shape, "fp16") for shape in shapes[:2]]
+    return issue_rows + fp16_rows
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # training scripts' checkpoint dicts
 
 
-def load_state_dict(path: str | os.PathLike) -> dict:
+def read_state_dict(path: str | os.PathLike) -> dict:
     """The state dict in `path`: a saved state dict, or one inside {"state_dict": ...} (or
     "model_state_dict", "model"), with DataParallel's "module." prefix removed. Never unpickles
     code; a file it cannot read raises ValueError naming the path."""

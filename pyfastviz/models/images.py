@@ -99,7 +99,7 @@ def to_pil(x: torch.Tensor) -> Image.Image:
         raise ValueError(f"to_pil expects a (3, H, W) tensor, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"to_pil expects a float tensor in [0, 1], got {x.dtype} (0-255 pixels: divide by 255)")
-    check_finite(x, "image")
+    _check_finite(x, "image")
     array = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
 
@@ -119,11 +119,11 @@ def image_grid(
 ) -> Image.Image:
     """Tile images row by row (default ncols: ceil(sqrt(N))) in cells the size of the
     largest one, each centred, with `pad` pixels between and around cells."""
-    images = list(images) if not isinstance(images, torch.Tensor) else images
-    if len(images) == 0:
-        raise ValueError("image_grid needs at least one image")
-    if not all(isinstance(image, Image.Image) for image in images):
+    images = None if isinstance(images, torch.Tensor) else list(images)  # any iterable of PIL images
+    if images is None or not all(isinstance(image, Image.Image) for image in images):
         raise TypeError("image_grid takes PIL images (tensors: tensor_to_pils(x) first)")
+    if not images:
+        raise ValueError("image_grid needs at least one image")
     if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
         raise ValueError(f"image_grid needs ncols >= 1 (or None), got {ncols!r}")
     if pad < 0:
@@ -141,7 +141,7 @@ def image_grid(
     return grid
 
 
-def check_finite(x: torch.Tensor, name: str) -> None:
+def _check_finite(x: torch.Tensor, name: str) -> None:
     """A ValueError when x holds NaN or inf: one such value would blank a whole picture."""
     bad = int((~torch.isfinite(x)).sum())
     if bad:
@@ -153,7 +153,7 @@ def normalize_map(m: torch.Tensor) -> torch.Tensor:
     """(H, W) finite map -> float (H, W) min-max scaled to [0, 1]; a constant map gives zeros."""
     if m.dim() != 2:
         raise ValueError(f"expected an (H, W) map, got shape {tuple(m.shape)}")
-    check_finite(m, "map")
+    _check_finite(m, "map")
     m = m.detach().float()
     low, high = m.min(), m.max()
     if high <= low:
@@ -201,7 +201,7 @@ def gradient_to_pil(g: torch.Tensor, percentile: float = 99.0) -> Image.Image:
         raise ValueError(f"gradient_to_pil expects a (3, H, W) tensor, got shape {tuple(g.shape)}")
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    check_finite(g, "gradient")
+    _check_finite(g, "gradient")
     g = g.detach().float()
     magnitude = g.abs().flatten()
     k = max(1, math.ceil(percentile / 100 * magnitude.numel()))
@@ -224,7 +224,7 @@ def heatmap_overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5, 
 
 def _clip(m: torch.Tensor, percentile: float) -> torch.Tensor:
     """The map capped at its `percentile`: else a few extreme pixels take the whole colour range."""
-    check_finite(m, "map")
+    _check_finite(m, "map")
     m = m.detach().float()
     return m.clamp(max=torch.quantile(m.flatten(), percentile / 100))
 

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import functional as TF
 
-from pyfastviz._loading import load_state_dict
+from pyfastviz._loading import read_state_dict
 
 from .images import to_rgb, to_unit_tensor
 
@@ -132,7 +132,7 @@ def available_models() -> list[str]:
 def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
-    state_dict = load_state_dict(path)
+    state_dict = read_state_dict(path)
     try:
         net.load_state_dict(state_dict, strict=True)
     except Exception as err:

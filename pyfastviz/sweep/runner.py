@@ -81,8 +81,9 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
     Unreadable, empty or truncated files (and images the label file lacks) go to the
     error list. Rerunning the same call resumes after a crash; other options, or images
     added, removed or replaced by a file of another size, against the same `out` raise
-    ValueError. batch_size may change on resume (not for SmoothGrad, whose noise it groups). Under torchrun each rank (NCCL on its GPU, gloo on the
-    CPU) maps every world-th shard of those left, and rank 0 merges the index.
+    ValueError. batch_size may change on resume (not for SmoothGrad, whose noise it groups).
+    Under torchrun each rank (NCCL on its GPU, gloo on the CPU) maps every world-th shard of
+    those left, and rank 0 merges the index.
     workers: decoding processes per rank (default: the CPU cores per local rank, at most 8).
     device: default cuda:LOCAL_RANK, else the CPU (an nn.Module is used where it is).
     The model is left as found.
