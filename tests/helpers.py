@@ -1,9 +1,11 @@
 """Small models and checks shared by the technique tests."""
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import _get_current_function_mode_stack
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 class FunctionalReLUNet(nn.Module):
@@ -86,3 +88,35 @@ def cli_error_line(capsys) -> str:
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("pyfastviz: error: ")
     return err
+
+
+class RecordOps(TorchDispatchMode):
+    """Records the names of the ops dispatched while active (which kernel a call reached)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+    def pyfastviz_ops(self) -> set[str]:
+        return {name for name in self.names if name.startswith("pyfastviz::")}
+
+
+def weighted_sum(y: torch.Tensor) -> torch.Tensor:
+    """A scalar whose gradient is not constant (sum() of a normalised output has gradient 0)."""
+    return (y * torch.linspace(-1.0, 2.0, y.numel(), dtype=y.dtype, device=y.device).reshape(y.shape)).sum()
+
+
+def jvp(f, x: torch.Tensor) -> torch.Tensor:
+    """torch.func.jvp's tangent of f at x along x.cos() (not constant: normalisation maps a
+    constant tangent to zero)."""
+    return torch.func.jvp(f, (x,), (x.cos(),))[1]
+
+
+def forward_ad_tangent(f, x: torch.Tensor) -> torch.Tensor | None:
+    """The same tangent through torch.autograd.forward_ad (None when f dropped it)."""
+    with forward_ad.dual_level():
+        return forward_ad.unpack_dual(f(forward_ad.make_dual(x, x.cos()))).tangent

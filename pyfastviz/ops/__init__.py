@@ -1,7 +1,8 @@
 """Accelerated operators: validation, autograd and device dispatch over csrc/ and kernels/.
 
 Each op takes backend="auto", "reference", or its kernel's name: "native" (pyfastviz._C, from
-csrc/) or "triton" (pyfastviz.kernels); reference.py is the spec.
+csrc/) or "triton" (pyfastviz.kernels); reference.py is the spec. Inputs traced by torch.func
+transforms or forward-mode AD run the reference (_transforms.py).
 """
 
 from pyfastviz.ops import reference

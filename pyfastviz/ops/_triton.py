@@ -6,6 +6,8 @@ import warnings
 
 import torch
 
+from pyfastviz.ops._transforms import kernel_allowed
+
 BACKENDS = ("auto", "triton", "reference")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read at import, as the kernel modules read it
@@ -21,10 +23,11 @@ class TritonBackend:
         """True when Triton imported (the op's kernel module is usable)."""
         return self.error is None
 
-    def use(self, x: torch.Tensor, backend: str, name: str) -> bool:
+    def use(self, x: torch.Tensor, backend: str, name: str, *others: torch.Tensor | None) -> bool:
         """backend "reference": no; "triton": yes (or raise; CPU x only under TRITON_INTERPRET=1);
-        "auto": for CUDA fp32/fp16/bf16 x. name: x's argument name, for errors."""
-        if backend == "reference":
+        "auto": for CUDA fp32/fp16/bf16 x. No when x or the op's other tensors are traced by
+        torch.func or forward AD (_transforms). name: x's argument name, for errors."""
+        if backend == "reference" or not kernel_allowed(self.op, backend, x, *others):
             return False
         if backend == "triton":
             if not self.available():

@@ -14,6 +14,7 @@ import torch
 
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_float_tensor
+from pyfastviz.ops._transforms import differentiable_backward
 from pyfastviz.ops._triton import BACKENDS, TritonBackend
 
 try:
@@ -32,8 +33,8 @@ def triton_available() -> bool:
     return TRITON.available()
 
 
-def use_triton(features: torch.Tensor, backend: str) -> bool:
-    return TRITON.use(features, backend, "features")
+def use_triton(features: torch.Tensor, backend: str, *others: torch.Tensor) -> bool:
+    return TRITON.use(features, backend, "features", *others)
 
 
 @torch.compiler.assume_constant_result  # torch.compile cannot trace the getter: read it at trace time
@@ -112,7 +113,20 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     (features,) = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: a backward that double backward can go through
+        return differentiable_backward(_scaled_gram, (features, ctx.scale), grad) + (None,)
     return torch.ops.pyfastviz.gram_backward(grad, features, ctx.scale, ctx.allow_tf32), None, None
+
+
+def _scaled_gram(features: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * F F^T in features' dtype, multiplied as reference.gram does (fp32 for 16-bit F)."""
+    return _scaled_gram_fp32(features, scale).to(features.dtype)
+
+
+def _scaled_gram_fp32(features: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * F F^T before any rounding: fp32 (fp64 for fp64 features)."""
+    wide = features if features.dtype == torch.float64 else features.float()
+    return reference.gram(wide, normalize=False) * scale
 
 
 _gram_op.register_autograd(_backward, setup_context=_setup_context)
@@ -145,7 +159,7 @@ def gram_style_loss(features: torch.Tensor, target: torch.Tensor, *, normalize: 
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if allow_tf32 is None:
         allow_tf32 = matmul_tf32()
-    if use_triton(features, backend):
+    if use_triton(features, backend, target):
         return torch.ops.pyfastviz.gram_style_loss(features, target.expand(n, c, c), scale(features, normalize),
                                                    bool(allow_tf32))
     return reference.gram_style_loss(features, target, normalize=normalize)
@@ -187,8 +201,16 @@ def _style_setup_context(ctx, inputs, output):
 
 def _style_backward(ctx, grad):
     features, target = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True
+        return differentiable_backward(_style_loss, (features, target, ctx.scale), grad) + (None,)
     df, dt = torch.ops.pyfastviz.gram_style_loss_backward(grad, features, target, ctx.scale, ctx.allow_tf32)
     return df, dt, None, None
 
 
 _style_loss_op.register_autograd(_style_backward, setup_context=_style_setup_context)
+
+
+def _style_loss(features: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N,) fp32: sum over i, j of (scale * F F^T - target)^2, as reference.gram_style_loss."""
+    g = _scaled_gram_fp32(features, scale)
+    return (g - target.to(g.dtype)).square().sum((1, 2))

@@ -9,6 +9,7 @@ import torch
 from pyfastviz import _native
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_backend, check_float_tensor
+from pyfastviz.ops._transforms import kernel_allowed
 
 OP = "guided_relu"
 OP_INPLACE = "guided_relu_"
@@ -45,7 +46,7 @@ def guided_relu(x: torch.Tensor, upper: float | None = None, *, backend: str = "
     """
     check_float_tensor(x, "x")
     check_upper(upper)
-    if _native.use_native(OP, x.device.type, check_backend(backend)):
+    if kernel_allowed(OP, check_backend(backend), x) and _native.use_native(OP, x.device.type, backend):
         out, _mask = torch.ops.pyfastviz.guided_relu(x, None if upper is None else float(upper))
         return out
     return reference.guided_relu(x, upper)
@@ -60,7 +61,7 @@ def guided_relu_(x: torch.Tensor, upper: float | None = None, *, backend: str = 
     """
     check_float_tensor(x, "x")
     check_upper(upper)
-    if _native.use_native(OP_INPLACE, x.device.type, check_backend(backend)):
+    if kernel_allowed(OP_INPLACE, check_backend(backend), x) and _native.use_native(OP_INPLACE, x.device.type, backend):
         return _GuidedReLUInPlace.apply(x, None if upper is None else float(upper))
     return x.copy_(reference.guided_relu(x, upper))
 

@@ -15,6 +15,7 @@ import torch
 
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_float_tensor
+from pyfastviz.ops._transforms import differentiable_backward
 from pyfastviz.ops._triton import BACKENDS, TritonBackend
 
 try:
@@ -33,8 +34,8 @@ def triton_available() -> bool:
     return TRITON.available()
 
 
-def use_triton(x: torch.Tensor, backend: str) -> bool:
-    return TRITON.use(x, backend, "x")
+def use_triton(x: torch.Tensor, backend: str, *others: torch.Tensor | None) -> bool:
+    return TRITON.use(x, backend, "x", *others)
 
 
 def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, *,
@@ -66,7 +67,7 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
         raise TypeError(f"relu must be a bool, got {relu!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if use_triton(x, backend):
+    if use_triton(x, backend, weight, bias):
         return torch.ops.pyfastviz.instance_norm(x, weight, bias, float(eps), relu)[0]
     # ATen's batch_norm needs a channel, and drops the affine's gradient for one value per channel
     if backend == "reference" or x.numel() == 0 or x.shape[2] * x.shape[3] == 1:
@@ -134,11 +135,11 @@ def _(grad, x, weight, bias, mean, rstd, relu):
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, _eps, relu = inputs
+    x, weight, bias, eps, relu = inputs
     _, mean, rstd = output
     ctx.mark_non_differentiable(mean, rstd)
     ctx.save_for_backward(x, weight, bias, mean, rstd)
-    ctx.relu = relu
+    ctx.eps, ctx.relu = eps, relu
 
 
 def _param_grad(rows: torch.Tensor, param: torch.Tensor | None) -> torch.Tensor | None:
@@ -150,6 +151,8 @@ def _param_grad(rows: torch.Tensor, param: torch.Tensor | None) -> torch.Tensor 
 
 def _backward(ctx, grad, _grad_mean, _grad_rstd):
     x, weight, bias, mean, rstd = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: a backward that double backward can go through
+        return differentiable_backward(reference.instance_norm, (x, weight, bias, ctx.eps, ctx.relu), grad)
     dx, dweight, dbias = torch.ops.pyfastviz.instance_norm_backward(grad, x, weight, bias, mean, rstd, ctx.relu)
     return dx, _param_grad(dweight, weight), _param_grad(dbias, bias), None, None
 

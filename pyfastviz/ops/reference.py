@@ -4,7 +4,11 @@ import torch
 
 
 class _GuidedReLU(torch.autograd.Function):
-    """clamp(x, 0, upper) whose backward is guided: grad * [0 < x < upper] * [grad > 0]."""
+    """clamp(x, 0, upper) whose backward is guided: grad * [0 < x < upper] * [grad > 0].
+
+    Works under torch.func.grad/vjp/vmap; forward mode raises (there is no guided jvp)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, upper):
@@ -19,6 +23,13 @@ class _GuidedReLU(torch.autograd.Function):
     def backward(ctx, grad):
         (passes,) = ctx.saved_tensors
         return torch.where(passes & (grad > 0), grad, torch.zeros_like(grad)), None
+
+    @staticmethod
+    def jvp(ctx, x_tangent, upper_tangent):
+        raise NotImplementedError(
+            "guided_relu has no forward-mode derivative: guided backprop changes only the backward pass, "
+            "and its rule dx = dy * [x passes] * [dy > 0] is not linear in dy. Use reverse mode "
+            "(torch.autograd.grad, backward(), torch.func.grad/vjp/jacrev)")
 
 
 def relu_passes_gradient(x: torch.Tensor, upper: float | None = None) -> torch.Tensor:

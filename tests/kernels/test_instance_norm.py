@@ -252,7 +252,7 @@ def test_eps_is_passed_through(eps):
 
 
 def test_module_parameters_get_gradients(monkeypatch):
-    monkeypatch.setattr(op_module, "use_triton", lambda x, backend: True)  # the kernel on CPU tensors too
+    monkeypatch.setattr(op_module, "use_triton", lambda x, backend, *params: True)  # the kernel on CPU tensors too
     torch.manual_seed(0)
     module = pnn.InstanceNorm2d(5, affine=True, relu=True).to(DEVICE)
     with torch.no_grad():
@@ -278,7 +278,7 @@ def test_conditional_instance_norm_gets_style_gradients(monkeypatch):
     grad = randn(x.shape, seed=1)
     results = []
     for kernel in (True, False):
-        monkeypatch.setattr(op_module, "use_triton", lambda x, backend, kernel=kernel: kernel)
+        monkeypatch.setattr(op_module, "use_triton", lambda x, backend, *params, kernel=kernel: kernel)
         module.zero_grad()
         leaf_x = x.clone().requires_grad_(True)
         module(leaf_x, styles).backward(grad)
@@ -311,7 +311,7 @@ def test_opcheck(args):
 
 
 def test_works_under_torch_compile(monkeypatch):
-    monkeypatch.setattr(op_module, "use_triton", lambda x, backend: True)  # the kernel on CPU tensors too
+    monkeypatch.setattr(op_module, "use_triton", lambda x, backend, *params: True)  # the kernel on CPU tensors too
     torch.manual_seed(0)
     norm = pnn.InstanceNorm2d(6, affine=True, relu=True).to(DEVICE)
     with torch.no_grad():
@@ -330,5 +330,5 @@ def test_works_under_torch_compile(monkeypatch):
     torch.testing.assert_close(dx, dx_ref)
     torch.testing.assert_close(dw, dw_ref)
     with monkeypatch.context() as patch:  # and both agree with the reference
-        patch.setattr(op_module, "use_triton", lambda x, backend: False)
+        patch.setattr(op_module, "use_triton", lambda x, backend, *params: False)
         close(loss, block(x).detach(), 1e-5)
