@@ -10,24 +10,19 @@ Style loss: fp32 in every case (G is never rounded), rtol 1e-5; its gradients as
 (its fp32 residual is not rounded before the dot).
 """
 
-import os
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
+from tests.kernels.triton_setup import DEVICE, TRITON_MARKS  # noqa: E402
+
 from pyfastviz.kernels import gram as kernels  # noqa: E402
 from pyfastviz.ops import reference  # noqa: E402
 from pyfastviz.ops.gram import gram, gram_style_loss  # noqa: E402
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
-                       reason="needs TRITON_INTERPRET=1 (set before triton is imported) or a CUDA GPU"),
-]
-
-DEVICE = "cuda" if os.environ.get("TRITON_INTERPRET") != "1" and torch.cuda.is_available() else "cpu"
+pytestmark = TRITON_MARKS
 RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 DTYPES = list(RTOL)
 # (C, H, W): C in 1, 3, 63, 65; H*W in 1, 63, 65, 1000. C = 1000: test_a_thousand_channels.

@@ -10,13 +10,14 @@ rtol times the largest |expected|, for entries near zero.
 """
 
 import importlib
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 pytest.importorskip("triton")
+
+from tests.kernels.triton_setup import DEVICE, TRITON_MARKS  # noqa: E402
 
 from pyfastviz import nn as pnn  # noqa: E402
 from pyfastviz.kernels import instance_norm as kernels  # noqa: E402
@@ -25,13 +26,7 @@ from pyfastviz.ops.instance_norm import instance_norm  # noqa: E402
 
 op_module = importlib.import_module("pyfastviz.ops.instance_norm")  # not the function pyfastviz.ops exports
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
-                       reason="needs TRITON_INTERPRET=1 (set before triton is imported) or a CUDA GPU"),
-]
-
-DEVICE = "cuda" if os.environ.get("TRITON_INTERPRET") != "1" and torch.cuda.is_available() else "cpu"
+pytestmark = TRITON_MARKS
 RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 GRAD_RTOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 DTYPES = list(RTOL)

@@ -5,23 +5,17 @@ is refused; plain calls keep the kernel. Double backward (create_graph=True) dif
 reference's backward; first-order backward stays on the kernel. On the CPU (TRITON_INTERPRET=1)
 "auto" is the reference anyway; on a GPU this checks the gate."""
 
-import os
 
 import pytest
 import torch
 
 from helpers import RecordOps, forward_ad_tangent, jvp, weighted_sum
 from pyfastviz import ops
+from tests.kernels.triton_setup import DEVICE, TRITON_MARKS
 
 pytest.importorskip("triton")
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
-                       reason="needs TRITON_INTERPRET=1 (set before triton is imported) or a CUDA GPU"),
-]
-
-DEVICE = "cuda" if os.environ.get("TRITON_INTERPRET") != "1" and torch.cuda.is_available() else "cpu"
+pytestmark = TRITON_MARKS
 REVERSE_ONLY = "differentiates in reverse mode only"
 
 
