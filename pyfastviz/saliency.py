@@ -31,8 +31,8 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, layer: str 
     reduce: "abs_max" -> max over C of |grad| (Simonyan et al. 2014); "energy" -> sum over C of
     grad**2 (sensitivity analysis, Baehrens et al. 2010: a region's mass is its share of the
     gradient's squared length); "none" -> the raw gradient. Both rank pixels alike; on the cat
-    quadrant canvas of tests/test_saliency.py the cat's quadrant holds 0.45-0.48 of the abs_max
-    mass and 0.56-0.64 of the energy mass. abs_max stays the default: energy is in squared units
+    quadrant canvas of tests/test_saliency.py the cat's quadrant holds 0.42-0.44 of the abs_max
+    mass and 0.55-0.59 of the energy mass. abs_max stays the default: energy is in squared units
     and underflows float16 on small models.
     samples > 0: SmoothGrad, the mean gradient of `samples` copies with Gaussian noise of
     std noise * (max - min) of each image; batch_size caps images per forward pass

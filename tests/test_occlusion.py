@@ -181,7 +181,7 @@ def test_fast_path_stays_close_to_fp32(net):
 @pytest.mark.parametrize("score", ["logit", "prob"])
 def test_fast_path_on_the_default_model(default_model, score):
     """bf16 + channels_last against fp32 on real photos: max deviation <= 15% of the map's peak,
-    correlation >= 0.99 (measured 7-9% and 0.997 at stride 16)."""
+    correlation >= 0.99 (measured 9.7-10.0% and 0.992-0.993; at stride 16 7.6-14.8% and 0.995)."""
     from pyfastviz.models import sample_image
 
     x = default_model.preprocess.batch([sample_image("chelsea"), sample_image("coffee")])
@@ -386,14 +386,16 @@ def test_captum_adapter_refuses_what_captum_refuses_and_keeps_what_it_keeps():
 
 @pytest.mark.slow
 def test_occlusion_of_the_cat_class_lies_on_the_cat(default_model, cat_quadrant_canvases):
-    """At least twice a quadrant's share of the map on the cat, peak included (measured 0.53-0.84).
+    """At least twice a quadrant's share of the map on the cat, peak included (measured 0.83, 0.85,
+    0.82, 0.63 for quadrants 0-3).
 
-    The window must hide a good part of the 112 px cat: with 64 px windows the logit drop
-    concentrates there; 32 px windows leave the cat recognisable and spread the map evenly.
+    The window must hide most of the 112 px cat: with 96 px windows the logit drop concentrates
+    there; 64 px windows reach only 0.36 in quadrant 3, and 32 px windows leave the cat
+    recognisable and spread the map evenly.
     """
     cat = default_model.class_index("Egyptian cat")
     for quadrant, canvas in cat_quadrant_canvases:
-        heat = occlusion(default_model.net, canvas, cat, window=64, stride=32, score="logit", progress=False)[0]
+        heat = occlusion(default_model.net, canvas, cat, window=96, stride=32, score="logit", progress=False)[0]
         shares = quadrant_shares(heat.clamp(min=0))
         peak = divmod(int(heat.argmax()), heat.shape[1])
         assert shares[quadrant] >= 0.5, (quadrant, shares)

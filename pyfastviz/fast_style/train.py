@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from pyfastviz._inputs import check_model
 from pyfastviz._state import gradients_enabled
-from pyfastviz.models import load_model
+from pyfastviz.models import Preprocess, load_model
 from pyfastviz.style import check_layers, default_layers
 
 from .files import read_tensors, write_tensors
@@ -45,7 +45,8 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
                 content_layer: str | None = None, style_layers: Sequence[str] | None = None,
                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 500,
                 resume: bool = True, seed: int = 0, device: str | torch.device | None = None,
-                mixed_precision: bool | None = None, progress: bool = True) -> TrainResult:
+                mixed_precision: bool | None = None, preprocess: Preprocess | None = None,
+                progress: bool = True) -> TrainResult:
     """Trains a TransformerNet to paint content images in the style of `style_images`.
 
     style_images: one image (PIL, path or (3, H, W) float tensor of pixels in [0, 1], else a
@@ -54,8 +55,11 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
     content_images: None (random crops of pyfastviz.fast_style.SAMPLE_PHOTOS), a folder, or a
     list of PIL images / paths; crops are size x size (see ContentSampler). Styles are resized to
     a shorter side of style_size (default size).
-    loss_model: any nn.Module taking ImageNet-normalised RGB (default: load_model().net,
-    EfficientNet-Lite0), frozen during training and restored after; content_layer / style_layers
+    loss_model: any nn.Module taking RGB normalised by `preprocess` (default: load_model().net,
+    EfficientNet-Lite0, with its own preprocess), frozen during training and restored after.
+    preprocess: the loss model's input normalisation (mean/std), default ImageNet's when a
+    loss_model is given (torchvision's models): pass load_model(...).preprocess with its net.
+    content_layer / style_layers
     default to pyfastviz.style.default_layers. Loss per image: content_weight * content +
     style_weight * style + tv_weight * tv (see PerceptualLoss); Adam with lr.
     checkpoint_dir: write a checkpoint every checkpoint_every steps and at the end; with resume,
@@ -84,7 +88,9 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"device={device!r} is not a torch device: {err}") from None
     if loss_model is None:
-        loss_model = load_model(device=device or torch.device("cuda" if torch.cuda.is_available() else "cpu")).net
+        default = load_model(device=device or torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        loss_model, preprocess = default.net, preprocess or default.preprocess
+    preprocess = preprocess or Preprocess(224)
     check_model(loss_model)
     device = _device(loss_model, device)
     layers = default_layers(loss_model) if content_layer is None or style_layers is None else None
@@ -97,6 +103,7 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
               "batch_size": batch_size, "lr": lr, "content_weight": content_weight, "style_weight": style_weight,
               "tv_weight": tv_weight, "content_layer": content_layer, "style_layers": style_layers, "seed": seed,
               "loss_model": type(loss_model).__name__, "content_images": len(sampler),
+              "loss_normalization": [list(preprocess.mean), list(preprocess.std)],
               "styles_sha256": _sha256(styles)}
 
     with torch.random.fork_rng(devices=[]):
@@ -117,7 +124,7 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
 
     weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
     with frozen(loss_model):
-        loss = PerceptualLoss(loss_model, [s.to(device) for s in styles], content_layer, style_layers)
+        loss = PerceptualLoss(loss_model, [s.to(device) for s in styles], content_layer, style_layers, preprocess)
         bar = tqdm(range(start, steps), initial=start, total=steps, desc="fast style", disable=not progress)
         records = []
         for step in bar:

@@ -21,6 +21,11 @@ from .images import to_rgb, to_unit_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's own input scaling, (pixel - 127) / 128 on 0..255: the edge models were trained
+# on it (TensorFlow's efficientnet_lite_builder MEAN_RGB / STDDEV_RGB), and the converted weights'
+# stem batch-norm statistics match it, not the ImageNet mean/std the package's README copies.
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
 DEFAULT_MODEL = "efficientnet_lite0"
 
 _TORCHVISION = {  # name -> (builder, weights enum)
@@ -149,7 +154,7 @@ def _efficientnet_lite0(weights_path: str | os.PathLike | None) -> tuple[nn.Modu
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)  # dynamic SAME padding: any size
     _load_state_dict(net, weights_path)
     categories = torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"]
-    return net, Preprocess(224), list(categories)
+    return net, Preprocess(224, LITE_MEAN, LITE_STD), list(categories)
 
 
 def _torchvision_model(name: str, weights_path: str | os.PathLike | None) -> tuple[nn.Module, Preprocess, list[str]]:

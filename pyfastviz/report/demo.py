@@ -338,7 +338,7 @@ def fast_style_section(ctx: DemoContext) -> Section:
     net, preprocess = ctx.model.net, ctx.model.preprocess
     styles = {name: sample_image(name) for name in FAST_STYLES}
     train = dict(loss_model=net, size=size, batch_size=2 if not ctx.full else 4, steps=steps,
-                 lr=1e-2 if not ctx.full else 1e-3, seed=0, progress=ctx.progress)
+                 lr=1e-2 if not ctx.full else 1e-3, seed=0, preprocess=preprocess, progress=ctx.progress)
     single = train_style(styles[FAST_STYLES[0]], **train).network
     both = train_style(list(styles.values()), **train).network
     targets = {name: StyleTargets(net, preprocess(image)[None]) for name, image in styles.items()}

@@ -12,6 +12,7 @@ import torch
 import pyfastviz.fast_style.train as train_module
 from pyfastviz.fast_style import TransformerNet, save_style_network
 from pyfastviz.fast_style.train import CHECKPOINT_NAME, LOSSES
+from pyfastviz.models import LoadedModel, Preprocess
 from tests.fast_style.tiny import TinyLossNet, pixels, tiny_train
 from tests.helpers import FailsLater, assert_same_state, model_state
 
@@ -62,6 +63,26 @@ def test_default_loss_model_is_loaded_on_cuda_when_there_is_one(monkeypatch):
     assert devices == [torch.device("cuda")]
 
 
+def test_default_loss_model_comes_with_its_own_normalisation(monkeypatch):
+    """loss_model=None: the default model's preprocess normalises the loss network's input (its
+    mean/std are not ImageNet's); a loss_model given without preprocess gets ImageNet's."""
+    lite = Preprocess(224, (127 / 255,) * 3, (128 / 255,) * 3)
+    monkeypatch.setattr(train_module, "load_model", lambda device: LoadedModel(TinyLossNet(), "tiny", lite, ["a"]))
+    used = []
+
+    def perceptual_loss(*args):
+        used.append(args[-1])
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(train_module, "PerceptualLoss", perceptual_loss)
+    for loss_model in (None, TinyLossNet()):
+        with pytest.raises(RuntimeError, match="stop"):
+            train_module.train_style(pixels(3, 16, 16), loss_model=loss_model, steps=1, device="cpu",
+                                     progress=False, content_layer="relu2",
+                                     style_layers=["relu1"])
+    assert used == [lite, Preprocess(224)]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_mixed_precision_training_on_cuda(tiny_net):
@@ -87,7 +108,8 @@ def test_resume_false_starts_over(tiny_net, tmp_path):
 @pytest.mark.parametrize("change, field", [(dict(size=36), "size"), (dict(tv_weight=0.5), "tv_weight"),
                                            (dict(styles=[pixels(3, 40, 36)] * 2), "num_styles"),
                                            (dict(styles=[pixels(3, 40, 36)]), "multi_style"),
-                                           (dict(styles=pixels(3, 40, 36, seed=7)), "styles_sha256")])
+                                           (dict(styles=pixels(3, 40, 36, seed=7)), "styles_sha256"),
+                                           (dict(preprocess=Preprocess(24, (0.5,) * 3, (0.5,) * 3)), "loss_normalization")])
 def test_checkpoint_of_another_configuration_is_refused(tiny_net, tmp_path, change, field):
     tiny_train(tiny_net, steps=1, checkpoint_dir=tmp_path)
     styles = change.pop("styles", None)

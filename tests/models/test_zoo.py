@@ -18,6 +18,30 @@ def test_default_model_classifies_sample_photos(default_model, photo, label):
     assert [p for _, p in top[0]] == sorted((p for _, p in top[0]), reverse=True)
 
 
+@pytest.mark.slow
+def test_default_preprocessing_matches_what_the_weights_were_trained_on(default_model):
+    """The stem's batch norm holds the statistics of the training inputs. With the default
+    preprocessing ((pixel - 127) / 128, EfficientNet-Lite's) the sample photos' stem activations
+    have their variance (geometric mean over channels of variance / running variance: measured
+    0.90); with ImageNet's mean/std it is 4.42 (inputs about twice too large)."""
+    from dataclasses import replace
+
+    from pyfastviz.models.zoo import IMAGENET_MEAN, IMAGENET_STD
+
+    net = default_model.net
+    photos = [sample_image(name) for name in ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")]
+
+    def variance_ratio(preprocess):
+        with torch.no_grad():
+            stem = net._conv_stem(preprocess.batch(photos))
+        running = net._bn0.running_var
+        kept = running > 1e-4  # channels that are dead in training have no spread to compare
+        return (stem.var((0, 2, 3))[kept] / running[kept]).log().mean().exp().item()
+
+    assert 0.7 <= variance_ratio(default_model.preprocess) <= 1.4
+    assert variance_ratio(replace(default_model.preprocess, mean=IMAGENET_MEAN, std=IMAGENET_STD)) > 3
+
+
 def test_default_model_state(default_model):
     net = default_model.net
     assert default_model.name == "efficientnet_lite0" and default_model.name in available_models()

@@ -15,7 +15,7 @@ def test_occlusion_sweep_lies_on_the_cat(default_model, cat_quadrant_canvases, t
     canvases = [cat_quadrant_canvases[0], cat_quadrant_canvases[3]]
     for quadrant, x in canvases:
         to_pil(default_model.preprocess.denormalize(x[0])).save(tmp_path / f"cat{quadrant}.png")
-    summary = pyfastviz.sweep(tmp_path, tmp_path / "out", model=default_model, target="Egyptian cat", window=64,
+    summary = pyfastviz.sweep(tmp_path, tmp_path / "out", model=default_model, target="Egyptian cat", window=96,
                               stride=32, score="logit", shard_size=1, batch_size=1, workers=0, progress=False)
     assert (summary.mapped, summary.errors) == (2, 0)
     result = load_sweep(tmp_path / "out")
