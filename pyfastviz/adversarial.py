@@ -23,7 +23,7 @@ from pyfastviz._inputs import (
     resolve_targets,
 )
 from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
-from pyfastviz.models import Preprocess
+from pyfastviz.models import Preprocess, preprocess_of
 
 NORMS = ("linf", "l2")
 
@@ -52,7 +52,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
 
     images: (N, C, H, W) preprocessed. epsilon: the budget of the perturbation in pixel units,
     L-inf or L2 over (C, H, W) per `norm`. step_size: pixel units per step (default epsilon / 8
-    for L-inf, epsilon / 4 for L2). preprocess: its std and valid range (default ImageNet); the
+    for L-inf, epsilon / 4 for L2). preprocess: its std and valid range (default preprocess_of(model)); the
     images stay in that range, and pixels already outside it are not pulled in (so the change
     stays within epsilon).
     The model is run in eval mode and left as found.
@@ -64,7 +64,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
     steps = check_count(steps, "steps")
     step_size = epsilon / (8 if norm == "linf" else 4) if step_size is None else check_positive(step_size, "step_size")
     count = images.shape[0]
-    preprocess = preprocess if preprocess is not None else Preprocess(images.shape[-1])
+    preprocess = preprocess if preprocess is not None else preprocess_of(model, images.shape[-1])
     low, high = pixel_range(preprocess, images)
     low, high = torch.minimum(low, images), torch.maximum(high, images)  # pixels outside stay: |change| <= epsilon
     std = torch.tensor(preprocess.std, dtype=images.dtype, device=images.device).view(3, 1, 1)

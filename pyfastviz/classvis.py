@@ -8,7 +8,7 @@ from torch import nn
 
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_images, check_model, resolve_targets
-from pyfastviz.models import Preprocess, find_layer
+from pyfastviz.models import Preprocess, find_layer, preprocess_of
 from pyfastviz.objectives import ClassObjective, UnitObjective
 from pyfastviz.optimize import (
     L2,
@@ -55,7 +55,7 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
     Or layer= with channel= (an int, or N ints: one image each) or neuron=(channel, row, col).
     start: "blank" (the mean colour, zeros), "noise" (N(0, 0.1^2) in input space, seeded) or
     an (N, 3, H, W) tensor in model input space. regularizers: None -> default_regularizers;
-    pass [] for none. preprocess gives the valid pixel range (default: ImageNet statistics).
+    pass [] for none. preprocess gives the valid pixel range (default: preprocess_of(model)).
     parameterization: "pixels" or "fourier" (Lucid's decorrelated spectrum; its default
     regularisers are default_fourier_regularizers(); see pyfastviz.optimize.optimize_images).
     Returns an OptimizationResult: .images (N, 3, size, size), .snapshots, .history (steps, N);
@@ -95,7 +95,7 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
             count, objective = len(channels), _PerImageUnits(layer, channels)
     if given is not None and given.shape[0] != count:
         raise ValueError(f"start has {given.shape[0]} images but the target asks for {count}")
-    preprocess = preprocess if preprocess is not None else Preprocess(size)
+    preprocess = preprocess if preprocess is not None else preprocess_of(model, size)
     like = next(model.parameters(), torch.empty(0))  # the start's device and dtype (e.g. a bf16 model)
     if given is None:
         shape = (count, 3, size, size)

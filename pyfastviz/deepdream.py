@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_count, check_images, check_model, check_positive, pixel_range
 from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
-from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output
+from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output, preprocess_of
 
 MIN_OCTAVE_SIDE = 16
 
@@ -58,7 +58,7 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
     octaves: pyramid levels (1 = no pyramid); octave_scale > 1: size ratio between levels (the
     smallest side must stay >= 16 px). lr: step size in input units after dividing the gradient
     by its mean absolute value. jitter: max random roll in px per step (0 = none).
-    preprocess gives the valid pixel range (default: ImageNet statistics).
+    preprocess gives the valid pixel range (default: preprocess_of(model)).
     The model runs in eval mode and is left as found; only the image's gradient is computed.
     """
     check_model(model)
@@ -78,7 +78,7 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
         raise ValueError(f"octaves={octaves} with octave_scale={octave_scale} shrinks the {height}x{width} images "
                          f"to {sizes[0][0]}x{sizes[0][1]} px; the smallest octave needs sides >= {MIN_OCTAVE_SIDE} px "
                          "(use fewer octaves or a smaller octave_scale)")
-    preprocess = preprocess if preprocess is not None else Preprocess(width)
+    preprocess = preprocess if preprocess is not None else preprocess_of(model, width)
     low, high = pixel_range(preprocess, images)
     generator = seeded_generator(seed)
     history = []

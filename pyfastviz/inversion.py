@@ -15,7 +15,7 @@ from torch import nn
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_images, check_model
 from pyfastviz._state import evaluation_mode
-from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output
+from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output, preprocess_of
 from pyfastviz.optimize import L2, ClampRange, OptimizationResult, TotalVariation, optimize_images
 
 
@@ -58,7 +58,7 @@ def invert_features(model: nn.Module, images: torch.Tensor, layer: str, *, steps
 
     start: "noise" (N(0, 0.1^2) in input space, seeded) or "blank" (zeros, the mean colour).
     tv_weight / l2_weight: weights of the total-variation (beta = 2) and L2 priors (0 = off).
-    preprocess gives the valid pixel range (default: ImageNet statistics).
+    preprocess gives the valid pixel range (default: preprocess_of(model)).
     Returns an InversionResult: .images (N, 3, H, W), .history (steps, N), .feature_error (N,).
     The model runs in eval mode and is left as found.
     """
@@ -70,7 +70,7 @@ def invert_features(model: nn.Module, images: torch.Tensor, layer: str, *, steps
     if start not in ("noise", "blank"):
         raise ValueError(f"start must be 'noise' or 'blank', got {start!r}")
     tv_weight, l2_weight = _weight(tv_weight, "tv_weight"), _weight(l2_weight, "l2_weight")
-    preprocess = preprocess if preprocess is not None else Preprocess(images.shape[-1])
+    preprocess = preprocess if preprocess is not None else preprocess_of(model, images.shape[-1])
     with evaluation_mode(model):
         target = check_layer_once(model, layer, images).detach()
     if start == "blank":

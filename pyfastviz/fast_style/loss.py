@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pyfastviz._state import evaluation_mode
-from pyfastviz.models import Preprocess
+from pyfastviz.models import Preprocess, preprocess_of
 from pyfastviz.style import StyleTargets, extract_features, total_variation
 
 
@@ -45,7 +45,7 @@ class PerceptualLoss:
     def __init__(self, model: nn.Module, styles: Sequence[torch.Tensor], content_layer: str,
                  style_layers: Sequence[str], preprocess: Preprocess | None = None):
         self.model, self.content_layer = model, content_layer
-        self.preprocess = preprocess or Preprocess(224)
+        self.preprocess = preprocess or preprocess_of(model)
         self.targets = [StyleTargets(model, self.preprocess.normalize(style), layers=style_layers,
                                      preprocess=self.preprocess) for style in styles]
         self.layer_weights = {layer: 1 / len(self.targets[0].layers) for layer in self.targets[0].layers}

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from pyfastviz._inputs import check_model
 from pyfastviz._state import gradients_enabled
-from pyfastviz.models import Preprocess, load_model
+from pyfastviz.models import Preprocess, load_model, preprocess_of
 from pyfastviz.style import check_layers, default_layers
 
 from .files import read_tensors, write_tensors
@@ -56,11 +56,10 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
     list of PIL images / paths; crops are size x size (see ContentSampler). Styles are resized to
     a shorter side of style_size (default size).
     loss_model: any nn.Module taking RGB normalised by `preprocess` (default: load_model().net,
-    EfficientNet-Lite0, with its own preprocess), frozen during training and restored after.
-    preprocess: the loss model's input normalisation (mean/std), default ImageNet's when a
-    loss_model is given (torchvision's models): pass load_model(...).preprocess with its net.
-    content_layer / style_layers
-    default to pyfastviz.style.default_layers. Loss per image: content_weight * content +
+    EfficientNet-Lite0), frozen during training and restored after.
+    preprocess: the loss model's input normalisation (mean/std), default preprocess_of(loss_model)
+    (the one load_model gave it, else ImageNet's). content_layer / style_layers default to
+    pyfastviz.style.default_layers. Loss per image: content_weight * content +
     style_weight * style + tv_weight * tv (see PerceptualLoss); Adam with lr.
     checkpoint_dir: write a checkpoint every checkpoint_every steps and at the end; with resume,
     continue from the one there (same seed: same weights as an uninterrupted run). A checkpoint
@@ -88,10 +87,9 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"device={device!r} is not a torch device: {err}") from None
     if loss_model is None:
-        default = load_model(device=device or torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        loss_model, preprocess = default.net, preprocess or default.preprocess
-    preprocess = preprocess or Preprocess(224)
+        loss_model = load_model(device=device or torch.device("cuda" if torch.cuda.is_available() else "cpu")).net
     check_model(loss_model)
+    preprocess = preprocess or preprocess_of(loss_model)
     device = _device(loss_model, device)
     layers = default_layers(loss_model) if content_layer is None or style_layers is None else None
     content_layer = check_layers(loss_model, [content_layer or layers.content], "content_layer")[0]

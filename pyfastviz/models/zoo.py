@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3
 DEFAULT_MODEL = "efficientnet_lite0"
+PREPROCESS_ATTRIBUTE = "pyfastviz_preprocess"  # set on the nets load_model returns
 
 _TORCHVISION = {  # name -> (builder, weights enum)
     "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights),
@@ -208,4 +209,14 @@ def load_model(
     else:
         raise ValueError(f"unknown model name={name!r}; known: {', '.join(available_models())}")
     net.requires_grad_(False).eval().to(device)
+    setattr(net, PREPROCESS_ATTRIBUTE, preprocess)  # what techniques use when not given a preprocess
     return LoadedModel(net=net, name=name, preprocess=preprocess, class_names=class_names)
+
+
+def preprocess_of(model: nn.Module, size: int | None = None) -> Preprocess:
+    """The Preprocess load_model gave `model` (at `size` when given), else ImageNet's mean/std
+    (torchvision's convention) at `size` (default 224): what a technique uses without preprocess=."""
+    found = getattr(model, PREPROCESS_ATTRIBUTE, None)
+    if not isinstance(found, Preprocess):
+        return Preprocess(size or 224)
+    return found if size is None else replace(found, size=size)

@@ -1,9 +1,11 @@
-"""Inputs traced by torch.func transforms or forward-mode AD run the reference ops.
+"""Where the compiled kernels' autograd stops, the reference ops take over.
 
-The compiled kernels differentiate in reverse mode only: torch.library gives their ops no
+The kernels differentiate in first-order reverse mode only: torch.library gives their ops no
 forward-mode rule (jvp and forward_ad would see zero tangents) and no functorch support
-(torch.func.grad fails inside torch). The references are plain torch code, so under
-torch.func.grad / vjp / jvp / vmap / jacrev / jacfwd and forward_ad they give the right answer.
+(torch.func.grad fails inside torch), and the Triton backward kernels have no derivative of
+their own. The references are plain torch code, so inputs traced by torch.func.grad / vjp /
+jvp / vmap / jacrev / jacfwd or forward_ad run them (traced, kernel_allowed), and double
+backward differentiates them (differentiable_backward).
 """
 
 import torch

@@ -17,7 +17,7 @@ from torch import nn
 from pyfastviz import ops
 from pyfastviz._inputs import check_images, check_model
 from pyfastviz._state import evaluation_mode
-from pyfastviz.models import ActivationTap, Preprocess, find_layer
+from pyfastviz.models import ActivationTap, Preprocess, find_layer, preprocess_of
 
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
@@ -97,7 +97,7 @@ class StyleTargets:
         self.layers = tuple(check_layers(model, default_layers(model).style if layers is None else layers, "layers"))
         weights = check_weights(style_weights, len(images), "style_weights", "one per style image")
         self.luminance = bool(luminance)
-        preprocess = preprocess or Preprocess(224)
+        preprocess = preprocess or preprocess_of(model)
         sums = dict.fromkeys(self.layers, 0)
         # inference_mode(False): the targets are plain tensors that the loss's autograd may save,
         # also when made inside the caller's torch.inference_mode()

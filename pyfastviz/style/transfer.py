@@ -13,7 +13,7 @@ from torch import nn
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_images, check_model
 from pyfastviz._state import evaluation_mode, gradients_enabled
-from pyfastviz.models import Preprocess
+from pyfastviz.models import Preprocess, preprocess_of
 from pyfastviz.models.images import to_rgb, to_unit_tensor
 from pyfastviz.style.memory import check_memory, check_size
 from pyfastviz.style.solver import check_common, optimize_image
@@ -60,7 +60,7 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
     Returns StyleResult with image (1, 3, H, W).
     """
     check_model(model)
-    preprocess = preprocess or Preprocess(224)
+    preprocess = preprocess or preprocess_of(model)
     if isinstance(example, StyleTargets):
         if size is None:
             raise ValueError("size is required when example is a StyleTargets")
@@ -122,7 +122,7 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
     sizes = pyramid(tuple(content.shape[2:]), scales)
     check_common(steps, optimizer, lr, content_weight=content_weight, style_weight=style_weight,
                  tv_weight=tv_weight)
-    preprocess = preprocess or Preprocess(224)
+    preprocess = preprocess or preprocess_of(model)
     content_layer = default_layers(model).content if content_layer is None else content_layer
     check_layers(model, [content_layer], "content_layer")
     if isinstance(styles, StyleTargets):

@@ -20,6 +20,7 @@ from pyfastviz._inputs import check_choice, check_count, check_fraction, check_i
 from pyfastviz._state import evaluation_mode
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import LoadedModel, load_model
+from pyfastviz.models.zoo import PREPROCESS_ATTRIBUTE
 from pyfastviz.occlusion import SCORES, baseline_fill, occlusion, occlusion_geometry
 from pyfastviz.saliency import saliency
 from pyfastviz.sweep import manifest, plan, store
@@ -75,7 +76,8 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
     method: "occlusion" (options window=16, stride=8, score="prob", baseline=0.0),
     "gradient" (samples=0 i.e. vanilla, else SmoothGrad with noise=0.15, seed=0), "guided".
     model: a load_model name (with weights=), a LoadedModel, or an nn.Module with
-    preprocess= (PIL image -> (C, H, W) tensor) and optionally classes= (names).
+    preprocess= (PIL image -> (C, H, W) tensor; a net from load_model brings its own) and
+    optionally classes= (names).
     target: None or "predicted" (each image's top class), a class index or name for every
     image, or a pathlib.Path to a label file of `relative/path<TAB>class` lines.
     Unreadable, empty or truncated files (and images the label file lacks) go to the
@@ -143,8 +145,10 @@ def _resolve_model(model, weights, preprocess, classes, device):
         net, preprocess, classes = model.net, preprocess or model.preprocess, classes or model.class_names
     else:
         net = check_model(model)
+        preprocess = preprocess or getattr(net, PREPROCESS_ATTRIBUTE, None)  # a net from load_model brings its own
         if preprocess is None or not callable(preprocess):
-            raise TypeError("preprocess must be a callable PIL image -> (C, H, W) tensor when model is an nn.Module")
+            raise TypeError("preprocess must be a callable PIL image -> (C, H, W) tensor when model is an nn.Module "
+                            "not from load_model")
     parameter = next(net.parameters(), None)
     where = parameter.device if parameter is not None else torch.device("cpu")
     if device is not None and torch.device(device) != where:

@@ -13,6 +13,7 @@ import pyfastviz.fast_style.train as train_module
 from pyfastviz.fast_style import TransformerNet, save_style_network
 from pyfastviz.fast_style.train import CHECKPOINT_NAME, LOSSES
 from pyfastviz.models import LoadedModel, Preprocess
+from pyfastviz.models.zoo import PREPROCESS_ATTRIBUTE
 from tests.fast_style.tiny import TinyLossNet, pixels, tiny_train
 from tests.helpers import FailsLater, assert_same_state, model_state
 
@@ -63,11 +64,14 @@ def test_default_loss_model_is_loaded_on_cuda_when_there_is_one(monkeypatch):
     assert devices == [torch.device("cuda")]
 
 
-def test_default_loss_model_comes_with_its_own_normalisation(monkeypatch):
-    """loss_model=None: the default model's preprocess normalises the loss network's input (its
-    mean/std are not ImageNet's); a loss_model given without preprocess gets ImageNet's."""
+def test_the_loss_model_comes_with_its_own_normalisation(monkeypatch):
+    """The preprocess load_model gave the loss network normalises its input (the default model's
+    mean/std are not ImageNet's), for loss_model=None and for a loaded net passed in; another
+    nn.Module gets ImageNet's."""
     lite = Preprocess(224, (127 / 255,) * 3, (128 / 255,) * 3)
-    monkeypatch.setattr(train_module, "load_model", lambda device: LoadedModel(TinyLossNet(), "tiny", lite, ["a"]))
+    loaded = TinyLossNet()
+    setattr(loaded, PREPROCESS_ATTRIBUTE, lite)  # as load_model does
+    monkeypatch.setattr(train_module, "load_model", lambda device: LoadedModel(loaded, "tiny", lite, ["a"]))
     used = []
 
     def perceptual_loss(*args):
@@ -75,12 +79,12 @@ def test_default_loss_model_comes_with_its_own_normalisation(monkeypatch):
         raise RuntimeError("stop")
 
     monkeypatch.setattr(train_module, "PerceptualLoss", perceptual_loss)
-    for loss_model in (None, TinyLossNet()):
+    for loss_model in (None, loaded, TinyLossNet()):
         with pytest.raises(RuntimeError, match="stop"):
             train_module.train_style(pixels(3, 16, 16), loss_model=loss_model, steps=1, device="cpu",
                                      progress=False, content_layer="relu2",
                                      style_layers=["relu1"])
-    assert used == [lite, Preprocess(224)]
+    assert used == [lite, lite, Preprocess(224)]
 
 
 @pytest.mark.cuda

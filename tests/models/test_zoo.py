@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from pyfastviz.models import Preprocess, available_models, load_model, sample_image
+from pyfastviz.models import Preprocess, available_models, load_model, preprocess_of, sample_image
 
 
 @pytest.mark.slow
@@ -40,6 +40,20 @@ def test_default_preprocessing_matches_what_the_weights_were_trained_on(default_
 
     assert 0.7 <= variance_ratio(default_model.preprocess) <= 1.4
     assert variance_ratio(replace(default_model.preprocess, mean=IMAGENET_MEAN, std=IMAGENET_STD)) > 3
+
+
+def test_loaded_nets_carry_their_preprocess(default_model):
+    """Techniques given a net without preprocess= use the one load_model gave it."""
+    from pyfastviz import fgsm
+
+    net = default_model.net
+    assert preprocess_of(net) == default_model.preprocess and preprocess_of(net, 96).size == 96
+    assert preprocess_of(net, 96).mean == default_model.preprocess.mean
+    assert preprocess_of(torch.nn.Conv2d(3, 4, 1)) == Preprocess(224)  # any other module: ImageNet's
+    x = default_model.preprocess.batch([sample_image("chelsea")])[:, :, :64, :64]
+    implicit = fgsm(net, x, epsilon=8 / 255).images
+    assert torch.equal(implicit, fgsm(net, x, epsilon=8 / 255, preprocess=default_model.preprocess).images)
+    assert not torch.equal(implicit, fgsm(net, x, epsilon=8 / 255, preprocess=Preprocess(64)).images)
 
 
 def test_default_model_state(default_model):

@@ -143,6 +143,16 @@ def test_preprocess_settings_are_part_of_the_manifest(data, tmp_path):
         run(root, tmp_path / "out", preprocess=resized(40))
 
 
+def test_a_net_from_load_model_brings_its_preprocess(data, tmp_path):
+    from pyfastviz.models.zoo import PREPROCESS_ATTRIBUTE
+
+    root, _ = data
+    net = TinyNet()
+    setattr(net, PREPROCESS_ATTRIBUTE, PREPROCESS)  # as load_model does
+    run(root, tmp_path / "out", model=net, preprocess=None)
+    assert run(root, tmp_path / "out", preprocess=PREPROCESS).resumed == N + 3  # the same manifest
+
+
 def test_options_may_change_until_a_shard_is_finished(data, tmp_path):
     root, _ = data
     with pytest.raises(ValueError, match="window must be a positive int"):
