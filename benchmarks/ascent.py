@@ -24,8 +24,7 @@ if __package__ in (None, ""):  # run as a script: make pyfastviz importable from
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyfastviz import class_visualization, deepdream, fooling_images, invert_features, style_transfer  # noqa: E402
-from pyfastviz.models import load_model  # noqa: E402
-from pyfastviz.models.zoo import Preprocess  # noqa: E402
+from pyfastviz.models import load_model, preprocess_of  # noqa: E402
 
 STEPS = 5
 TECHNIQUES = ("classvis", "classvis-fourier", "fool", "invert", "deepdream", "style")
@@ -38,14 +37,15 @@ class AscentCase:
     batch: int
     size: int
 
-    def inputs(self, device: str) -> torch.Tensor:
-        """(batch, 3, size, size) random pixels in model input space."""
+    def inputs(self, net, device: str) -> torch.Tensor:
+        """(batch, 3, size, size) random pixels in net's input space."""
         gen = torch.Generator().manual_seed(0)
-        return Preprocess(self.size).normalize(torch.rand(self.batch, 3, self.size, self.size, generator=gen)).to(device)
+        pixels = torch.rand(self.batch, 3, self.size, self.size, generator=gen)
+        return preprocess_of(net, self.size).normalize(pixels).to(device)
 
     def build(self, net, device: str):
         """STEPS steps of the technique, or of the floor (technique "floor")."""
-        preprocess, x = Preprocess(self.size), self.inputs(device)
+        preprocess, x = preprocess_of(net, self.size), self.inputs(net, device)
         quiet = dict(progress=False, preprocess=preprocess)
         if self.technique == "classvis":
             return lambda: class_visualization(net, [1] * self.batch, size=self.size, steps=STEPS, seed=0, **quiet)

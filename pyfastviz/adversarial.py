@@ -52,8 +52,8 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
 
     images: (N, C, H, W) preprocessed. epsilon: the budget of the perturbation in pixel units,
     L-inf or L2 over (C, H, W) per `norm`. step_size: pixel units per step (default epsilon / 8
-    for L-inf, epsilon / 4 for L2). preprocess: its std and valid range (default preprocess_of(model)); the
-    images stay in that range, and pixels already outside it are not pulled in (so the change
+    for L-inf, epsilon / 4 for L2); an L-inf epsilon >= 1 is refused (any image). preprocess: its std
+    and valid range (default preprocess_of(model)); the images stay in that range, and pixels already outside it are not pulled in (so the change
     stays within epsilon).
     The model is run in eval mode and left as found.
     """
@@ -61,6 +61,9 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
     check_images(images, model)
     check_choice(norm, "norm", NORMS)
     epsilon = check_positive(epsilon, "epsilon (pixel units, e.g. 8/255)")
+    if norm == "linf" and epsilon >= 1:
+        raise ValueError(f"epsilon={epsilon!r} allows any image: L-inf epsilon is in pixel units of [0, 1] "
+                         "(8/255 for 8 intensity levels)")
     steps = check_count(steps, "steps")
     step_size = epsilon / (8 if norm == "linf" else 4) if step_size is None else check_positive(step_size, "step_size")
     count = images.shape[0]

@@ -28,7 +28,11 @@ class Occlusion:
         window where the window does not cover the whole dimension; a 1-tuple of windows, strides
         or baselines is that input's; tensor additional_forward_args (but 0-d ones) are repeated
         along dim 0 once per perturbation in a forward. Unlike Captum 0.9, which then returns a
-        result of N * classes rows, target=None with several outputs per example raises."""
+        result of N * classes rows, target=None with several outputs per example raises. Window
+        positions are numbered row-major (Captum varies the row fastest), so with
+        perturbations_per_eval > 1 a forward holds other positions than Captum's: the same result
+        for models whose outputs do not depend on the rest of the batch (eval mode), not for
+        train-mode batch norm."""
         if isinstance(inputs, tuple):
             if len(inputs) != 1:
                 raise TypeError("pyfastviz.captum.Occlusion supports one input tensor, got a tuple of several")
@@ -70,15 +74,29 @@ class Occlusion:
 
 
 def _captum_targets(target, n: int) -> torch.Tensor:
-    """Captum's target as (n, 1) indices: None (the one output), an int or a one-element tensor (every
-    example), or n ints (list or 1-D tensor). Tuple targets, for outputs of more dimensions, are refused."""
+    """Captum's target as (n, 1) indices: None (the one output), an int, a one-element tensor or a
+    1-tuple (every example), or n ints (list or 1-D tensor) or n 1-tuples. A tuple indexes the output's
+    dimensions after the batch, so longer tuples (outputs of more dimensions) are refused."""
     if isinstance(target, torch.Tensor) and target.numel() == 1:
         target = target.reshape(())
+    if isinstance(target, tuple):
+        target = _output_index(target)
+    elif isinstance(target, list) and target and all(isinstance(t, tuple) for t in target):
+        target = [_output_index(t) for t in target]
     indices, per_example_lists = resolve_targets(0 if target is None else target, n)
     if per_example_lists:
         raise ValueError("target must be an int or one int per example (as in Captum); tuple targets for outputs "
                          f"of more than 2 dimensions are not supported, got shape {tuple(indices.shape)}")
     return indices
+
+
+def _output_index(target: tuple):
+    """A Captum tuple target (one index per output dimension after the batch) -> its class index."""
+    if len(target) != 1:
+        raise ValueError(f"a tuple target indexes the output's dimensions after the batch (as in Captum); the "
+                         f"adapter takes (N, classes) outputs, so it needs 1 index, got {target!r} (for one class "
+                         "per example pass a list)")
+    return target[0]
 
 
 def _captum_baselines(baselines, inputs: torch.Tensor) -> torch.Tensor:

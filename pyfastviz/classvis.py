@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_images, check_model, resolve_targets
+from pyfastviz._inputs import check_images, check_index, check_model, resolve_targets
 from pyfastviz.models import Preprocess, find_layer, preprocess_of
 from pyfastviz.objectives import ClassObjective, UnitObjective
 from pyfastviz.optimize import (
@@ -83,12 +83,13 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
         if (channel is None) == (neuron is None):
             raise ValueError(f"layer={layer!r} needs exactly one of channel= (int or N ints) or neuron=(c, row, col)")
         if neuron is not None:
-            if len(neuron) != 3 or not all(isinstance(i, int) and not isinstance(i, bool) for i in neuron):
+            unit = _indices(neuron)
+            if unit is None or len(unit) != 3:
                 raise ValueError(f"neuron must be (channel, row, col) ints, got {neuron!r}")
-            count, objective = (given.shape[0] if given is not None else 1), UnitObjective(layer, None, tuple(neuron))
+            count, objective = (given.shape[0] if given is not None else 1), UnitObjective(layer, None, tuple(unit))
         else:
-            channels = [channel] if isinstance(channel, int) else list(channel)
-            if not channels or not all(isinstance(c, int) and not isinstance(c, bool) for c in channels):
+            channels = _indices(channel)
+            if not channels:
                 raise TypeError(f"channel must be an int or a non-empty list of ints, got {channel!r}")
             if given is not None and len(channels) == 1:
                 channels = channels * given.shape[0]
@@ -96,6 +97,9 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
     if given is not None and given.shape[0] != count:
         raise ValueError(f"start has {given.shape[0]} images but the target asks for {count}")
     preprocess = preprocess if preprocess is not None else preprocess_of(model, size)
+    if given is not None and given.shape[1] != len(preprocess.mean):
+        raise ValueError(f"start must have {len(preprocess.mean)} channels, as preprocess normalises, "
+                         f"got {given.shape[1]}")
     like = next(model.parameters(), torch.empty(0))  # the start's device and dtype (e.g. a bf16 model)
     if given is None:
         shape = (count, 3, size, size)
@@ -110,3 +114,13 @@ def class_visualization(model: nn.Module, target=None, *, layer: str | None = No
                            regularizers=list(regularizers), seed=seed, progress=progress,
                            snapshot_every=snapshot_every, desc="class visualisation",
                            parameterization=parameterization, preprocess=preprocess)
+
+
+def _indices(values) -> list[int] | None:
+    """An int, a list/tuple of ints or an integer tensor (numpy ints too) -> a list of ints, or None."""
+    values = values.tolist() if isinstance(values, torch.Tensor) else values
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    try:
+        return [check_index(v, "channel") for v in values]
+    except TypeError:
+        return None

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from pyfastviz._random import seeded_generator
 from pyfastviz._inputs import check_choice, check_count, check_images, check_model, check_positive
 from pyfastviz._state import evaluation_mode, gradients_enabled
+from pyfastviz.models import preprocess_of
 from pyfastviz.parameterization import FourierImage
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -191,12 +192,14 @@ def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tens
     only the image's gradient is computed, nothing is written to the model.
 
     parameterization: "pixels" (optimise the image itself) or "fourier" (optimise a decorrelated,
-    1/f-scaled spectrum that starts at `start`: see pyfastviz.parameterization.FourierImage; needs
-    `preprocess`, 3-channel images, and no regulariser that projects pixels — the sigmoid keeps
-    them in range).
+    1/f-scaled spectrum that starts at `start`: see pyfastviz.parameterization.FourierImage; uses
+    `preprocess` (default preprocess_of(model)), needs 3-channel images and no regulariser that
+    projects pixels — the sigmoid keeps them in range).
     """
     check_model(model)
     check_images(start, model)
+    if preprocess is None:
+        preprocess = preprocess_of(model, start.shape[-1])
     check_choice(optimizer, "optimizer", OPTIMIZERS)
     steps = check_count(steps, "steps")
     check_positive(lr, "lr")
@@ -260,8 +263,6 @@ def _parameterize(parameterization: str, start: torch.Tensor, preprocess, regula
     check_choice(parameterization, "parameterization", PARAMETERIZATIONS)
     if parameterization == "pixels":
         return (lambda x: x), start.detach().clone()
-    if preprocess is None:
-        raise ValueError("parameterization='fourier' needs preprocess= (the model's Preprocess)")
     if start.shape[1] != 3:
         raise ValueError(f"parameterization='fourier' needs 3-channel images, got start of shape {tuple(start.shape)}")
     projecting = [type(r).__name__ for r in regularizers if type(r).project is not Regularizer.project]
@@ -269,4 +270,4 @@ def _parameterize(parameterization: str, start: torch.Tensor, preprocess, regula
         raise ValueError(f"parameterization='fourier' cannot use regularisers that change pixels after each step "
                          f"({', '.join(projecting)}): pass penalties and transforms only (e.g. L2, TotalVariation, Jitter)")
     fourier = FourierImage(preprocess, *start.shape[2:])
-    return fourier.image, fourier.spectrum(start)
+    return (lambda spectrum: fourier.image(spectrum).to(start.dtype)), fourier.spectrum(start)  # spectrum: fp32

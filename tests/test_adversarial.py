@@ -72,6 +72,7 @@ def test_model_untouched_after_error():
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"epsilon": 0}, ValueError, "epsilon"),
     ({"epsilon": -0.1}, ValueError, "epsilon"),
+    ({"epsilon": 8}, ValueError, r"epsilon=8.0 allows any image.*8/255"),  # 1/255 units, as the CLI takes them
     ({"steps": 0}, ValueError, "steps"),
     ({"step_size": 0}, ValueError, "step_size"),
     ({"norm": "l1"}, ValueError, "norm"),

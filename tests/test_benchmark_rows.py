@@ -2,22 +2,15 @@
 GPU: the code a GPU session runs first (gram and instance_norm sections) runs in CI too, and
 each case's two timed callables compute the same result (the benchmark compares like with like)."""
 
-import os
-
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
 from benchmarks import cases, run  # noqa: E402
+from tests.kernels.triton_setup import DEVICE, TRITON_MARKS  # noqa: E402
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
-                       reason="needs TRITON_INTERPRET=1 (set before triton is imported) or a CUDA GPU"),
-]
-DEVICE = "cuda" if not INTERPRET and torch.cuda.is_available() else "cpu"
+pytestmark = TRITON_MARKS
 # Relative to the largest |expected| (both sides accumulate in fp32; tf32 and bf16 round their inputs).
 RTOL = {"fp32": 1e-4, "float32": 1e-4, "tf32": 1e-2, "bf16": 2e-2, "bfloat16": 2e-2, "fp16": 4e-3}
 

@@ -1,7 +1,9 @@
 """Class and neuron visualisation: the pretrained model's class rises; arguments and model state."""
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from helpers import FunctionalReLUNet, assert_same_state, model_state
 from pyfastviz.classvis import class_visualization
@@ -63,6 +65,17 @@ def test_model_untouched_after_error():
     with pytest.raises(ValueError, match="channel"):
         class_visualization(model, layer="conv2", channel=99, size=16, steps=2, progress=False)
     assert_same_state(before, model_state(model))
+
+
+def test_channel_as_any_integer_and_a_gray_start():
+    model = FunctionalReLUNet().eval()
+    options = dict(layer="conv2", size=16, steps=2, seed=0, progress=False)
+    expected = class_visualization(model, channel=1, **options).images
+    for channel in (torch.tensor(1), np.int64(1), [np.int64(1)], torch.tensor([1])):
+        assert torch.equal(class_visualization(model, channel=channel, **options).images, expected)
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    with pytest.raises(ValueError, match="start must have 3 channels, as preprocess normalises, got 1"):
+        class_visualization(gray, 0, start=torch.zeros(1, 1, 16, 16), size=16, progress=False)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -117,6 +117,11 @@ def test_activation_grid_strongest_channels_first():
         activation_grid(act[None])
     with pytest.raises(ValueError, match="top"):
         activation_grid(act, top=0)
+    with pytest.raises(ValueError, match="cell must be an int >= 1"):
+        activation_grid(act, cell=0)
+    act[2, 1, 1] = float("nan")  # it would rank channel 2 first
+    with pytest.raises(ValueError, match="act has 1 NaN or inf values"):
+        strongest_channels(act)
 
 
 def test_channel_statistics():
@@ -172,6 +177,31 @@ def test_blocked_neighbours_equal_brute_force(metric, batch_size, all_vs_all):
     distances, indices = nearest_neighbours(features, queries, k=6, metric=metric, batch_size=batch_size)
     assert torch.equal(indices, expected_i)
     torch.testing.assert_close(distances, expected_d, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_near_duplicates_of_large_rows_are_ranked_exactly(metric):
+    """ReLU features of norm ~38 with two copies per row at distances 0.010 and 0.013: float32's
+    |q|^2 + |b|^2 - 2 q.b ranked the farther copy first for 23 of 50 rows."""
+    generator = torch.Generator().manual_seed(0)
+    base = torch.relu(torch.randn(200, 1280, generator=generator)) * 1.5
+    rows = base[:50].double()
+
+    def copies(distance):
+        direction = F.normalize(torch.randn(50, 1280, generator=generator, dtype=torch.float64), dim=1)
+        return (rows + distance * direction).float()
+
+    features = torch.cat([base, copies(0.010), copies(0.013)])
+    distances, indices = nearest_neighbours(features, base[:50], k=3, metric=metric)
+    assert torch.equal(indices, torch.stack([torch.arange(50), torch.arange(200, 250), torch.arange(250, 300)], 1))
+    exact = (features[indices].double() - base[:50, None].double()).norm(dim=2)
+    if metric == "l2":
+        torch.testing.assert_close(distances.double(), exact, atol=1e-6, rtol=1e-4)
+
+
+def test_no_queries_give_no_neighbours():
+    distances, indices = nearest_neighbours(torch.randn(5, 3), torch.empty(0, 3), k=2)
+    assert distances.shape == indices.shape == (0, 2) and indices.dtype == torch.long
 
 
 def test_neighbour_arguments_are_checked():
@@ -240,6 +270,10 @@ def test_pca_and_tsne_arguments():
         assert tsne(features, perplexity=30).shape == (5, 2)
     with pytest.raises(ValueError, match="at least 3"):
         tsne(features[:2])
+    with pytest.raises(ValueError, match=r"k must be an int in \[1, D=3\]"):
+        tsne(features, k=4)
+    with pytest.raises(ValueError, match="perplexity must be a number > 0"):
+        tsne(features, perplexity="30")
 
 
 def test_embedding_image_places_thumbnails_at_the_corners():
@@ -251,6 +285,8 @@ def test_embedding_image_places_thumbnails_at_the_corners():
     assert canvas.getpixel((99, 99)) == (255, 255, 255)  # a small image is centred in its cell, not enlarged
     with pytest.raises(ValueError, match="coords"):
         embedding_image([red], torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="coords has NaN or inf in 1 row"):
+        embedding_image([red, blue], torch.tensor([[0.0, 0.0], [float("nan"), 1.0]]))
     row = neighbours_figure(red, [blue, blue], thumb=16, border=2)
     assert row.size == (3 * 22 + 2, 24)
 
@@ -282,6 +318,23 @@ def test_top_patch_arguments_are_checked(net, images):
         top_patches(net, images, "conv3", 8, progress=False)
     with pytest.raises(ValueError, match="layer='conv'"):
         top_patches(net, images, "conv", 0, progress=False)
+    with pytest.raises(ValueError, match="images is empty"):
+        top_patches(net, images[:0], "conv3", 0, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        top_patches(net, images, "conv3", 0, batch_size=True, progress=False)
+
+
+def test_top_patches_of_a_model_without_relu_carry_plain_gradients(images):
+    """SiLU networks (EfficientNet, ConvNeXt's GELU) have nothing to guide: top_patches warns and
+    gives the plain gradient, where it used to raise after computing every activation."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.Conv2d(4, 4, 3)).eval()
+    with pytest.warns(RuntimeWarning, match="no ReLU-family activation"):
+        (patch,) = top_patches(model, images, "2", channel=1, k=1, progress=False)
+    x = images[patch.index : patch.index + 1].clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(model(x)[0, 1, patch.row, patch.col], x)
+    left, top, right, bottom = patch.box
+    torch.testing.assert_close(patch.guided, plain[0, :, top:bottom, left:right])
 
 
 # ---- on the pretrained default model

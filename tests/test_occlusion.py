@@ -325,6 +325,8 @@ class TestCaptumAdapterEqualsCaptum:
 
     @pytest.mark.parametrize("target, baselines", [
         (torch.tensor([3]), 0.0),  # one target tensor element: every example's
+        ((3,), 0.0),  # a tuple indexes the output's dimensions after the batch: every example's
+        ([(3,), (1,)], 0.0),  # one such tuple per example
         (1, torch.arange(8.0)),  # 1-D baselines broadcast along W, as torch broadcasts
         (1, torch.tensor([0.5, -1.0, 2.0])[:, None, None]),
     ])
@@ -382,6 +384,10 @@ def test_captum_adapter_refuses_what_captum_refuses_and_keeps_what_it_keeps():
     for several in (torch.tensor([[0, 1]]), [[0, 1]]):  # Captum refuses several targets per example too
         with pytest.raises(ValueError, match="target must be an int or one int per example"):
             Occlusion(model).attribute(x, sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2), target=several)
+    two = torch.randn(2, 3, 4, 4)  # (0, 1) is one 2-D output index for every example in Captum, not 2 classes
+    for deeper in ((0, 1), [(0, 1), (1, 0)]):
+        with pytest.raises(ValueError, match="a tuple target indexes the output's dimensions"):
+            Occlusion(model).attribute(two, sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2), target=deeper)
 
 
 @pytest.mark.slow

@@ -63,7 +63,6 @@ def test_class_visualization_in_fourier_space_leaves_model_untouched():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(parameterization="wavelet", preprocess=Preprocess(16)), "parameterization must be one of"),
-    (dict(parameterization="fourier"), "needs preprocess="),
     (dict(parameterization="fourier", preprocess=Preprocess(16), regularizers=[ClampRange.from_preprocess(Preprocess(16)), Jitter(2)]),
      "cannot use regularisers that change pixels after each step \\(ClampRange\\)"),
 ])
@@ -71,6 +70,16 @@ def test_bad_parameterization_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         optimize_images(FunctionalReLUNet(), ClassObjective(torch.tensor([[0]])), torch.zeros(1, 3, 16, 16),
                         steps=1, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_fourier_images_have_the_model_dtype(dtype):
+    """The spectrum stays fp32; the image it makes is cast to the model's dtype (float64 and bf16
+    models failed with a dtype mismatch in their first convolution)."""
+    model = FunctionalReLUNet().to(dtype).eval()
+    result = optimize_images(model, ClassObjective(torch.tensor([[0]])), torch.zeros(1, 3, 16, 16, dtype=dtype),
+                             steps=2, progress=False, parameterization="fourier")  # preprocess: preprocess_of(model)
+    assert result.images.dtype == dtype and torch.isfinite(result.images.float()).all()
 
 
 def test_fourier_needs_three_channels_and_a_valid_decay():

@@ -122,6 +122,8 @@ def test_image_input_keeps_aspect_and_does_not_crop():
     torch.testing.assert_close(PRE.denormalize(x[0]), expected, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="size must be an int >= 1"):
         image_input(photo, 0, PRE)
+    with pytest.raises(TypeError, match="preprocess must be the model's Preprocess"):
+        image_input(photo, 64, None)  # ImageNet's statistics by default were wrong for the default model
 
 
 def test_seed_reproduces_noise_start(net):

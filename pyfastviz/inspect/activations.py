@@ -29,6 +29,8 @@ def _check_maps(act: torch.Tensor, name: str, dims: int, shape: str) -> torch.Te
         raise TypeError(f"{name} must be a torch.Tensor {shape}, got {type(act).__name__}")
     if act.dim() != dims:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(act.shape)}")
+    if not torch.isfinite(act).all():  # a NaN channel would rank first, and blank the pictures
+        raise ValueError(f"{name} has {int((~torch.isfinite(act)).sum())} NaN or inf values")
     return act.detach().float()
 
 
@@ -44,6 +46,8 @@ def strongest_channels(act: torch.Tensor, top: int | None = None) -> torch.Tenso
 def activation_grid(act: torch.Tensor, top: int = 16, cell: int = 64, cmap: str = "inferno") -> Image.Image:
     """Feature maps act (C, h, w) -> PIL grid of the `top` channels by mean activation,
     strongest first, each min-max normalised and shown `cell` pixels wide."""
+    if isinstance(cell, bool) or not isinstance(cell, int) or cell < 1:
+        raise ValueError(f"cell must be an int >= 1 (pixels), got {cell!r}")
     channels = strongest_channels(act, top)
     tiles = [map_to_pil(act[c], cmap).resize((cell, max(1, round(cell * act.shape[1] / act.shape[2]))),
                                              Image.Resampling.NEAREST) for c in channels.tolist()]

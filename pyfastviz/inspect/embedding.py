@@ -59,10 +59,11 @@ def tsne(features: torch.Tensor, k: int = 2, perplexity: float = 30.0, seed: int
     n = features.shape[0]
     if n < 3:
         raise ValueError(f"t-SNE needs at least 3 feature rows, got N={n}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if not perplexity > 0:
-        raise ValueError(f"perplexity must be > 0, got {perplexity!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= features.shape[1]:
+        raise ValueError(f"k must be an int in [1, D={features.shape[1]}] (its PCA start needs k feature "
+                         f"dimensions), got {k!r}")
+    if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not perplexity > 0:
+        raise ValueError(f"perplexity must be a number > 0, got {perplexity!r}")
     if torch.equal(features.amin(0), features.amax(0)):  # no spread for the PCA start (sklearn would crash)
         warnings.warn(f"t-SNE of {n} identical feature rows: every point is at the origin", RuntimeWarning,
                       stacklevel=2)
@@ -85,6 +86,8 @@ def embedding_image(images: Sequence[Image.Image], coords: torch.Tensor, size: i
         raise ValueError(f"coords must be an (N, 2) tensor, got {getattr(coords, 'shape', type(coords).__name__)}")
     if len(images) != coords.shape[0] or len(images) == 0:
         raise ValueError(f"images ({len(images)}) and coords ({coords.shape[0]} rows) must match and be non-empty")
+    if not torch.isfinite(coords).all():
+        raise ValueError(f"coords has NaN or inf in {int((~torch.isfinite(coords)).any(1).sum())} row(s)")
     if not 0 < thumb <= size:
         raise ValueError(f"thumb must be in [1, size={size}], got {thumb!r}")
     c = coords.detach().double().cpu()

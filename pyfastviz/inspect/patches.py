@@ -4,6 +4,7 @@ receptive fields found empirically and their guided-backprop maps."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -40,7 +41,10 @@ def _unit_gradients(model: nn.Module, x: torch.Tensor, layer: str, rows: torch.T
         model(x)
         units = tap[layer][torch.arange(len(x)), :, rows, cols]  # (K, C')
         (grad,) = torch.autograd.grad((units if channel is None else units[:, channel]).sum(), x)
-    if guided:
+    if guided and mode.guided == 0:  # nothing to guide: the gradient is the plain one, say so
+        warnings.warn("the model has no ReLU-family activation, so its guided-backprop maps are plain gradients "
+                      "(Patch.guided holds those)", RuntimeWarning, stacklevel=3)
+    elif guided:
         mode.report()
     return grad
 
@@ -79,8 +83,6 @@ def _channel_maps(model, images, layer, channel, batch_size, progress) -> torch.
             if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < out.shape[1]:
                 raise ValueError(f"channel={channel!r} is not a channel of layer {layer!r} (it has {out.shape[1]})")
             maps.append(out[:, channel].float().cpu())
-    if not maps:
-        raise ValueError("images is empty: nothing to rank")
     return torch.cat(maps)
 
 
@@ -88,11 +90,14 @@ def top_patches(model: nn.Module, images: torch.Tensor, layer: str, channel: int
                 batch_size: int = 32, progress: bool = True) -> list[Patch]:
     """The k largest activations of `channel` of `layer` over every position of images
     (N, C, H, W), strongest first, as Patch tuples (see Patch). The guided-backprop maps
-    (ReLU-family models; see pyfastviz.guided) come from one batched backward pass."""
+    (see pyfastviz.guided) come from one batched backward pass; a model without ReLU-family
+    activations gets plain gradients there, with a warning."""
     check_model(model)
     check_images(images, model)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty: nothing to rank")
     maps = _channel_maps(model, images, layer, channel, batch_size, progress)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= maps.numel():
         raise ValueError(f"k must be an int in [1, {maps.numel()}] (N x h x w positions), got {k!r}")

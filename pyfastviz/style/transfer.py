@@ -190,16 +190,19 @@ def pyramid(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def image_input(image: Image.Image, size: int, preprocess: Preprocess | None = None) -> torch.Tensor:
-    """A PIL image (any mode and shape) -> (1, 3, H, W) normalised model input whose longer side is
-    `size`, aspect kept and nothing cropped (a content or style image at the output's scale)."""
+def image_input(image: Image.Image, size: int, preprocess: Preprocess) -> torch.Tensor:
+    """A PIL image (any mode and shape) -> (1, 3, H, W) input normalised by `preprocess` (the
+    model's: model.preprocess or preprocess_of(net)) whose longer side is `size`, aspect kept and
+    nothing cropped (a content or style image at the output's scale)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}")
+    if not isinstance(preprocess, Preprocess):
+        raise TypeError(f"preprocess must be the model's Preprocess (model.preprocess), got {type(preprocess).__name__}")
     image = to_rgb(image)
     scale = size / max(image.size)
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
-    return (preprocess or Preprocess(224)).normalize(to_unit_tensor(image))[None]
+    return preprocess.normalize(to_unit_tensor(image))[None]
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
