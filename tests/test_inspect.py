@@ -150,6 +150,20 @@ def test_penultimate_features_are_the_last_linear_input(net, images):
     torch.testing.assert_close(extract_features(net, loader, progress=False), expected)
 
 
+@pytest.mark.parametrize("dtype, expected", [(torch.float64, torch.float64), (torch.bfloat16, torch.float32)])
+def test_features_keep_float64_and_widen_16_bit(net, images, dtype, expected):
+    model = copy.deepcopy(net).to(dtype)
+    features = extract_features(model, images.to(dtype), progress=False)
+    assert features.dtype == expected
+    if dtype == torch.float64:  # the float64 model's features, not float32-rounded ones
+        torch.testing.assert_close(features, extract_features(net, images, progress=False).double(), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            x = images.double()
+            x = F.relu(model.conv1(x))
+            x = model.bn(torch.relu(model.conv2(x))).relu()
+            assert torch.equal(features, F.relu6(model.conv3(x)).mean((2, 3)))
+
+
 def test_named_layer_features_are_pooled(net, images):
     pooled = extract_features(net, images, layer="conv2", progress=False)
     torch.testing.assert_close(pooled, activations(net, images, "conv2").mean((2, 3)))

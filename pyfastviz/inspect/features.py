@@ -46,7 +46,8 @@ def _last_linear_input(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 def extract_features(model: nn.Module, images_or_loader, layer: str | None = None, batch_size: int = 32,
                      device: str | torch.device | None = None, progress: bool = True) -> torch.Tensor:
-    """Feature vectors (N, D), on `device`, where batches are moved (default: the model's device).
+    """Feature vectors (N, D), float32 (float64 for a float64 model), on `device`, where batches
+    are moved (default: the model's device).
 
     images_or_loader: preprocessed (N, C, H, W), or an iterable of such batches (e.g.
     data.image_loader; (images, ...) tuples are fine). layer=None: the input of the last
@@ -72,7 +73,7 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
                     model(batch)
                 out = tap[layer]
                 out = out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
-            features.append(out.float())
+            features.append(out.to(torch.promote_types(out.dtype, torch.float32)))
     if not features:
         raise ValueError("images_or_loader gave no images")
     return torch.cat(features)
