@@ -69,16 +69,16 @@ class ContentSampler:
     images: None (the bundled SAMPLE_PHOTOS), a folder path or pyfastviz.data.ImageFolder (files
     read when drawn), or a non-empty list of PIL images and/or paths. Each crop: a random image,
     a random square of MIN_CROP..1 of its shorter side, resized to size x size, flipped
-    left-right with probability 1/2.
+    left-right with probability 1/2. progress: a bar while a folder's files are checked.
     """
 
-    def __init__(self, images, size: int, seed: int):
+    def __init__(self, images, size: int, seed: int, progress: bool = False):
         if images is None:
             images = [sample_image(name) for name in SAMPLE_PHOTOS]
         elif isinstance(images, (str, os.PathLike)):
             if not Path(images).is_dir():
                 raise ValueError(f"content_images={str(images)!r} is not a folder")
-            images = ImageFolder(images)
+            images = ImageFolder(images, progress=progress)
         if isinstance(images, ImageFolder):
             images = list(images.paths)
         if not isinstance(images, (list, tuple)) or not images:

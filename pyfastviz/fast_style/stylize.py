@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from pyfastviz._state import evaluation_mode
 from pyfastviz.data import ImageFolder
@@ -19,7 +20,7 @@ from .network import TransformerNet
 
 
 def stylize(network: TransformerNet, images, *, style=None, device: str | torch.device | None = None,
-            batch_size: int = 4):
+            batch_size: int = 4, progress: bool = True):
     """`images` painted by `network`, each at its own size (TransformerNet pads to a multiple of 4
     and crops back, so output size == input size).
 
@@ -29,7 +30,8 @@ def stylize(network: TransformerNet, images, *, style=None, device: str | torch.
     network; for a multi-style one an int (style index) or S blend weights (list or (S,)
     tensor; >= 0, not all 0), the same for every image. The weights are a convex blend: they
     are divided by their sum, so [1, 1] means [0.5, 0.5]. device: where to run (default the
-    network's; the network is copied there, the caller's stays put).
+    network's; the network is copied there, the caller's stays put). progress: a bar over a
+    folder's files as they are checked and over the images of a folder or list.
     """
     if not isinstance(network, TransformerNet):
         raise TypeError(f"network must be a pyfastviz.fast_style.TransformerNet, got {type(network).__name__}")
@@ -59,11 +61,12 @@ def stylize(network: TransformerNet, images, *, style=None, device: str | torch.
         if isinstance(images, Image.Image) or (isinstance(images, (str, os.PathLike)) and not Path(images).is_dir()):
             return _stylize_pil(run, images)
         if isinstance(images, (str, os.PathLike)):
-            images = ImageFolder(images).paths
+            images = ImageFolder(images, progress=progress).paths
         if not isinstance(images, (list, tuple)):
             raise TypeError("images must be a PIL image, a path, a folder, a list of PIL images / paths or a "
                             f"tensor, got {type(images).__name__}")
-        return [_stylize_pil(run, image) for image in images]
+        bar = tqdm(images, desc="stylize", disable=not progress or len(images) < 2)
+        return [_stylize_pil(run, image) for image in bar]
 
 
 def _stylize_pil(run, image) -> Image.Image:

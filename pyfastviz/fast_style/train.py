@@ -96,7 +96,7 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
     style_layers = check_layers(loss_model, layers.style if style_layers is None else style_layers, "style_layers")
     amp = _mixed_precision(mixed_precision, device)
     styles = [style_tensor(image, style_size) for image in styles]
-    sampler = ContentSampler(content_images, size, seed)
+    sampler = ContentSampler(content_images, size, seed, progress)
     config = {"num_styles": num_styles, "multi_style": multi, "size": size, "style_size": style_size,
               "batch_size": batch_size, "lr": lr, "content_weight": content_weight, "style_weight": style_weight,
               "tv_weight": tv_weight, "content_layer": content_layer, "style_layers": style_layers, "seed": seed,

@@ -353,7 +353,7 @@ def fast_style_section(ctx: DemoContext) -> Section:
     figures = [ctx.save(styles[name].resize((shown, shown)), f"fast_style/style_{name}.png", f"style: {name}")
                for name in FAST_STYLES]
     first = FAST_STYLES[0]
-    for name, photo, out in zip(("chelsea", "china"), photos, stylize(single, photos)):
+    for name, photo, out in zip(("chelsea", "china"), photos, stylize(single, photos, progress=ctx.progress)):
         figures.append(ctx.save(out, f"fast_style/{name}_{first}.png",
                                 f"{name} in one pass: style loss to {first} {style_loss(out, first):.2f} "
                                 f"(the photo: {style_loss(photo, first):.2f})"))

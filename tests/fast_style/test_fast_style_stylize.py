@@ -45,6 +45,26 @@ def test_pil_path_folder_and_list_inputs(tmp_path):
     assert [o.tobytes() for o in from_list] == [o.tobytes() for o in from_folder]
 
 
+def test_folders_and_lists_show_progress_unless_told_not_to(tmp_path, capsys):
+    net = random_net()
+    for seed in range(2):
+        pil(seed=seed).save(tmp_path / f"{seed}.png")
+    stylize(net, tmp_path)
+    err = capsys.readouterr().err
+    assert "checking images" in err and "stylize" in err
+    stylize(net, tmp_path, progress=False)
+    stylize(net, pil())  # one image: no bar
+    assert capsys.readouterr().err == ""
+
+
+def test_content_sampler_shows_progress_while_checking_a_folder(tmp_path, capsys):
+    pil().save(tmp_path / "a.png")
+    ContentSampler(tmp_path, 16, 0, progress=True)
+    assert "checking images" in capsys.readouterr().err
+    ContentSampler(tmp_path, 16, 0)
+    assert capsys.readouterr().err == ""
+
+
 def test_tensor_inputs_keep_their_shape_and_range():
     net = random_net()
     batch = pixels(5, 3, 22, 27)
