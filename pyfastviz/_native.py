@@ -8,13 +8,14 @@ import warnings
 
 import torch
 
+from pyfastviz._transforms import kernel_allowed
+
 try:
     from pyfastviz import _C  # noqa: F401  (importing registers torch.ops.pyfastviz.*)
 
     LOAD_ERROR = None
 except ImportError as error:  # not built, or built against another torch
     LOAD_ERROR = error
-
 
 
 def _ops_with_kernels(dispatch_key: str) -> frozenset[str]:
@@ -49,11 +50,13 @@ def warn_fallback(op_name: str, device_type: str) -> None:
                   "Rebuild with `pip install -e . --no-build-isolation`.", RuntimeWarning, stacklevel=3)
 
 
-def use_native(op_name: str, device_type: str, backend: str) -> bool:
-    """Whether op_name runs its compiled kernel: backend "auto" (when there is one for the
-    device, else the reference, with one warning), "native" (or raise) or "reference"."""
-    if backend == "reference":
+def use_native(op_name: str, backend: str, x: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Whether op_name runs its compiled kernel on x (and the op's other tensors): backend "auto"
+    (when there is one for x's device, else the reference, with one warning), "native" (or
+    raise) or "reference"; never for tensors traced by torch.func or forward AD (_transforms)."""
+    if backend == "reference" or not kernel_allowed(op_name, backend, x, *others):
         return False
+    device_type = x.device.type
     available = has_kernel(op_name, device_type)
     if backend == "native" and not available:
         raise RuntimeError(f"backend='native' but pyfastviz._C has no {device_type} kernel for {op_name} "

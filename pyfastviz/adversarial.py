@@ -51,10 +51,10 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
     projected gradient steps, each image stopping once it succeeds.
 
     images: (N, C, H, W) preprocessed. epsilon: the budget of the perturbation in pixel units,
-    L-inf or L2 over (C, H, W) per `norm`. step_size: pixel units per step (default epsilon / 8
-    for L-inf, epsilon / 4 for L2); an L-inf epsilon >= 1 is refused (any image). preprocess: its std
-    and valid range (default preprocess_of(model)); the images stay in that range, and pixels already outside it are not pulled in (so the change
-    stays within epsilon).
+    L-inf or L2 over (C, H, W) per `norm`; an L-inf epsilon >= 1 is refused (any image would do).
+    step_size: pixel units per step (default epsilon / 8 for L-inf, epsilon / 4 for L2).
+    preprocess: its std and valid range (default preprocess_of(model)); the images stay in that
+    range, and pixels already outside it are not pulled in (so the change stays within epsilon).
     The model is run in eval mode and left as found.
     """
     check_model(model)

@@ -124,9 +124,8 @@ def _train_style(args: argparse.Namespace) -> None:
     out = output_file(args.out)
     styles = [load_image(p) for p in args.styles]
     where = device(args.device)
-    loss_model = load_model(args.loss_model, weights_path=args.loss_weights, device=where)
-    result = train_style(styles[0] if len(styles) == 1 else styles, args.content, loss_model=loss_model.net,
-                         preprocess=loss_model.preprocess,
+    loss_model = load_model(args.loss_model, weights_path=args.loss_weights, device=where).net
+    result = train_style(styles[0] if len(styles) == 1 else styles, args.content, loss_model=loss_model,
                          size=args.size, steps=args.steps, batch_size=args.batch_size, style_weight=args.style_weight,
                          checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, seed=args.seed,
                          device=where)

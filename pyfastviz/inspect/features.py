@@ -90,12 +90,17 @@ def _check_features(x, name: str) -> torch.Tensor:
     return x
 
 
+def _prepared(rows: torch.Tensor, metric: str) -> torch.Tensor:
+    """rows in float64 (unit length for cosine), as _distances takes them: |q|^2 + |b|^2 - 2 q.b
+    (and 1 - cos) cancel, and in float32 that loses near-duplicates (rows of norm 38 at distance
+    0.01 ranked at random)."""
+    rows = rows.double()
+    return nn.functional.normalize(rows, dim=1) if metric == "cosine" else rows
+
+
 def _distances(queries: torch.Tensor, block: torch.Tensor, metric: str) -> torch.Tensor:
-    """(Q, D) x (B, D) -> (Q, B), in float64: |q|^2 + |b|^2 - 2 q.b (and 1 - cos) cancel, and in
-    float32 that cancellation loses near-duplicates (rows of norm 38 at distance 0.01 ranked at random)."""
-    queries, block = queries.double(), block.double()
+    """(Q, D) x (B, D) -> (Q, B), both _prepared."""
     if metric == "cosine":
-        queries, block = nn.functional.normalize(queries, dim=1), nn.functional.normalize(block, dim=1)
         return (1 - queries @ block.T).clamp_min(0)
     squared = (queries * queries).sum(1, keepdim=True) + (block * block).sum(1) - 2 * queries @ block.T
     return squared.clamp_min(0).sqrt()
@@ -107,12 +112,10 @@ def _rerank(queries: torch.Tensor, features: torch.Tensor, indices: torch.Tensor
     queries (Q, D), indices (Q, k) -> (distances (Q, k), indices (Q, k))."""
     found = []
     for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk].double()[:, None]  # (q, 1, D)
-        rows = features[indices[start : start + chunk]].double()  # (q, k, D)
-        if metric == "cosine":
-            found.append(1 - (nn.functional.normalize(q, dim=2) * nn.functional.normalize(rows, dim=2)).sum(2))
-        else:
-            found.append((rows - q).norm(dim=2))
+        q = queries[start : start + chunk, None]  # (q, 1, D), _prepared
+        chosen = indices[start : start + chunk]
+        rows = _prepared(features[chosen.flatten()], metric).view(*chosen.shape, -1)  # (q, k, D)
+        found.append(1 - (q * rows).sum(2) if metric == "cosine" else (rows - q).norm(dim=2))
     distances, order = torch.cat(found).clamp_min(0).sort(dim=1, stable=True)
     return distances, indices.gather(1, order)
 
@@ -143,11 +146,11 @@ def nearest_neighbours(features: torch.Tensor, queries: torch.Tensor | None = No
     out_d = [torch.empty((0, k), dtype=torch.float64, device=features.device)]
     out_i = [torch.empty((0, k), dtype=torch.long, device=features.device)]
     for q0 in tqdm(range(0, queries.shape[0], batch_size), desc="neighbours", disable=not progress, leave=False):
-        q = queries[q0 : q0 + batch_size]
+        q = _prepared(queries[q0 : q0 + batch_size], metric)  # once per block of queries
         best_d = torch.full((q.shape[0], k), float("inf"), dtype=torch.float64, device=q.device)
         best_i = torch.full((q.shape[0], k), -1, dtype=torch.long, device=q.device)
         for f0 in range(0, features.shape[0], batch_size):
-            d = _distances(q, features[f0 : f0 + batch_size], metric)
+            d = _distances(q, _prepared(features[f0 : f0 + batch_size], metric), metric)
             index = torch.arange(f0, f0 + d.shape[1], device=d.device).expand_as(d)
             if all_vs_all:
                 d = d.masked_fill(index == torch.arange(q0, q0 + q.shape[0], device=d.device)[:, None], float("inf"))

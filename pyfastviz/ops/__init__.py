@@ -2,7 +2,7 @@
 
 Each op takes backend="auto", "reference", or its kernel's name: "native" (pyfastviz._C, from
 csrc/) or "triton" (pyfastviz.kernels); reference.py is the spec. Inputs traced by torch.func
-transforms or forward-mode AD run the reference (_transforms.py).
+transforms or forward-mode AD run the reference (pyfastviz/_transforms.py).
 """
 
 from pyfastviz.ops import reference

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from pyfastviz.ops._transforms import kernel_allowed
+from pyfastviz._transforms import kernel_allowed
 
 BACKENDS = ("auto", "triton", "reference")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -9,7 +9,6 @@ import torch
 from pyfastviz import _native
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_backend, check_float_tensor
-from pyfastviz.ops._transforms import kernel_allowed
 
 OP = "guided_relu"
 OP_INPLACE = "guided_relu_"
@@ -46,7 +45,7 @@ def guided_relu(x: torch.Tensor, upper: float | None = None, *, backend: str = "
     """
     check_float_tensor(x, "x")
     check_upper(upper)
-    if kernel_allowed(OP, check_backend(backend), x) and _native.use_native(OP, x.device.type, backend):
+    if _native.use_native(OP, check_backend(backend), x):
         out, _mask = torch.ops.pyfastviz.guided_relu(x, None if upper is None else float(upper))
         return out
     return reference.guided_relu(x, upper)
@@ -61,7 +60,7 @@ def guided_relu_(x: torch.Tensor, upper: float | None = None, *, backend: str = 
     """
     check_float_tensor(x, "x")
     check_upper(upper)
-    if kernel_allowed(OP_INPLACE, check_backend(backend), x) and _native.use_native(OP_INPLACE, x.device.type, backend):
+    if _native.use_native(OP_INPLACE, check_backend(backend), x):
         return _GuidedReLUInPlace.apply(x, None if upper is None else float(upper))
     return x.copy_(reference.guided_relu(x, upper))
 

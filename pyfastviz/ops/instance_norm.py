@@ -15,7 +15,7 @@ import torch
 
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_float_tensor
-from pyfastviz.ops._transforms import differentiable_backward
+from pyfastviz._transforms import differentiable_backward
 from pyfastviz.ops._triton import BACKENDS, TritonBackend
 
 try:

@@ -12,7 +12,6 @@ import torch
 from pyfastviz import _native
 from pyfastviz.ops import reference
 from pyfastviz.ops._checks import check_backend, check_float_tensor
-from pyfastviz.ops._transforms import kernel_allowed
 
 BATCH_OP, SCATTER_OP = "occlusion_batch", "occlusion_scatter"
 
@@ -49,8 +48,8 @@ def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride
     if rows == 0:
         return
     images, baseline = images.contiguous(memory_format=layout), baseline.contiguous(memory_format=layout)
-    if (kernel_allowed(BATCH_OP, check_backend(backend), images, baseline, out) and not _needs_grad(images, baseline)
-            and _native.use_native(BATCH_OP, out.device.type, backend)):
+    native = _native.use_native(BATCH_OP, check_backend(backend), out, images, baseline)
+    if native and not _needs_grad(images, baseline):
         torch.ops.pyfastviz.occlusion_batch(images, baseline, list(window), list(stride), first, out)
     else:
         out.copy_(reference.occlusion_batch(images, baseline, window, stride, first, count))
@@ -88,8 +87,7 @@ def occlusion_scatter(drops: torch.Tensor, window, stride, size, *, backend: str
     check_geometry(size, window, stride)
     if drops.dim() != 2 or drops.shape[1] != positions(size, window, stride):
         raise ValueError(f"drops must be (rows, {positions(size, window, stride)}), got {tuple(drops.shape)}")
-    if (kernel_allowed(SCATTER_OP, check_backend(backend), drops) and not _needs_grad(drops)
-            and _native.use_native(SCATTER_OP, drops.device.type, backend)):
+    if _native.use_native(SCATTER_OP, check_backend(backend), drops) and not _needs_grad(drops):
         return torch.ops.pyfastviz.occlusion_scatter(drops, list(window), list(stride), list(size))
     return reference.occlusion_scatter(drops, window, stride, size)
 

@@ -197,7 +197,8 @@ def image_input(image: Image.Image, size: int, preprocess: Preprocess) -> torch.
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}")
     if not isinstance(preprocess, Preprocess):
-        raise TypeError(f"preprocess must be the model's Preprocess (model.preprocess), got {type(preprocess).__name__}")
+        raise TypeError("preprocess must be the model's Preprocess (model.preprocess), "
+                        f"got {type(preprocess).__name__}")
     image = to_rgb(image)
     scale = size / max(image.size)
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),

@@ -1,4 +1,4 @@
-"""The ops under torch.func transforms and forward-mode AD (pyfastviz/ops/_transforms.py): the
+"""The ops under torch.func transforms and forward-mode AD (pyfastviz/_transforms.py): the
 default backend gives the reference's answer there, never torch.library's silent zero tangents
 or its functorch errors; an explicit kernel backend is refused; plain calls keep the kernel."""
 
@@ -9,7 +9,7 @@ import torch.autograd.forward_ad as forward_ad
 from helpers import FunctionalReLUNet, RecordOps, forward_ad_tangent, jvp, weighted_sum
 from pyfastviz import _native, ops
 from pyfastviz.guided import GuidedReLUMode, guided_backprop
-from pyfastviz.ops._transforms import traced
+from pyfastviz._transforms import traced
 
 pytestmark = pytest.mark.skipif(not _native.native_available(), reason="pyfastviz._C not built")
 
