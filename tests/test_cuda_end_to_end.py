@@ -8,6 +8,7 @@ import torchvision
 
 from pyfastviz import guided_backprop, occlusion, saliency
 from pyfastviz.fast_style import TransformerNet
+from pyfastviz.inspect import nearest_neighbours
 from pyfastviz.models import Preprocess
 from pyfastviz.style import estimate_peak_memory, style_transfer
 
@@ -79,6 +80,20 @@ def test_transformer_network_on_triton_instance_norm_matches_the_cpu(num_styles)
     extra = () if styles is None else (styles,)
     cpu, gpu = on_both(output_and_grads, net, x, *extra)
     torch.testing.assert_close(gpu, cpu, rtol=2e-3, atol=2e-3 * cpu.abs().max().item())
+
+
+@pytest.mark.parametrize("precision", ["ieee", "tf32"])
+def test_nearest_neighbours_on_the_gpu_equal_the_cpus(precision):
+    """float32 candidates on the GPU, certified against TF32's rounding too, then exact."""
+    torch.backends.cuda.matmul.fp32_precision = precision  # the fixture restores it
+    generator = torch.Generator().manual_seed(0)
+    features = torch.relu(torch.randn(20_000, 1280, generator=generator))
+    queries = features[:300] + 0.01 * torch.randn(300, 1280, generator=generator)
+    for metric in ("cosine", "l2"):
+        cpu = nearest_neighbours(features, queries, k=5, metric=metric)
+        gpu = nearest_neighbours(features.cuda(), queries.cuda(), k=5, metric=metric)
+        assert torch.equal(gpu[1].cpu(), cpu[1])
+        torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-6, atol=1e-12)
 
 
 def test_2048px_style_transfer_runs_within_80_gb_on_vgg19():

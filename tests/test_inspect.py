@@ -1,4 +1,5 @@
-"""Looking inside the model: filters, activations, features, neighbours, PCA/t-SNE, top patches."""
+"""Looking inside the model: filters, activations, features, PCA/t-SNE, top patches (neighbours:
+test_neighbours.py)."""
 
 import copy
 
@@ -173,71 +174,9 @@ def test_named_layer_features_are_pooled(net, images):
         extract_features(net, images, batch_size=0)
 
 
-@pytest.mark.parametrize("metric", ["cosine", "l2"])
-@pytest.mark.parametrize("batch_size", [7, 13, 64, 500])  # 7, 13 don't divide N = 101
-@pytest.mark.parametrize("all_vs_all", [False, True])
-def test_blocked_neighbours_equal_brute_force(metric, batch_size, all_vs_all):
-    generator = torch.Generator().manual_seed(2)
-    features = torch.randn(101, 16, generator=generator)
-    queries = None if all_vs_all else torch.randn(30, 16, generator=generator)
-    q = features if all_vs_all else queries
-    if metric == "cosine":
-        full = 1 - F.normalize(q, dim=1) @ F.normalize(features, dim=1).T
-    else:
-        full = torch.cdist(q, features)
-    if all_vs_all:
-        full.fill_diagonal_(float("inf"))
-    expected_d, expected_i = full.topk(6, dim=1, largest=False)
-    distances, indices = nearest_neighbours(features, queries, k=6, metric=metric, batch_size=batch_size)
-    assert torch.equal(indices, expected_i)
-    torch.testing.assert_close(distances, expected_d, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("metric", ["cosine", "l2"])
-def test_near_duplicates_of_large_rows_are_ranked_exactly(metric):
-    """ReLU features of norm ~38 with two copies per row at distances 0.010 and 0.013: float32's
-    |q|^2 + |b|^2 - 2 q.b ranked the farther copy first for 23 of 50 rows."""
-    generator = torch.Generator().manual_seed(0)
-    base = torch.relu(torch.randn(200, 1280, generator=generator)) * 1.5
-    rows = base[:50].double()
-
-    def copies(distance):
-        direction = F.normalize(torch.randn(50, 1280, generator=generator, dtype=torch.float64), dim=1)
-        return (rows + distance * direction).float()
-
-    features = torch.cat([base, copies(0.010), copies(0.013)])
-    distances, indices = nearest_neighbours(features, base[:50], k=3, metric=metric)
-    assert torch.equal(indices, torch.stack([torch.arange(50), torch.arange(200, 250), torch.arange(250, 300)], 1))
-    exact = (features[indices].double() - base[:50, None].double()).norm(dim=2)
-    if metric == "l2":
-        torch.testing.assert_close(distances.double(), exact, atol=1e-6, rtol=1e-4)
-
-
-def test_no_queries_give_no_neighbours():
-    distances, indices = nearest_neighbours(torch.randn(5, 3), torch.empty(0, 3), k=2)
-    assert distances.shape == indices.shape == (0, 2) and indices.dtype == torch.long
-
-
-def test_neighbour_arguments_are_checked():
-    features = torch.randn(4, 3)
-    with pytest.raises(ValueError, match=r"k must be an int in \[1, 3\]"):
-        nearest_neighbours(features, k=4)  # self excluded
-    with pytest.raises(ValueError, match=r"k must be an int in \[1, 4\]"):
-        nearest_neighbours(features, features[:1], k=5)
-    with pytest.raises(ValueError, match="features must be a floating-point"):
-        nearest_neighbours(features[0])
-    with pytest.raises(ValueError, match="queries have D=2"):
-        nearest_neighbours(features, torch.randn(1, 2))
-    with pytest.raises(ValueError, match="metric"):
-        nearest_neighbours(features, metric="manhattan")
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
-        nearest_neighbours(features, k=1, batch_size=0)
-    broken = features.clone()
+def test_pca_refuses_nan_features():
+    broken = torch.randn(4, 3)
     broken[2, 1] = float("nan")
-    with pytest.raises(ValueError, match=r"features has NaN or inf in 1 row\(s\), first rows \[2\]"):
-        nearest_neighbours(broken, k=1)  # would otherwise return index -1 for row 2
-    with pytest.raises(ValueError, match="queries has NaN or inf"):
-        nearest_neighbours(features, broken[2:3], k=1)
     with pytest.raises(ValueError, match="features has NaN or inf"):
         pca(broken, k=2)
 

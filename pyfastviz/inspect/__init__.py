@@ -3,8 +3,9 @@
 
 from .activations import activation_grid, activations, channel_statistics, strongest_channels
 from .embedding import embedding_image, neighbours_figure, pca, tsne
-from .features import extract_features, nearest_neighbours
+from .features import extract_features
 from .filters import filter_grid, filters_image, first_layer_filters
+from .neighbours import nearest_neighbours
 from .patches import Patch, receptive_field_boxes, top_patches
 
 __all__ = [

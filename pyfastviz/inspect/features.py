@@ -1,4 +1,4 @@
-"""Feature vectors of images (penultimate layer or a pooled named layer) and exact k-NN in blocks."""
+"""Feature vectors of images (penultimate layer or a pooled named layer)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_count, check_images, check_model
+from pyfastviz._inputs import check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, layer_names
-
-METRICS = ("cosine", "l2")
-
 
 def _batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
     """(N, C, H, W) tensor -> its slices; a loader -> its batches (the first item of tuple batches)."""
@@ -84,79 +81,9 @@ def _check_features(x, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor (N, D), got {type(x).__name__}")
     if x.dim() != 2 or not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point (N, D) tensor, got {x.dtype} {tuple(x.shape)}")
-    bad_rows = (~torch.isfinite(x)).any(1).nonzero().flatten()
+    # a row's sum is finite only if its elements are (NaN and inf propagate); check the others' elements
+    suspects = (~torch.isfinite(x.sum(1, dtype=torch.promote_types(x.dtype, torch.float32)))).nonzero().flatten()
+    bad_rows = suspects[(~torch.isfinite(x[suspects])).any(1)]
     if len(bad_rows):
         raise ValueError(f"{name} has NaN or inf in {len(bad_rows)} row(s), first rows {bad_rows[:5].tolist()}")
     return x
-
-
-def _prepared(rows: torch.Tensor, metric: str) -> torch.Tensor:
-    """rows in float64 (unit length for cosine), as _distances takes them: |q|^2 + |b|^2 - 2 q.b
-    (and 1 - cos) cancel, and in float32 that loses near-duplicates (rows of norm 38 at distance
-    0.01 ranked at random)."""
-    rows = rows.double()
-    return nn.functional.normalize(rows, dim=1) if metric == "cosine" else rows
-
-
-def _distances(queries: torch.Tensor, block: torch.Tensor, metric: str) -> torch.Tensor:
-    """(Q, D) x (B, D) -> (Q, B), both _prepared."""
-    if metric == "cosine":
-        return (1 - queries @ block.T).clamp_min(0)
-    squared = (queries * queries).sum(1, keepdim=True) + (block * block).sum(1) - 2 * queries @ block.T
-    return squared.clamp_min(0).sqrt()
-
-
-def _rerank(queries: torch.Tensor, features: torch.Tensor, indices: torch.Tensor, metric: str,
-            chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chosen rows' distances from their differences (no cancellation), float64, re-sorted:
-    queries (Q, D), indices (Q, k) -> (distances (Q, k), indices (Q, k))."""
-    found = []
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk, None]  # (q, 1, D), _prepared
-        chosen = indices[start : start + chunk]
-        rows = _prepared(features[chosen.flatten()], metric).view(*chosen.shape, -1)  # (q, k, D)
-        found.append(1 - (q * rows).sum(2) if metric == "cosine" else (rows - q).norm(dim=2))
-    distances, order = torch.cat(found).clamp_min(0).sort(dim=1, stable=True)
-    return distances, indices.gather(1, order)
-
-
-def nearest_neighbours(features: torch.Tensor, queries: torch.Tensor | None = None, k: int = 5,
-                       metric: str = "cosine", batch_size: int = 4096, progress: bool = False
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k nearest rows of features (N, D) to each query (Q, D), nearest first.
-
-    queries=None: every row of features against the others (itself excluded). metric:
-    "cosine" (1 - cosine similarity) or "l2". Exact: candidates from float64 (batch_size x
-    batch_size) blocks on the features' device, never an N x N matrix, their distances then taken
-    from the row differences. Q may be 0. Returns (distances (Q, k) in the features' dtype, at
-    least float32; indices (Q, k)).
-    """
-    features = _check_features(features, "features")
-    check_choice(metric, "metric", METRICS)
-    all_vs_all = queries is None
-    queries = features if all_vs_all else _check_features(queries, "queries").to(features.device)
-    if queries.shape[1] != features.shape[1]:
-        raise ValueError(f"queries have D={queries.shape[1]} but features have D={features.shape[1]}")
-    available = features.shape[0] - all_vs_all
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
-        raise ValueError(f"k must be an int in [1, {available}] ({features.shape[0]} features"
-                         f"{', self excluded' if all_vs_all else ''}), got {k!r}")
-    check_count(batch_size, "batch_size")
-    dtype = torch.promote_types(features.dtype, torch.float32)
-    out_d = [torch.empty((0, k), dtype=torch.float64, device=features.device)]
-    out_i = [torch.empty((0, k), dtype=torch.long, device=features.device)]
-    for q0 in tqdm(range(0, queries.shape[0], batch_size), desc="neighbours", disable=not progress, leave=False):
-        q = _prepared(queries[q0 : q0 + batch_size], metric)  # once per block of queries
-        best_d = torch.full((q.shape[0], k), float("inf"), dtype=torch.float64, device=q.device)
-        best_i = torch.full((q.shape[0], k), -1, dtype=torch.long, device=q.device)
-        for f0 in range(0, features.shape[0], batch_size):
-            d = _distances(q, _prepared(features[f0 : f0 + batch_size], metric), metric)
-            index = torch.arange(f0, f0 + d.shape[1], device=d.device).expand_as(d)
-            if all_vs_all:
-                d = d.masked_fill(index == torch.arange(q0, q0 + q.shape[0], device=d.device)[:, None], float("inf"))
-            best_d, picked = torch.cat([best_d, d], 1).topk(k, dim=1, largest=False, sorted=True)
-            best_i = torch.cat([best_i, index], 1).gather(1, picked)
-        best_d, best_i = _rerank(q, features, best_i, metric)
-        out_d.append(best_d)
-        out_i.append(best_i)
-    return torch.cat(out_d).to(dtype), torch.cat(out_i)
