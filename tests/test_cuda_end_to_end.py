@@ -10,6 +10,8 @@ from pyfastviz import guided_backprop, occlusion, saliency
 from pyfastviz.fast_style import TransformerNet
 from pyfastviz.inspect import nearest_neighbours
 from pyfastviz.models import Preprocess
+from pyfastviz.report import run_demo
+from pyfastviz.report.gallery import referenced_images
 from pyfastviz.style import estimate_peak_memory, style_transfer
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -94,6 +96,12 @@ def test_nearest_neighbours_on_the_gpu_equal_the_cpus(precision):
         gpu = nearest_neighbours(features.cuda(), queries.cuda(), k=5, metric=metric)
         assert torch.equal(gpu[1].cpu(), cpu[1])
         torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-6, atol=1e-12)
+
+
+def test_the_quick_demo_runs_on_the_gpu(tmp_path):
+    index = run_demo(tmp_path / "demo", progress=False, device="cuda")
+    assert "on cuda" in index.read_text(encoding="utf-8")
+    assert all(path.stat().st_size > 0 for path in referenced_images(index))
 
 
 def test_2048px_style_transfer_runs_within_80_gb_on_vgg19():

@@ -16,7 +16,7 @@ import os
 import sys
 
 from pyfastviz.cli import ascent, explain, inspect, style
-from pyfastviz.cli.common import model_options
+from pyfastviz.cli.common import device, device_option, model_options
 from pyfastviz.report import run_demo
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="pyfastviz-demo", metavar="DIR", help="output folder (default: %(default)s)")
     demo.add_argument("--full", action="store_true", help="paper-quality settings (slower)")
     model_options(demo)
+    device_option(demo)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--style-image", metavar="FILE", help="paint china in this image's style in the style "
                                                             "transfer section (default: the flower photo)")
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _demo(args: argparse.Namespace) -> None:
     index = run_demo(args.out, full=args.full, model_name=args.model, style_image=args.style_image,
-                     weights_path=args.weights, progress=not args.quiet)
+                     weights_path=args.weights, progress=not args.quiet, device=device(args.device))
     print(f"Gallery written to {index}")
 
 

@@ -69,7 +69,7 @@ class DemoContext:
     """What every section builder gets: the model, the page folder, the settings, and the
     sample photos preprocessed once (with the model's predictions) for all sections."""
 
-    model: LoadedModel
+    model: LoadedModel  # on the device every section runs on
     out_dir: Path
     full: bool = False
     progress: bool = True
@@ -77,8 +77,8 @@ class DemoContext:
 
     @cached_property
     def inputs(self) -> torch.Tensor:
-        """The photos as model input, (N, 3, S, S), in PHOTOS order."""
-        return self.model.preprocess.batch([sample_image(name) for name in PHOTOS])
+        """The photos as model input, (N, 3, S, S), in PHOTOS order, on the model's device."""
+        return self.to_model(self.model.preprocess.batch([sample_image(name) for name in PHOTOS]))
 
     @cached_property
     def photos(self) -> list[Image.Image]:
@@ -111,6 +111,10 @@ class DemoContext:
     def predicted(self) -> torch.Tensor:
         """The predicted class of each photo, (N,)."""
         return self.probs.argmax(dim=1)
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """x on the model's device."""
+        return x.to(next(self.model.net.parameters()).device)
 
     def label(self, i: int, cls: int | None = None) -> str:
         """'class name (probability)' of photo i, for its predicted class by default."""
@@ -199,7 +203,7 @@ def _photo_set(ctx: DemoContext) -> tuple[list[str], torch.Tensor, list[Image.Im
         crop = image.crop((round(0.06 * w), round(0.06 * h), round(0.94 * w), round(0.94 * h)))
         names += [name, f"{name} (mirrored)", f"{name} (cropped)"]
         images += [image, ImageOps.mirror(image), crop]
-    x = ctx.model.preprocess.batch(images)
+    x = ctx.to_model(ctx.model.preprocess.batch(images))
     return names, x, [to_pil(p) for p in ctx.model.preprocess.denormalize(x)]
 
 
@@ -303,7 +307,7 @@ def style_section(ctx: DemoContext) -> Section:
     china, flower = (ctx.inputs[PHOTOS.index(name)][None] for name in ("china", "flower"))
     small = torch.nn.functional.interpolate(china, size=(size, size), mode="bilinear", antialias=True)
     style_name = "flower" if ctx.style_image is None else "your image"
-    style = flower if ctx.style_image is None else image_input(ctx.style_image, size, preprocess)
+    style = flower if ctx.style_image is None else ctx.to_model(image_input(ctx.style_image, size, preprocess))
     # a total-variation prior keeps the default model's features from matching on pixel noise
     texture = texture_synthesis(ctx.model.net, flower, size=size, steps=steps, optimizer="adam", tv_weight=0.5,
                                 seed=0, preprocess=preprocess, progress=ctx.progress)
@@ -341,12 +345,12 @@ def fast_style_section(ctx: DemoContext) -> Section:
                  lr=1e-2 if not ctx.full else 1e-3, seed=0, preprocess=preprocess, progress=ctx.progress)
     single = train_style(styles[FAST_STYLES[0]], **train).network
     both = train_style(list(styles.values()), **train).network
-    targets = {name: StyleTargets(net, preprocess(image)[None]) for name, image in styles.items()}
+    targets = {name: StyleTargets(net, ctx.to_model(preprocess(image)[None])) for name, image in styles.items()}
     layers = {name: dict.fromkeys(t.layers, 1 / len(t.layers)) for name, t in targets.items()}
 
     def style_loss(picture: Image.Image, name: str) -> float:
         with torch.no_grad():
-            x = preprocess.normalize(to_unit_tensor(picture))
+            x = ctx.to_model(preprocess.normalize(to_unit_tensor(picture)))
             return float(targets[name].loss(extract_style_features(net, x[None], targets[name].layers), layers[name]))
 
     photos = [ctx.photos[PHOTOS.index(name)].resize((shown, shown)) for name in ("chelsea", "china")]
@@ -433,20 +437,23 @@ def run_demo(
     progress: bool = True,
     style_image: str | os.PathLike | None = None,
     weights_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
 ) -> Path:
     """Build the gallery of every technique in SECTIONS into `out_dir`; returns its index.html.
     Quick by default; `full=True` uses paper-quality settings (slower). style_image: an image file
     to paint `china` in, in the style section (default: the flower photo). weights_path: as for
-    load_model. The gallery is built aside and replaces out_dir only once complete (see
+    load_model. device: where every technique runs (default: CUDA when there is one, else the
+    CPU). The gallery is built aside and replaces out_dir only once complete (see
     gallery.staged_folder), so a failed run leaves the last gallery as it was."""
     out_dir = Path(out_dir).resolve()
     style = load_image(style_image) if style_image is not None else None  # a bad file fails before any work
-    model = load_model(model_name, weights_path)
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(model_name, weights_path, device=device)
     with staged_folder(out_dir) as staging:
         ctx = DemoContext(model, staging, full=full, progress=progress, style_image=style)
         sections = [build(ctx) for build in tqdm(SECTIONS, desc="pyfastviz demo", disable=not progress)]
         intro = (
-            f"Model: {ctx.model.name}, ImageNet classes, {ctx.model.preprocess.size} px input; "
+            f"Model: {ctx.model.name}, ImageNet classes, {ctx.model.preprocess.size} px input, on {device.type}; "
             f"sample photos from scikit-image and scikit-learn; {'full' if full else 'quick'} settings."
         )
         write_gallery(staging, "pyfastviz demo", sections, intro)

@@ -95,3 +95,20 @@ def test_a_failed_demo_run_leaves_the_last_gallery(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="section failed"):
         demo.run_demo(tmp_path / "out", progress=False)
     assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_every_section_runs_on_the_demo_device(tmp_path, monkeypatch):
+    from pyfastviz.report import demo
+
+    seen = []
+
+    def where(ctx):
+        seen.append((next(ctx.model.net.parameters()).device, ctx.inputs.device))
+        return Section("Devices", "", [])
+
+    monkeypatch.setattr(demo, "SECTIONS", [where])
+    demo.run_demo(tmp_path / "out", progress=False, device="cpu")
+    monkeypatch.setattr(demo.torch.cuda, "is_available", lambda: False)
+    demo.run_demo(tmp_path / "out", progress=False)  # default: CUDA when there is one
+    demo.run_demo(tmp_path / "out", progress=False, device="meta")  # a device given is used
+    assert seen == [(demo.torch.device("cpu"),) * 2] * 2 + [(demo.torch.device("meta"),) * 2]
