@@ -67,7 +67,7 @@ python3 -c "from pyfastviz import _native; print('pyfastviz._C:', _native.LOAD_E
 # step cut short by its limit still shows what passed and failed.
 WORKERS=(); python3 -c "import xdist" 2>/dev/null && WORKERS=(-n "${TEST_WORKERS:-8}")  # pytest-xdist, when there
 PYTEST=(python3 -m pytest -v -p no:cacheprovider "${WORKERS[@]}" -o junit_family=xunit1 -W ignore::DeprecationWarning)
-RESERVE_S=260 step cuda-tests 120 "${PYTEST[@]}" -m cuda --junitxml="$OUT/cuda-tests.xml"
+RESERVE_S=260 step cuda-tests 120 "${PYTEST[@]}" -m "cuda and not slow" --junitxml="$OUT/cuda-tests.xml"
 RESERVE_S=180 step triton-tests 100 "${PYTEST[@]}" -m "triton and not cuda" --junitxml="$OUT/triton-tests.xml"
 
 RESERVE_S=30 step bench 600 python3 benchmarks/run.py --device cuda --sections "$SECTIONS" --json "$OUT/bench.json"

@@ -98,6 +98,7 @@ def test_nearest_neighbours_on_the_gpu_equal_the_cpus(precision):
         torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.slow  # benchmarks/gpu_session.sh leaves it to `make gpu-test`: its minutes go to the issues' targets
 def test_the_quick_demo_runs_on_the_gpu(tmp_path):
     index = run_demo(tmp_path / "demo", progress=False, device="cuda")
     assert "on cuda" in index.read_text(encoding="utf-8")
