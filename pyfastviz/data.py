@@ -15,25 +15,31 @@ from pyfastviz.models import load_image
 
 
 def _image_extensions() -> set[str]:
-    """Every file extension PIL can open, lower case with the dot."""
+    """Every file extension PIL can open (not those of formats it can only save, such as .pdf),
+    lower case with the dot. MPO files have no opener of their own: the JPEG one reads them."""
     Image.init()
-    return {ext.lower() for ext in Image.registered_extensions()}
+    return {ext.lower() for ext, format_ in Image.registered_extensions().items()
+            if format_ in Image.OPEN or format_ == "MPO"}
 
 
 class ImageFolder(Dataset):
     """Every image file under `root` (recursively, sorted by path) as RGB.
 
-    extensions: suffixes to consider (e.g. [".jpg", ".png"]); default: all PIL knows.
-    Each candidate is decoded once when the dataset is built; unreadable, truncated or
-    empty files are listed in `skipped` as (path, reason), with one warning, and left out.
-    Item i: (preprocess(image) -> tensor (3, S, S), i) with `preprocess`, else (PIL image, i).
+    extensions: suffixes to consider (e.g. [".jpg", ".png"]); default: all PIL can open.
+    Each candidate is decoded once when the dataset is built (progress: a bar meanwhile);
+    unreadable, truncated or empty files are listed in `skipped` as (path, reason), with one
+    warning, and left out. Item i: (preprocess(image) -> tensor (3, S, S), i) with a callable
+    `preprocess` (e.g. model.preprocess), else (PIL image, i).
     """
 
     def __init__(self, root: str | os.PathLike, preprocess=None, extensions: Iterable[str] | None = None,
-                 progress: bool = False):
+                 progress: bool = True):
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"root={str(root)!r} is not a folder")
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError(f"preprocess must be callable (e.g. model.preprocess) or None, "
+                            f"got {type(preprocess).__name__}")
         if isinstance(extensions, str):
             raise TypeError("extensions must be a list of suffixes such as ['.jpg', '.png'], not a string")
         suffixes = _image_extensions() if extensions is None else {

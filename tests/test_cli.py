@@ -128,11 +128,55 @@ def test_neighbours_finds_the_original_of_a_mirrored_photo(photo_folder, tmp_pat
 
 
 @pytest.mark.slow
+def test_neighbours_leaves_the_query_itself_out(photo_folder, tmp_path, capsys):
+    query = photo_folder / "more" / ".." / "coffee.jpg"  # the folder's own coffee.jpg, spelt another way
+    assert main(["neighbours", str(photo_folder), "--query", str(query), "--k", "2", "--quiet",
+                 "--out", str(tmp_path / "near.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and not any("coffee" in line for line in lines[:2])
+    assert main(["neighbours", "--help"]) == 0
+    assert "left out" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_neighbours_needs_k_images(photo_folder, tmp_path, capsys):
-    assert main(["neighbours", str(photo_folder), "--query", str(photo_folder / "coffee.jpg"), "--k", "4",
+    assert main(["neighbours", str(photo_folder), "--query", str(photo_folder / "coffee.jpg"), "--k", "3",
                  "--out", str(tmp_path / "near.png")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[-1] == f"pyfastviz: error: neighbours needs at least 4 readable images in {str(photo_folder)!r}, found 3"
+    assert err[-1] == ("pyfastviz: error: neighbours needs at least 3 readable images besides the query in "
+                       f"{str(photo_folder)!r}, found 2")
+
+
+@pytest.mark.slow
+def test_embed_maps_thumbnails_and_quiet_hides_the_bars(photo_folder, tmp_path, capsys, monkeypatch):
+    import pyfastviz.cli.inspect as inspect_cli
+
+    mapped = []
+    monkeypatch.setattr(inspect_cli, "embedding_image", lambda images, coords, thumb: mapped.append(
+        (images, thumb)) or Image.new("RGB", (8, 8)))
+    for quiet in ([], ["--quiet"]):
+        assert main(["embed", str(photo_folder), "--method", "pca", *quiet, "--out", str(tmp_path / "m.png")]) == 0
+        err = capsys.readouterr().err
+        assert ("checking images" in err and "features" in err and "thumbnails" in err) == (not quiet)
+    images, thumb = mapped[0]
+    assert len(images) == 3 and all(max(image.size) <= thumb for image in images)  # not the full photos
+
+
+@pytest.mark.parametrize("command, flag, value, wanted", [
+    (["classvis", "goldfish"], "--steps", "0", "an int >= 1"),
+    (["classvis", "goldfish"], "--size", "-2", "an int >= 1"),
+    (["dream", "x.jpg"], "--octaves", "0", "an int >= 1"),
+    (["dream", "x.jpg"], "--steps", "0", "an int >= 1"),
+    (["invert", "x.jpg"], "--tv-weight", "nan", "a number >= 0"),
+    (["activations", "x.jpg", "--layer", "_blocks.1"], "--top", "0", "an int >= 1"),
+    (["neighbours", ".", "--query", "x.jpg"], "--k", "zero", "an int >= 1"),
+    (["texture", "x.jpg"], "--steps", "-1", "an int >= 0"),
+    (["train-style", "x.jpg"], "--batch-size", "0", "an int >= 1"),
+])
+def test_bad_numbers_are_refused_naming_their_flag(tmp_path, capsys, command, flag, value, wanted):
+    assert main([*command, flag, value, "--out", str(tmp_path / "out.png")]) == 2
+    assert f"argument {flag}: must be {wanted}, got {value!r}" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_inspect_commands_check_their_paths_first(tmp_path, capsys):
@@ -246,6 +290,12 @@ def test_classvis_unknown_class_is_a_one_line_error(tmp_path, capsys):
     assert "goldfish" in cli_error_line(capsys)
 
 
+def test_classvis_refuses_a_class_given_twice(tmp_path, capsys):
+    assert main(["classvis", "goldfish", "1", "--steps", "1", "--out", str(tmp_path / "vis")]) == 2
+    assert "CLASS 'goldfish' and '1' are the same class, 'goldfish'" in cli_error_line(capsys)
+    assert not (tmp_path / "vis").exists()
+
+
 @pytest.mark.slow
 def test_texture_and_style_write_their_images(cat, tmp_path, capsys):
     flower = tmp_path / "flower.png"
@@ -353,6 +403,18 @@ def test_inputs_sharing_a_stem_are_refused_before_any_work(cat, tmp_path, capsys
     assert main([command[0], str(cat), str(twin), *command[1:], "--out", str(tmp_path / "out")]) == 2
     assert "share a file name stem" in cli_error_line(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_stylize_quiet_hides_the_progress_bar(tmp_path, capsys):
+    from pyfastviz.fast_style import TransformerNet, save_style_network
+
+    network = save_style_network(TransformerNet(), tmp_path / "net.safetensors")
+    photos = [tmp_path / "a.png", tmp_path / "b.png"]
+    for photo in photos:
+        sample_image("coffee").resize((16, 12)).save(photo)
+    for quiet in ([], ["--quiet"]):
+        assert main(["stylize", str(network), *map(str, photos), *quiet, "--out", str(tmp_path / "out")]) == 0
+        assert ("stylize" in capsys.readouterr().err) == (not quiet)
 
 
 def test_stylize_inputs_sharing_a_stem_are_refused(cat, tmp_path, capsys):

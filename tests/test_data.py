@@ -1,5 +1,7 @@
 """The image-folder reader: recursive, sorted, bad files reported and skipped."""
 
+import warnings
+
 import pytest
 import torch
 from PIL import Image
@@ -64,6 +66,8 @@ def test_preprocessed_items_and_loader(folder):
 def test_bad_arguments_name_themselves(folder, tmp_path):
     with pytest.raises(ValueError, match="root="):
         ImageFolder(tmp_path / "missing")
+    with pytest.raises(TypeError, match="preprocess must be callable"):
+        ImageFolder(folder, preprocess=5)
     with pytest.warns(RuntimeWarning):
         raw = ImageFolder(folder)
     with pytest.raises(ValueError, match="preprocess="):
@@ -79,3 +83,24 @@ def test_empty_folder_is_an_empty_dataset(tmp_path):
     assert len(dataset) == 0 and dataset.skipped == []
     Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
     assert len(ImageFolder(tmp_path)) == 1
+
+
+def test_formats_pil_can_only_save_are_not_scanned(tmp_path):
+    picture = Image.new("RGB", (8, 8), "red")
+    picture.save(tmp_path / "doc.pdf")  # PIL writes PDF and Palm files but cannot read them
+    picture.convert("1").save(tmp_path / "icon.palm")
+    picture.save(tmp_path / "stereo.mpo", save_all=True, append_images=[picture])  # read by PIL's JPEG opener
+    picture.save(tmp_path / "x.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = ImageFolder(tmp_path)
+    assert [p.name for p in dataset.paths] == ["stereo.mpo", "x.png"] and dataset.skipped == []
+
+
+def test_checking_shows_a_progress_bar_unless_silenced(folder, capsys):
+    with pytest.warns(RuntimeWarning):
+        ImageFolder(folder)
+    assert "checking images" in capsys.readouterr().err
+    with pytest.warns(RuntimeWarning):
+        ImageFolder(folder, progress=False)
+    assert capsys.readouterr().err == ""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from pyfastviz.adversarial import fooling_images
 from pyfastviz.classvis import class_visualization
-from pyfastviz.cli.common import check_layer, class_index, model_options, output_folder, photos
+from pyfastviz.cli.common import at_least, check_layer, class_index, model_options, output_folder, photos
 from pyfastviz.deepdream import deepdream, layer_energy
 from pyfastviz.inversion import invert_features
 from pyfastviz.models import load_model, save_png, to_pil
@@ -20,9 +21,10 @@ def add_commands(commands) -> None:
     vis = commands.add_parser("classvis", help="images that maximise classes (gradient ascent)",
                               description="Write <class>.png per class: the image, from noise, that maximises the "
                                           "class score minus an L2 penalty (jitter, blur and clipping regularisers).")
-    vis.add_argument("classes", nargs="+", metavar="CLASS", help="class names (e.g. goldfish) or indices")
-    vis.add_argument("--size", type=int, default=224, metavar="PX", help="image side (default: %(default)s)")
-    vis.add_argument("--steps", type=int, default=100, help="Adam steps (default: %(default)s)")
+    vis.add_argument("classes", nargs="+", metavar="CLASS", help="class names (e.g. goldfish) or indices, "
+                                                                 "each class once")
+    vis.add_argument("--size", type=at_least(1), default=224, metavar="PX", help="image side (default: %(default)s)")
+    vis.add_argument("--steps", type=at_least(1), default=100, help="Adam steps (default: %(default)s)")
     vis.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     vis.add_argument("--fourier", action="store_true",
                      help="optimise a decorrelated Fourier spectrum (Lucid's parameterisation) instead of pixels")
@@ -36,7 +38,7 @@ def add_commands(commands) -> None:
     fool.add_argument("--target", required=True, metavar="CLASS", help="the class to be predicted (name or index)")
     fool.add_argument("--epsilon", type=float, default=8, help="L-inf budget in 1/255 of the pixel range "
                                                                  "(default: %(default)s)")
-    fool.add_argument("--steps", type=int, default=50, help="most gradient steps (default: %(default)s)")
+    fool.add_argument("--steps", type=at_least(1), default=50, help="most gradient steps (default: %(default)s)")
     model_options(fool)
     fool.add_argument("--out", required=True, metavar="DIR", help="output folder")
     fool.set_defaults(run=_fool)
@@ -46,8 +48,9 @@ def add_commands(commands) -> None:
                                           "features at --layer match the photo's (Mahendran & Vedaldi).")
     inv.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     inv.add_argument("--layer", default="_blocks.2", metavar="NAME", help=LAYER_HELP + " (default: %(default)s)")
-    inv.add_argument("--steps", type=int, default=200, help="Adam steps (default: %(default)s)")
-    inv.add_argument("--tv-weight", type=float, default=1e-3, help="total-variation prior (default: %(default)s)")
+    inv.add_argument("--steps", type=at_least(1), default=200, help="Adam steps (default: %(default)s)")
+    inv.add_argument("--tv-weight", type=at_least(0, float), default=1e-3,
+                     help="total-variation prior (default: %(default)s)")
     inv.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     model_options(inv)
     inv.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -58,8 +61,8 @@ def add_commands(commands) -> None:
                                             "the mean square activation of --layer, with jitter).")
     dream.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     dream.add_argument("--layer", default="_blocks.8", metavar="NAME", help=LAYER_HELP + " (default: %(default)s)")
-    dream.add_argument("--octaves", type=int, default=3, help="pyramid levels (default: %(default)s)")
-    dream.add_argument("--steps", type=int, default=10, help="steps per octave (default: %(default)s)")
+    dream.add_argument("--octaves", type=at_least(1), default=3, help="pyramid levels (default: %(default)s)")
+    dream.add_argument("--steps", type=at_least(1), default=10, help="steps per octave (default: %(default)s)")
     dream.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     model_options(dream)
     dream.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -69,16 +72,29 @@ def add_commands(commands) -> None:
 def _classvis(args: argparse.Namespace) -> None:
     out = output_folder(args.out)
     model = load_model(args.model, weights_path=args.weights)
-    classes = [class_index(model, name, "CLASS") for name in args.classes]
+    classes, files = _class_files(model, args.classes, out)
     result = class_visualization(model.net, classes, size=args.size, steps=args.steps, lr=0.1, start="noise",
                                  seed=args.seed, preprocess=model.preprocess,
                                  parameterization="fourier" if args.fourier else "pixels")
     with torch.no_grad():
         probs = model.net(result.images).softmax(dim=1)
-    for i, (cls, image) in enumerate(zip(classes, result.to_pil(model.preprocess))):
-        name = model.class_names[cls]
-        print(f"{name!r}: p = {probs[i, cls]:.3f}")
-        print(save_png(image, out / f"{name.replace(' ', '_').replace('/', '_')}.png"))
+    for i, (cls, file, image) in enumerate(zip(classes, files, result.to_pil(model.preprocess))):
+        print(f"{model.class_names[cls]!r}: p = {probs[i, cls]:.3f}")
+        print(save_png(image, file))
+
+
+def _class_files(model, names: list[str], out: Path) -> tuple[list[int], list[Path]]:
+    """The CLASS arguments' indices and output files out/<class name>.png, refused when two are
+    the same class (by name and index, say): one image would overwrite the other."""
+    classes = [class_index(model, name, "CLASS") for name in names]
+    files = [out / f"{model.class_names[c].replace(' ', '_').replace('/', '_')}.png" for c in classes]
+    first = {}
+    for name, file in zip(names, files):
+        if file in first:
+            raise ValueError(f"CLASS {first[file]!r} and {name!r} are the same class, {file.stem!r}: "
+                             "give each class once")
+        first[file] = name
+    return classes, files
 
 
 def _fool(args: argparse.Namespace) -> None:

@@ -1,9 +1,10 @@
-"""What the commands share: the --model/--weights and --device options, class names and
-output paths read from the command line, and image files loaded for a model."""
+"""What the commands share: the --model/--weights and --device options, checked numbers, class
+names and output paths read from the command line, and image files loaded for a model."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -22,6 +23,23 @@ def model_options(sub: argparse.ArgumentParser, flag: str = "--model", weights_f
 def device_option(sub: argparse.ArgumentParser, help_: str = "e.g. cpu, cuda:0 (default: cuda when there is one)"
                   ) -> None:
     sub.add_argument("--device", metavar="DEV", help=help_)
+
+
+def at_least(low: float, kind: type = int):
+    """An argparse type: a finite `kind` (int or float) >= low, so that a bad value is refused while the
+    command line is parsed, before any work, in argparse's error that names the flag."""
+    wanted = f"{'an int' if kind is int else 'a number'} >= {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
 def device(name: str | None) -> torch.device:

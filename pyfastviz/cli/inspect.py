@@ -8,8 +8,9 @@ import warnings
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from pyfastviz.cli.common import check_layer, model_options, output_file
+from pyfastviz.cli.common import at_least, check_layer, model_options, output_file
 from pyfastviz.data import ImageFolder, image_loader
 from pyfastviz.inspect import (
     activation_grid,
@@ -26,6 +27,7 @@ from pyfastviz.models import layer_shapes, load_image, load_model, save_png
 
 FEATURES_HELP = ("layer whose output, averaged over positions, is each image's feature vector (default: the input "
                  "of the last nn.Linear, the penultimate features)")
+THUMB = 64  # embed's tiles: each photo is shrunk to this as it is read, not kept at full size
 
 
 def add_commands(commands) -> None:
@@ -47,21 +49,19 @@ def add_commands(commands) -> None:
     act = _inspect_command(commands, "activations", "Write the strongest feature maps of a layer for one image.")
     act.add_argument("image", metavar="IMAGE", help="image file")
     act.add_argument("--layer", required=True, metavar="NAME", help="layer name (see `pyfastviz layers`)")
-    act.add_argument("--top", type=int, default=16, metavar="K", help="channels shown (default: %(default)s)")
+    act.add_argument("--top", type=at_least(1), default=16, metavar="K", help="channels shown (default: %(default)s)")
     act.set_defaults(run=_activations)
 
-    embed = _inspect_command(commands, "embed", "Write a 2-D map of the images in a folder, by their features.")
-    embed.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
+    embed = _folder_command(commands, "embed", "Write a 2-D map of the images in a folder, by their features.")
     embed.add_argument("--method", choices=("tsne", "pca"), default="tsne", help="default: %(default)s")
-    embed.add_argument("--layer", metavar="NAME", help=FEATURES_HELP)
     embed.set_defaults(run=_embed)
 
-    near = _inspect_command(commands, "neighbours", "Write a query image's nearest neighbours among a folder's "
-                                                    "images, by their features.")
-    near.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
-    near.add_argument("--query", required=True, metavar="IMAGE", help="query image file")
-    near.add_argument("--k", type=int, default=5, help="neighbours shown (default: %(default)s)")
-    near.add_argument("--layer", metavar="NAME", help=FEATURES_HELP)
+    near = _folder_command(commands, "neighbours", "Write a query image's nearest neighbours among a folder's "
+                                                   "images, by their features (the query's own file, when it is "
+                                                   "in the folder, is left out).")
+    near.add_argument("--query", required=True, metavar="IMAGE",
+                      help="query image file (if it is in DIR, it is not one of its own neighbours)")
+    near.add_argument("--k", type=at_least(1), default=5, help="neighbours shown (default: %(default)s)")
     near.set_defaults(run=_neighbours)
 
 
@@ -69,6 +69,15 @@ def _inspect_command(commands, name: str, description: str) -> argparse.Argument
     sub = commands.add_parser(name, help=description[0].lower() + description[1:-1], description=description)
     model_options(sub)
     sub.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
+    return sub
+
+
+def _folder_command(commands, name: str, description: str) -> argparse.ArgumentParser:
+    """An inspect command on the features of a folder's images (see _folder)."""
+    sub = _inspect_command(commands, name, description)
+    sub.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
+    sub.add_argument("--layer", metavar="NAME", help=FEATURES_HELP)
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
     return sub
 
 
@@ -106,24 +115,28 @@ def _activations(args: argparse.Namespace) -> None:
     print(save_png(activation_grid(act[0], top=args.top), out))
 
 
-def _folder(args: argparse.Namespace, at_least: int):
-    """The model and the folder's readable images (skipped files listed on stderr)."""
+def _folder(args: argparse.Namespace, needed: int, leave_out: Path | None = None):
+    """The model and the folder's readable images (skipped files listed on stderr), less the
+    file `leave_out` (a resolved path) when it is one of them."""
     if not Path(args.folder).is_dir():
         raise ValueError(f"{args.folder!r} is not a folder")
     model = load_model(args.model, weights_path=args.weights)
     check_layer(model, args.layer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # listed below, one line per file
-        dataset = ImageFolder(args.folder, preprocess=model.preprocess)
+        dataset = ImageFolder(args.folder, preprocess=model.preprocess, progress=not args.quiet)
     for path, reason in dataset.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    if len(dataset) < at_least:
-        raise ValueError(f"{args.command} needs at least {at_least} readable images in {args.folder!r}, "
+    if leave_out is not None:
+        dataset.paths = [path for path in dataset.paths if path.resolve() != leave_out]
+    if len(dataset) < needed:
+        besides = "" if leave_out is None else " besides the query"
+        raise ValueError(f"{args.command} needs at least {needed} readable images{besides} in {args.folder!r}, "
                          f"found {len(dataset)}")
     return model, dataset
 
 
-def _features(model, images_or_loader, layer: str | None, progress: bool = True) -> torch.Tensor:
+def _features(model, images_or_loader, layer: str | None, progress: bool) -> torch.Tensor:
     try:
         return extract_features(model.net, images_or_loader, layer=layer, progress=progress)
     except ValueError as err:  # name the flag, not the Python keyword
@@ -132,19 +145,25 @@ def _features(model, images_or_loader, layer: str | None, progress: bool = True)
 
 def _embed(args: argparse.Namespace) -> None:
     out = output_file(args.out, ".png")
-    model, dataset = _folder(args, at_least=3)
-    features = _features(model, image_loader(dataset), args.layer)
+    model, dataset = _folder(args, needed=3)
+    features = _features(model, image_loader(dataset), args.layer, progress=not args.quiet)
     coords = tsne(features, perplexity=min(30.0, len(dataset) - 1)) if args.method == "tsne" else pca(features)[0]
-    print(save_png(embedding_image([load_image(p) for p in dataset.paths], coords), out))
+    thumbs = [_thumbnail(path) for path in tqdm(dataset.paths, desc="thumbnails", disable=args.quiet, leave=False)]
+    print(save_png(embedding_image(thumbs, coords, thumb=THUMB), out))
+
+
+def _thumbnail(path: Path):
+    """The image file shrunk to at most THUMB x THUMB (the full-size image is dropped at once)."""
+    image = load_image(path)
+    image.thumbnail((THUMB, THUMB))
+    return image
 
 
 def _neighbours(args: argparse.Namespace) -> None:
     out = output_file(args.out, ".png")
     query = load_image(args.query)
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
-    model, dataset = _folder(args, at_least=args.k)
-    features = _features(model, image_loader(dataset), args.layer)
+    model, dataset = _folder(args, needed=args.k, leave_out=Path(args.query).resolve())
+    features = _features(model, image_loader(dataset), args.layer, progress=not args.quiet)
     query_features = _features(model, model.preprocess(query)[None], args.layer, progress=False)
     distances, indices = nearest_neighbours(features, query_features, k=args.k)
     for distance, index in zip(distances[0].tolist(), indices[0].tolist()):

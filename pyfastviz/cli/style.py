@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 
-from pyfastviz.cli.common import device, device_option, image_paths, model_options, output_file, output_folder
+from pyfastviz.cli.common import at_least, device, device_option, image_paths, model_options, output_file, output_folder
 from pyfastviz.fast_style import load_style_network, save_style_network, stylize, train_style
 from pyfastviz.models import load_image, load_model, save_png, to_pil
 from pyfastviz.style import image_input, style_transfer, texture_synthesis
@@ -16,9 +16,9 @@ def add_commands(commands) -> None:
     tex = commands.add_parser("texture", help="a texture with an image's Gram statistics (Gatys et al.)",
                               description="Write a texture grown from noise to match the example's Gram matrices.")
     tex.add_argument("image", metavar="IMAGE", help="example image file")
-    tex.add_argument("--size", type=int, default=256, metavar="PX",
+    tex.add_argument("--size", type=at_least(1), default=256, metavar="PX",
                      help="output side; the example is resized to this longer side (default: %(default)s)")
-    tex.add_argument("--steps", type=int, default=500, help="L-BFGS steps (default: %(default)s)")
+    tex.add_argument("--steps", type=at_least(0), default=500, help="L-BFGS steps (default: %(default)s)")
     tex.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default: %(default)s)")
     device_option(tex)
     model_options(tex)
@@ -31,13 +31,13 @@ def add_commands(commands) -> None:
     sty.add_argument("content", metavar="CONTENT", help="content image file")
     sty.add_argument("styles", nargs="+", metavar="STYLE", help="style image files")
     sty.add_argument("--style-weights", type=float, nargs="+", metavar="W", help="blend weight per style image")
-    sty.add_argument("--size", type=int, default=256, metavar="PX",
+    sty.add_argument("--size", type=at_least(1), default=256, metavar="PX",
                      help="longer side of the output (the content's aspect is kept) and of the style images "
                           "(default: %(default)s)")
-    sty.add_argument("--steps", type=int, default=500, help="L-BFGS steps (default: %(default)s)")
+    sty.add_argument("--steps", type=at_least(0), default=500, help="L-BFGS steps (default: %(default)s)")
     sty.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the content's colours")
-    sty.add_argument("--scales", type=int, default=1, help="coarse-to-fine levels, each half the size of the next "
-                                                           "(default: %(default)s)")
+    sty.add_argument("--scales", type=at_least(1), default=1,
+                     help="coarse-to-fine levels, each half the size of the next (default: %(default)s)")
     sty.add_argument("--init", choices=("content", "noise"), default="content",
                      help="start from the content image or from noise (default: %(default)s)")
     sty.add_argument("--seed", type=int, default=0, help="seed of the starting noise, --init noise "
@@ -54,12 +54,13 @@ def add_commands(commands) -> None:
     train.add_argument("styles", nargs="+", metavar="STYLE", help="style image files")
     train.add_argument("--content", metavar="DIR",
                        help="folder of content images (default: random crops of the bundled sample photos)")
-    train.add_argument("--size", type=int, default=256, metavar="PX", help="training crop side (default: %(default)s)")
-    train.add_argument("--steps", type=int, default=2000, help="Adam steps (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=4, metavar="N", help="default: %(default)s")
-    train.add_argument("--style-weight", type=float, default=10.0, help="default: %(default)s")
+    train.add_argument("--size", type=at_least(1), default=256, metavar="PX",
+                       help="training crop side (default: %(default)s)")
+    train.add_argument("--steps", type=at_least(0), default=2000, help="Adam steps (default: %(default)s)")
+    train.add_argument("--batch-size", type=at_least(1), default=4, metavar="N", help="default: %(default)s")
+    train.add_argument("--style-weight", type=at_least(0, float), default=10.0, help="default: %(default)s")
     train.add_argument("--checkpoint-dir", metavar="DIR", help="checkpoint here, and resume from it")
-    train.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="default: %(default)s")
+    train.add_argument("--checkpoint-every", type=at_least(1), default=500, metavar="N", help="default: %(default)s")
     train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     device_option(train)
     model_options(train, "--loss-model", "--loss-weights", "loss network")
@@ -74,6 +75,7 @@ def add_commands(commands) -> None:
     styl.add_argument("--style", type=float, nargs="+", metavar="S",
                       help="multi-style network: a style index, or one blend weight per style")
     device_option(styl)
+    styl.add_argument("--quiet", action="store_true", help="no progress bar")
     styl.add_argument("--out", required=True, metavar="DIR", help="output folder")
     styl.set_defaults(run=_stylize)
 
@@ -141,6 +143,6 @@ def _stylize(args: argparse.Namespace) -> None:
     style = None
     if args.style is not None:
         style = int(args.style[0]) if len(args.style) == 1 and args.style[0].is_integer() else args.style
-    pictures = stylize(network, [load_image(p) for p in paths], style=style)
+    pictures = stylize(network, [load_image(p) for p in paths], style=style, progress=not args.quiet)
     for path, picture in zip(paths, pictures):
         print(save_png(picture, out / f"{path.stem}_stylized.png"))
