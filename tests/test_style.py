@@ -132,6 +132,44 @@ def test_seed_reproduces_noise_start(net):
     torch.testing.assert_close(first.image, again.image)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_noise_starts_run_in_the_models_dtype(net, dtype):
+    net.to(dtype)
+    example = pixels(1, 3, 24, 24).to(dtype)
+    texture = texture_synthesis(net, example, layers=LAYERS, size=16, steps=2, progress=False, seed=0)
+    transfer = run(net, example, example, init="noise")
+    for result in (texture, transfer):
+        assert result.image.dtype == dtype and torch.isfinite(result.image).all()
+    assert StyleTargets(net, example, layers=LAYERS).grams["conv1"].dtype == torch.promote_types(dtype, torch.float32)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_the_solver_keeps_a_float32_or_float64_master_image(net, monkeypatch, optimizer, dtype):
+    """fp16's Adam eps (1e-8) rounds to 0: the update 0 / 0 made the image NaN."""
+    variables = []
+    optimizer_class = getattr(torch.optim, {"adam": "Adam", "lbfgs": "LBFGS"}[optimizer])
+    monkeypatch.setattr(torch.optim, optimizer_class.__name__,
+                        lambda params, **kw: variables.extend(params) or optimizer_class(params, **kw))
+    net.to(dtype)
+    content, style = pixels(1, 3, 24, 24).to(dtype), pixels(1, 3, 24, 24, seed=1).to(dtype)
+    result = run(net, content, style, optimizer=optimizer, steps=4, style_weight=1e3)
+    assert [z.dtype for z in variables] == [torch.promote_types(dtype, torch.float32)]
+    assert result.image.dtype == dtype and torch.isfinite(result.image).all()
+    assert result.history["total"][-1] < result.history["total"][0]
+
+
+def test_small_contents_run_at_one_scale(net):
+    result = run(net, pixels(1, 3, 12, 40), pixels(1, 3, 24, 24))  # scales=2 refuses it: see test_bad_inputs
+    assert result.image.shape == (1, 3, 12, 40)
+
+
+def test_preserve_color_result_is_not_tied_to_the_content(net):
+    content = pixels(1, 3, 24, 24).requires_grad_(True)
+    result = run(net, content, pixels(1, 3, 24, 24, seed=1), preserve_color=True)
+    assert result.image.grad_fn is None and not result.image.requires_grad
+
+
 def test_memory_estimate_grows_with_pixel_count(net):
     small, medium, large = (estimate_peak_memory(net, side) for side in (64, 128, 256))
     assert small < medium < large
@@ -165,6 +203,33 @@ def test_memory_check_on_cuda_counts_the_parameters_once(net, monkeypatch):
     with pytest.raises(MemoryError, match="largest size that fits"):
         check_memory(net, size, device="cuda")
     check_memory(net, 10**5, device="cpu")  # nothing is checked off CUDA
+
+
+def test_memory_estimate_counts_the_models_element_size(net):
+    estimate = {dtype: [estimate_peak_memory(net.to(dtype), side) for side in (64, 128)]
+                for dtype in (torch.float32, torch.float64, torch.bfloat16)}
+    growth = {dtype: large - small for dtype, (small, large) in estimate.items()}
+    assert growth[torch.float64] == pytest.approx(2 * growth[torch.float32], rel=1e-6)  # maps and master image
+    assert growth[torch.bfloat16] < growth[torch.float32]  # half the maps, the same float32 master image
+
+
+class OneSizeNet(torch.nn.Module):
+    """A classifier for 32 x 32 inputs only (Flatten + Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4 * 32 * 32, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().flatten(1))
+
+
+def test_memory_probe_is_at_most_64_px_and_a_failing_probe_skips_the_check():
+    model = OneSizeNet()
+    assert estimate_peak_memory(model, 32) > 0  # probed at 32 x 32, not 64 x 64
+    check_memory(model, 32, available=10**12)
+    with pytest.warns(RuntimeWarning, match="memory check skipped: the model failed on a 64x48 probe"):
+        check_memory(model, (100, 48), available=1)  # no MemoryError: nothing is known
 
 
 def test_vgg19_at_2048px_is_estimated_to_fit_80_gb():

@@ -41,16 +41,19 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], met
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Calls write(file) on a new temporary file beside path, then renames it to path; returns
     the path. Parent folders are created; the file gets the usual permissions (0666 & ~umask);
-    a failed write leaves nothing behind (and an earlier file at path untouched)."""
+    its data reaches the disk before the rename (so a crash leaves the old file or the new one,
+    never a truncated one); a failed write leaves nothing behind (and an earlier file at path untouched)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same folder: the rename is atomic
     try:
         with open(tmp, "xb") as file:  # "x" creates it with the umask's permissions
             write(file)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # after a failure; after the rename it is gone already
     return path
 
 

@@ -10,9 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from pyfastviz.data import ImageFolder
 from pyfastviz.models import load_image, sample_image
+from pyfastviz.models.images import to_rgb
 
 # The colour photos among pyfastviz.models.SAMPLE_IMAGES: the default content images.
 SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
@@ -21,8 +23,8 @@ PIXEL_TOLERANCE = 1e-3  # how far outside [0, 1] a style tensor's pixels may str
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) uint8 tensor."""
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    """PIL image (any mode, made RGB as pyfastviz.models.images.to_rgb does) -> (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(to_rgb(image), dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 def resize_shorter(image: torch.Tensor, side: int) -> torch.Tensor:
@@ -67,9 +69,10 @@ class ContentSampler:
     """Batches of square content crops, a function of (seed, step) only (so runs resume exactly).
 
     images: None (the bundled SAMPLE_PHOTOS), a folder path or pyfastviz.data.ImageFolder (files
-    read when drawn), or a non-empty list of PIL images and/or paths. Each crop: a random image,
+    read when drawn), or a non-empty list of PIL images and/or paths (each path opened once here:
+    a missing or unreadable one is a ValueError naming it). Each crop: a random image,
     a random square of MIN_CROP..1 of its shorter side, resized to size x size, flipped
-    left-right with probability 1/2. progress: a bar while a folder's files are checked.
+    left-right with probability 1/2. progress: a bar while a folder's or list's files are checked.
     """
 
     def __init__(self, images, size: int, seed: int, progress: bool = False):
@@ -79,7 +82,8 @@ class ContentSampler:
             if not Path(images).is_dir():
                 raise ValueError(f"content_images={str(images)!r} is not a folder")
             images = ImageFolder(images, progress=progress)
-        if isinstance(images, ImageFolder):
+        checked = isinstance(images, ImageFolder)  # its files were opened when it was built
+        if checked:
             images = list(images.paths)
         if not isinstance(images, (list, tuple)) or not images:
             raise ValueError("content_images must be None, a folder, or a non-empty list of PIL images or paths, "
@@ -88,6 +92,10 @@ class ContentSampler:
             if not isinstance(item, (Image.Image, str, os.PathLike)):
                 raise TypeError(f"content_images must hold PIL images or paths, got {type(item).__name__}")
         self.sources = [pil_to_tensor(item) if isinstance(item, Image.Image) else Path(item) for item in images]
+        if not checked:
+            paths = [source for source in self.sources if isinstance(source, Path)]
+            for path in tqdm(paths, desc="checking images", disable=not progress, leave=False):
+                _check_readable(path)
         self.size, self.seed = size, seed
 
     def __len__(self) -> int:
@@ -110,3 +118,11 @@ class ContentSampler:
                 crop = crop.flip(3)
             crops.append(crop.clamp(0, 255))
         return torch.cat(crops)
+
+
+def _check_readable(path: Path) -> None:
+    """A ValueError naming content_images and path unless path opens as an image."""
+    try:
+        load_image(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"content_images: {err}") from None

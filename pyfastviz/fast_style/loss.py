@@ -14,6 +14,7 @@ from torch import nn
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess, preprocess_of
 from pyfastviz.style import StyleTargets, extract_features, total_variation
+from pyfastviz.style.targets import input_dtype, widened
 
 
 @contextmanager
@@ -44,23 +45,28 @@ class PerceptualLoss:
 
     def __init__(self, model: nn.Module, styles: Sequence[torch.Tensor], content_layer: str,
                  style_layers: Sequence[str], preprocess: Preprocess | None = None):
-        self.model, self.content_layer = model, content_layer
+        self.model, self.content_layer, self.dtype = model, content_layer, input_dtype(model)
         self.preprocess = preprocess or preprocess_of(model)
-        self.targets = [StyleTargets(model, self.preprocess.normalize(style), layers=style_layers,
+        self.targets = [StyleTargets(model, self.inputs(style), layers=style_layers,
                                      preprocess=self.preprocess) for style in styles]
         self.layer_weights = {layer: 1 / len(self.targets[0].layers) for layer in self.targets[0].layers}
         self.layers = list(dict.fromkeys([*self.targets[0].layers, content_layer]))
 
     def __call__(self, output: torch.Tensor, content: torch.Tensor, style_index: torch.Tensor) -> dict:
         with torch.no_grad():
-            target = extract_features(self.model, self.preprocess.normalize(content / 255), [self.content_layer])
-            target = target[self.content_layer].float()
-        features = extract_features(self.model, self.preprocess.normalize(output / 255), self.layers)
-        features = {name: f.float() for name, f in features.items()}
+            target = extract_features(self.model, self.inputs(content / 255), [self.content_layer])
+            target = widened(target[self.content_layer])
+        features = extract_features(self.model, self.inputs(output / 255), self.layers)
+        features = {name: widened(f) for name, f in features.items()}
         content_loss = ((features[self.content_layer] - target).pow(2).flatten(1).mean(1)
                         / target.pow(2).flatten(1).mean(1).clamp_min(1e-30))
         return {"content": content_loss, "style": self.style_loss(features, style_index),
                 "tv": total_variation(output.float() / 255)}
+
+    def inputs(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pixels in [0, 1] -> the loss model's input, normalised, in its parameters'
+        dtype (under autocast too: autocast still runs its layers in bf16)."""
+        return self.preprocess.normalize(widened(pixels)).to(self.dtype)
 
     def style_loss(self, features: dict[str, torch.Tensor], style_index: torch.Tensor) -> torch.Tensor:
         """(N,) style loss of features (from extract_features at self.layers) to each image's style."""
@@ -78,8 +84,8 @@ class PerceptualLoss:
     def style_losses(self, images: torch.Tensor) -> torch.Tensor:
         """(N, S) style loss of each image (pixels in [0, 255]) to each style, without gradients."""
         with torch.no_grad():
-            features = extract_features(self.model, self.preprocess.normalize(images / 255), self.layers)
-            features = {name: f.float() for name, f in features.items()}
+            features = extract_features(self.model, self.inputs(images / 255), self.layers)
+            features = {name: widened(f) for name, f in features.items()}
             rows = [self.style_loss(features, torch.full((images.shape[0],), style))
                     for style in range(len(self.targets))]
         return torch.stack(rows, dim=1)

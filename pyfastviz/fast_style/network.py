@@ -8,10 +8,13 @@ Pixel convention (pytorch/examples'): RGB in [0, 255] in, RGB roughly in [0, 255
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyfastviz._inputs import check_index
 from pyfastviz.nn import ConditionalInstanceNorm2d, InstanceNorm2d, style_mixture
 
 MULTIPLE = 4  # two stride-2 convolutions down, two x2 upsamplings up
@@ -105,6 +108,8 @@ class TransformerNet(nn.Module):
         if self.num_styles is not None and styles is None:
             raise ValueError(f"styles is required for a {self.num_styles}-style network: an int, (N,) indices "
                              f"or (N, {self.num_styles}) blend weights")
+        if isinstance(styles, numbers.Integral):  # numpy ints too; bools are refused
+            styles = check_index(styles, "styles")
         mix = None if self.num_styles is None else style_mixture(styles, x.shape[0], self.num_styles, self.in1.weight)
         height, width = x.shape[2:]
         pad_h, pad_w = (max(MIN_SIDE, -(-side // MULTIPLE) * MULTIPLE) - side for side in (height, width))

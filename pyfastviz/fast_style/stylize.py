@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pyfastviz._inputs import check_index
 from pyfastviz._state import evaluation_mode
 from pyfastviz.data import ImageFolder
 from pyfastviz.models import load_image, to_pil
@@ -27,8 +29,8 @@ def stylize(network: TransformerNet, images, *, style=None, device: str | torch.
     images: a PIL image or file path -> PIL image; a folder or a list of PIL images / paths ->
     list of PIL images; a (3, H, W) or (N, 3, H, W) float tensor of RGB in [0, 1] -> a tensor of
     the same shape in [0, 1], run batch_size images at a time. style: None for a single-style
-    network; for a multi-style one an int (style index) or S blend weights (list or (S,)
-    tensor; >= 0, not all 0), the same for every image. The weights are a convex blend: they
+    network; for a multi-style one an int (style index, numpy ints too) or S blend weights (list
+    or (S,) tensor; >= 0, not all 0), the same for every image. The weights are a convex blend: they
     are divided by their sum, so [1, 1] means [0.5, 0.5]. device: where to run (default the
     network's; the network is copied there, the caller's stays put). progress: a bar over a
     folder's files as they are checked and over the images of a folder or list.
@@ -96,7 +98,8 @@ def _style_weights(network: TransformerNet, style) -> torch.Tensor | None:
         return None
     if style is None:
         raise ValueError(f"style is required for a {count}-style network: an index or {count} blend weights")
-    if isinstance(style, int) and not isinstance(style, bool):
+    if isinstance(style, numbers.Integral):  # numpy ints too; bools are refused
+        style = check_index(style, "style")
         if not 0 <= style < count:
             raise ValueError(f"style must be in [0, {count}), got {style}")
         return torch.nn.functional.one_hot(torch.tensor([style]), count).float()

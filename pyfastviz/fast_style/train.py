@@ -4,6 +4,7 @@ Adam on the perceptual loss of a frozen loss network, with resumable checkpoints
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -101,8 +102,9 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
               "batch_size": batch_size, "lr": lr, "content_weight": content_weight, "style_weight": style_weight,
               "tv_weight": tv_weight, "content_layer": content_layer, "style_layers": style_layers, "seed": seed,
               "loss_model": type(loss_model).__name__, "content_images": len(sampler),
-              "loss_normalization": [list(preprocess.mean), list(preprocess.std)],
+              "loss_normalization": [[float(v) for v in preprocess.mean], [float(v) for v in preprocess.std]],
               "styles_sha256": _sha256(styles)}
+    config = json.loads(json.dumps(config))  # as checkpoints store it (lists, not tuples); fails before any work
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

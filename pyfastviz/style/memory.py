@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -10,19 +11,26 @@ from torch import nn
 from pyfastviz._inputs import check_choice, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.style.solver import LBFGS_HISTORY, OPTIMIZERS
+from pyfastviz.style.targets import input_dtype
+
+PROBE_SIDE = 64  # the largest probe input side: larger ones only cost time
 
 
 def estimate_peak_memory(model: nn.Module, size: int | tuple[int, int], *, batch: int = 1,
-                         optimizer: str = "lbfgs", probe_size: int = 64) -> int:
+                         optimizer: str = "lbfgs", probe_size: int | tuple[int, int] | None = None) -> int:
     """Estimated peak bytes of optimising a (batch, 3, H, W) image through `model`.
 
-    Every leaf module's output is measured in one no-grad forward at probe_size and scaled by
-    the pixel count: kept for backward plus as much again for gradients, plus the parameters and
-    the optimiser's image-sized state (2 * LBFGS_HISTORY + 5 images for L-BFGS, 5 for Adam).
+    Every leaf module's output is measured in one no-grad forward of a zero (1, 3, *probe_size)
+    image in the model's dtype (default probe: (min(H, 64), min(W, 64)), so a model that takes
+    one input size works at it) and scaled by the pixel count: kept for backward plus as much
+    again for gradients, plus the parameters and the optimiser's image-sized state
+    (2 * LBFGS_HISTORY + 5 images for L-BFGS, 5 for Adam, in the solver's float32 or float64).
     Grows linearly in H * W.
     """
-    fixed, per_pixel = _memory_model(model, batch, optimizer, probe_size)
     height, width = check_size(size)
+    _check_run(model, batch, optimizer)
+    probe = probe_shape(height, width) if probe_size is None else check_size(probe_size)
+    fixed, per_pixel = _memory_model(model, batch, optimizer, probe)
     return int(fixed + per_pixel * height * width)
 
 
@@ -31,15 +39,22 @@ def check_memory(model: nn.Module, size: int | tuple[int, int], *, batch: int = 
     """Raises MemoryError, naming the largest (H, W) of the same aspect that fits, when the
     estimated peak (parameters included) exceeds `available` bytes. Default: what a CUDA
     `device`, the model's, can still hold plus the parameters already on it (see
-    _device_memory); nothing is checked on other devices."""
-    check_model(model)
+    _device_memory); nothing is checked on other devices. A model that fails on the probe
+    input (see estimate_peak_memory) gets a RuntimeWarning and no check."""
+    height, width = check_size(size)
+    _check_run(model, batch, optimizer)
     if available is None:
         device = torch.device(device) if device is not None else None
         if device is None or device.type != "cuda":
             return
         available = _device_memory(device) + _parameter_bytes(model)  # the estimate counts them too
-    height, width = check_size(size)
-    fixed, per_pixel = _memory_model(model, batch, optimizer, 64)
+    probe = probe_shape(height, width)
+    try:
+        fixed, per_pixel = _memory_model(model, batch, optimizer, probe)
+    except Exception as error:  # the model's own forward, e.g. one sized for another input
+        warnings.warn(f"memory check skipped: the model failed on a {probe[0]}x{probe[1]} probe image ({error})",
+                      RuntimeWarning, stacklevel=2)
+        return
     needed = int(fixed + per_pixel * height * width)
     if needed <= available:
         return
@@ -49,6 +64,11 @@ def check_memory(model: nn.Module, size: int | tuple[int, int], *, batch: int = 
             else "no size fits")
     raise MemoryError(f"a {batch}x3x{height}x{width} image needs about {needed / 2**20:,.0f} MiB but "
                       f"{available / 2**20:,.0f} MiB is available: {hint}; pass smaller images")
+
+
+def probe_shape(height: int, width: int) -> tuple[int, int]:
+    """(H, W) of the probe input for an (height, width) image: each side at most PROBE_SIDE."""
+    return min(height, PROBE_SIDE), min(width, PROBE_SIDE)
 
 
 def _device_memory(device: torch.device) -> int:
@@ -63,14 +83,18 @@ def _parameter_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def _memory_model(model, batch, optimizer, probe_size) -> tuple[float, float]:
-    """(fixed bytes, bytes per output pixel) of the peak estimate."""
+def _check_run(model, batch, optimizer) -> None:
     check_model(model)
     check_choice(optimizer, "optimizer", OPTIMIZERS)
-    if not isinstance(batch, int) or batch < 1:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+
+
+def _memory_model(model, batch, optimizer, probe: tuple[int, int]) -> tuple[float, float]:
+    """(fixed bytes, bytes per output pixel) of the peak estimate, from a forward at probe (H, W)."""
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = input_dtype(model)
     outputs = []
 
     def record(module, inputs, output):
@@ -81,13 +105,14 @@ def _memory_model(model, batch, optimizer, probe_size) -> tuple[float, float]:
     handles = [m.register_forward_hook(record) for m in leaves]
     try:
         with evaluation_mode(model), torch.no_grad():
-            model(torch.zeros(1, 3, probe_size, probe_size, device=device))
+            model(torch.zeros(1, 3, *probe, device=device, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()
     image_copies = 2 * LBFGS_HISTORY + 5 if optimizer == "lbfgs" else 5  # + the solver's cached evaluation
+    pixel_bytes = 3 * torch.promote_types(dtype, torch.float32).itemsize  # the solver's master copy (solver.py)
     fixed = _parameter_bytes(model)
-    per_pixel = batch * (2 * sum(outputs) / probe_size**2 + image_copies * 3 * 4)
+    per_pixel = batch * (2 * sum(outputs) / (probe[0] * probe[1]) + image_copies * pixel_bytes)
     return float(fixed), per_pixel
 
 

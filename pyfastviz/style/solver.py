@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-
 import torch
 from tqdm.auto import tqdm
 
 from pyfastviz._inputs import check_choice, check_count, check_fraction, check_positive
+from pyfastviz.style.targets import widened
 
 OPTIMIZERS = ("lbfgs", "adam")
 LBFGS_HISTORY = 20
@@ -32,9 +32,14 @@ def optimize_image(start, objective, steps, optimizer, lr, preprocess, progress,
     problem keeps pixel space's conditioning (a sigmoid's vanishing slope near 0 and 1 slowed
     L-BFGS about 2x). A step is one L-BFGS iteration (a quasi-Newton direction and a strong-Wolfe
     line search, usually one evaluation) or one Adam update. Gradients w.r.t. z only
-    (torch.autograd.grad), so parameters are untouched.
+    (torch.autograd.grad), so parameters are untouched. z is a float32 master copy (float64 for
+    float64 starts; fp16 would round Adam's eps to 0); x takes start's dtype, the model's.
     """
-    z = preprocess.denormalize(start.detach()).contiguous().requires_grad_(True)
+    z = preprocess.denormalize(widened(start.detach())).contiguous().requires_grad_(True)
+
+    def image():
+        return preprocess.normalize(fold(z)).to(start.dtype)
+
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([z], lr=lr, max_iter=1, max_eval=1 + LBFGS_LINE_SEARCH,
@@ -49,7 +54,7 @@ def optimize_image(start, objective, steps, optimizer, lr, preprocess, progress,
             z.grad = last["grad"]
             total, parts = last["total"], last["parts"]
         else:
-            total, parts = objective(preprocess.normalize(fold(z)))
+            total, parts = objective(image())
             (z.grad,) = torch.autograd.grad(total.sum(), z)
             last.update(z=z.detach().clone(), grad=z.grad, total=total.detach(),
                         parts={k: v.detach() for k, v in parts.items()})
@@ -62,7 +67,7 @@ def optimize_image(start, objective, steps, optimizer, lr, preprocess, progress,
         first = [True]
         opt.step(closure)
     with torch.no_grad():
-        x = preprocess.normalize(fold(z))
+        x = image()
         total, parts = objective(x)
     records.append({"total": total.mean(), **{k: v.mean() for k, v in parts.items()}})
     history = {key: torch.stack([r[key] for r in records]).tolist() for key in records[0]}

@@ -71,6 +71,11 @@ def _vgg_layers(model: nn.Module) -> StyleLayers | None:
     return StyleLayers(tuple(relus[b, 1] for b in range(1, 6)), relus[4, 2])
 
 
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype `model` takes images in: its first floating-point parameter's, else float32."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def extract_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Outputs (N, C_l, H_l, W_l) of `layers` from one forward pass, autograd graph kept."""
     with ActivationTap(model, layers, detach=False) as tap:
@@ -106,7 +111,7 @@ class StyleTargets:
                 features = extract_features(model, to_luminance(image, preprocess) if luminance else image,
                                             self.layers)
                 for name in self.layers:
-                    sums[name] = sums[name] + weight * ops.gram(features[name].float(), backend=backend)[0]
+                    sums[name] = sums[name] + weight * ops.gram(widened(features[name]), backend=backend)[0]
             self.grams: dict[str, torch.Tensor] = {name: g / sum(weights) for name, g in sums.items()}
             self._norms = {name: g.pow(2).sum().clamp_min(1e-30) for name, g in self.grams.items()}
 
@@ -115,6 +120,11 @@ class StyleTargets:
         (relative, so that layers of any scale count alike)."""
         return sum(w * ops.gram_style_loss(features[name], self.grams[name], backend=self.backend) / self._norms[name]
                    for name, w in layer_weights.items())
+
+
+def widened(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or float64 if it is (fp16/bf16 widened to float32: the dtype losses are computed in)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def to_luminance(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

@@ -22,6 +22,7 @@ from pyfastviz.style.targets import (
     check_layers,
     default_layers,
     extract_features,
+    input_dtype,
     layer_weights_by_name,
     style_list,
     to_luminance,
@@ -66,20 +67,19 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
             raise ValueError("size is required when example is a StyleTargets")
         if layers is not None:
             raise ValueError("layers come from the StyleTargets; do not pass them")
-        device = next(iter(example.grams.values())).device
+        device, dtype = next(iter(example.grams.values())).device, input_dtype(model)
     else:
         check_images(example, model)
         if example.shape[0] != 1 or example.shape[1] != 3:
             raise ValueError(f"example must have shape (1, 3, h, w), got {tuple(example.shape)}")
-        device = example.device
+        device, dtype = example.device, example.dtype
     height, width = check_size(size if size is not None else tuple(example.shape[2:]))
     check_common(steps, optimizer, lr, tv_weight=tv_weight)
     check_memory(model, (height, width), optimizer=optimizer, device=device)
     targets = example if isinstance(example, StyleTargets) else StyleTargets(model, example, layers=layers,
                                                                              preprocess=preprocess)
     weights = layer_weights_by_name(targets.layers, layer_weights)
-    noise = torch.rand(1, 3, height, width, generator=seeded_generator(seed, device), device=device)
-    start = preprocess.normalize(noise)
+    start = preprocess.normalize(noise((1, 3, height, width), seed, device, dtype))
 
     def objective(x):
         features = extract_features(model, x, targets.layers)
@@ -106,8 +106,10 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
     and blend). Loss per image: content_weight * mean (F_c - F)^2 at content_layer
     + style_weight * sum_l layer_weights[l] * sum (G_l - T_l)^2 + tv_weight * total variation.
     init: start from the content or from uniform noise (seeded). steps, optimizer, lr: as for
-    texture_synthesis. preserve_color: transfer on luminance (Y of YIQ) only, then put back the
-    content's chroma (I, Q). Works inside torch.no_grad() and torch.inference_mode() too.
+    texture_synthesis; L-BFGS optimises a batch jointly (one line search over the summed loss), so
+    an image's result differs from its run alone; Adam's images are independent.
+    preserve_color: transfer on luminance (Y of YIQ) only, then put back the content's chroma
+    (I, Q). Works inside torch.no_grad() and torch.inference_mode() too.
     scales: coarse-to-fine levels (Gatys et al. 2017): `steps` steps at 1 / 2^(scales - 1) of the
     size, the result upsampled to start the next level, up to the full size; large outputs get
     their large structures from the small levels, where steps are cheap.
@@ -157,8 +159,7 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
             elif init == "content":
                 start = level_source
             else:
-                noise = torch.rand(level_source.shape, generator=seeded_generator(seed, source.device), device=source.device)
-                start = preprocess.normalize(noise)
+                start = preprocess.normalize(noise(level_source.shape, seed, source.device, source.dtype))
 
             def objective(x, content_features=content_features, content_norm=content_norm):
                 features = extract_features(model, x, layers)
@@ -172,7 +173,7 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
             for key, values in level_history.items():
                 history.setdefault(key, []).extend(values)
     if preserve_color:
-        image = with_chroma(image, content, preprocess)
+        image = with_chroma(image, content.detach(), preprocess)
     return StyleResult(image, history)
 
 
@@ -180,11 +181,12 @@ MIN_LEVEL_SIDE = 16
 
 
 def pyramid(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
-    """(H, W) of each coarse-to-fine level, smallest first, the last one `size`."""
+    """(H, W) of each coarse-to-fine level, smallest first, the last one `size`; with scales > 1
+    each side of every level is >= MIN_LEVEL_SIDE."""
     if isinstance(scales, bool) or not isinstance(scales, int) or scales < 1:
         raise ValueError(f"scales must be an int >= 1, got {scales!r}")
     sizes = [(round(size[0] / 2**k), round(size[1] / 2**k)) for k in reversed(range(scales))]
-    if min(sizes[0]) < MIN_LEVEL_SIDE:
+    if scales > 1 and min(sizes[0]) < MIN_LEVEL_SIDE:
         raise ValueError(f"scales={scales} makes the smallest level {sizes[0][0]}x{sizes[0][1]} px for a "
                          f"{size[0]}x{size[1]} content; each side must stay >= {MIN_LEVEL_SIDE} px")
     return sizes
@@ -204,6 +206,11 @@ def image_input(image: Image.Image, size: int, preprocess: Preprocess) -> torch.
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
     return preprocess.normalize(to_unit_tensor(image))[None]
+
+
+def noise(shape, seed: int | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Uniform [0, 1) pixels of `shape` and dtype, seeded (None: random)."""
+    return torch.rand(shape, generator=seeded_generator(seed, device), device=device, dtype=dtype)
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -5,12 +5,14 @@ import os
 import re
 import stat
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from pyfastviz.fast_style import ContentSampler, TransformerNet, load_style_network, save_style_network, stylize
 from pyfastviz.fast_style.files import write_atomic, write_tensors
+from pyfastviz.fast_style.images import pil_to_tensor
 from tests.fast_style.tiny import pixels
 
 
@@ -89,6 +91,24 @@ def test_multi_style_index_and_blend_weights():
     assert not torch.allclose(half, first, atol=1e-3) and not torch.allclose(half, second, atol=1e-3)
     torch.testing.assert_close(stylize(net, batch, style=[3, 3]), half)  # a convex blend: divided by the sum
     torch.testing.assert_close(stylize(net, batch, style=(2.0, 0.0)), first)
+
+
+def test_numpy_ints_are_style_indices_and_bools_are_not():
+    net, batch = random_net(2), pixels(1, 3, 16, 16)
+    torch.testing.assert_close(stylize(net, batch, style=np.int64(1)), stylize(net, batch, style=1))
+    with torch.no_grad():
+        torch.testing.assert_close(net(batch * 255, np.int32(1)), net(batch * 255, 1))
+    with pytest.raises(TypeError, match="style must be an int, got True"):
+        stylize(net, batch, style=True)
+    with pytest.raises(TypeError, match="styles must be an int, got True"):
+        net(batch * 255, True)
+
+
+def test_pil_modes_become_rgb_as_elsewhere_in_the_library():
+    ramp = Image.fromarray(np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16))  # a 16-bit file's I;16
+    assert ramp.mode == "I;16" and pil_to_tensor(ramp).float().mean() / 255 == pytest.approx(0.5, abs=0.01)
+    transparent = Image.fromarray(np.zeros((8, 8, 4), np.uint8), "RGBA")
+    assert (pil_to_tensor(transparent) == 255).all()  # composited on white, not black
 
 
 @pytest.mark.parametrize("num_styles, kwargs, error, match", [
@@ -201,6 +221,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["net.bin"]
 
 
+def test_a_write_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
+    calls = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda *a: calls.append("replace") or replace(*a))
+    write_atomic(tmp_path / "net.bin", lambda file: file.write(b"weights"))
+    assert calls == ["fsync", "replace"] and (tmp_path / "net.bin").read_bytes() == b"weights"
+
+
 def test_save_arguments():
     with pytest.raises(TypeError, match="network must be"):
         save_style_network(torch.nn.Linear(1, 1), "x.pth")
@@ -219,3 +248,14 @@ def test_content_sampler_is_a_function_of_seed_and_step(tmp_path):
     assert not torch.equal(ContentSampler(tmp_path, 24, seed=1).batch(5, 3), batch)
     samples = ContentSampler(None, 24, seed=0)
     assert len(samples) == 6 and samples.batch(0, 2).shape == (2, 3, 24, 24)
+
+
+@pytest.mark.parametrize("damage, match", [("missing", "image file not found"), ("corrupt", "not a readable image")])
+def test_content_sampler_opens_listed_paths_when_built(tmp_path, damage, match):
+    pil().save(tmp_path / "good.png")
+    bad = tmp_path / "bad.png"
+    if damage == "corrupt":
+        bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="content_images: ") as error:
+        ContentSampler([tmp_path / "good.png", pil(), str(bad)], 24, seed=0)
+    assert match in str(error.value) and "bad.png" in str(error.value)

@@ -6,6 +6,7 @@ import math
 import os
 import stat
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,28 @@ def test_mixed_precision_training_on_cuda(tiny_net):
     assert all(math.isfinite(v) for name in LOSSES for v in result.history[name])
     assert total[-1] < 0.5 * total[0]
     assert all(p.dtype == torch.float32 and p.is_cuda and torch.isfinite(p).all() for p in result.network.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_trains_with_a_float64_or_bf16_loss_model(tiny_net, dtype):
+    result = tiny_train(tiny_net.to(dtype), steps=2)
+    assert all(math.isfinite(v) for v in result.history["total"])
+    assert result.network.conv1.conv2d.weight.dtype == torch.float32
+
+
+def test_numpy_normalisation_is_checkpointed_and_resumed(tiny_net, tmp_path):
+    stats = np.array([[0.5, 0.4, 0.3], [0.25, 0.2, 0.3]], dtype=np.float32)
+    preprocess = Preprocess(24, mean=tuple(stats[0]), std=tuple(stats[1]))
+    tiny_train(tiny_net, steps=1, checkpoint_dir=tmp_path, preprocess=preprocess)
+    resumed = tiny_train(tiny_net, steps=2, checkpoint_dir=tmp_path, preprocess=preprocess)
+    assert len(resumed.history["total"]) == 2  # the checkpoint's configuration matched
+
+
+def test_a_configuration_that_is_not_json_fails_before_training(tiny_net, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "_sha256", lambda styles: b"bytes")
+    monkeypatch.setattr(train_module, "train_step", lambda *a: pytest.fail("trained before the config was checked"))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        tiny_train(tiny_net, checkpoint_dir=tmp_path)
 
 
 def test_seed_changes_the_run(tiny_net):
