@@ -24,7 +24,8 @@ def photos(tmp_path):
 
 def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys):
     out = tmp_path / "out"
-    common = ["sweep", str(photos), "--method", "gradient", "--out", str(out), "--quiet", "--workers", "0"]
+    common = ["sweep", str(photos), "--method", "gradient", "--out", str(out), "--quiet", "--workers", "0",
+              "--device", "cpu:0"]  # the CPU, as the model reports it: cpu
     args = [*common, "--target", "7"]
     assert main(args) == 0
     stdout = capsys.readouterr().out
@@ -44,6 +45,7 @@ def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys
     (["--smoothgrad", "4"], "--smoothgrad applies to method='gradient'"),
     (["--shard-size", "0"], "--shard-size must be an int >= 1"),
     (["--target", "no such class"], "not one of the model's class names"),
+    (["--target", "-1"], "target class -1 is out of range [0, 1000)"),
     (["--device", "bogus"], "--device 'bogus' is not a torch device"),
     pytest.param(["--device", "cuda"], "--device cuda needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU")),

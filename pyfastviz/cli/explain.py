@@ -134,11 +134,7 @@ def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    target = args.target
-    if Path(target).is_file():
-        target = Path(target)
-    elif target.strip().isdigit():
-        target = int(target)
+    target = Path(args.target) if Path(args.target).is_file() else args.target  # sweep reads a class index too
     where = None if args.device is None else device(args.device)  # None: sweep's per-rank default
     try:
         summary = sweep(args.data, args.out, method=args.method, model=args.model, weights=args.weights,

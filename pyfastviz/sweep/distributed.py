@@ -34,11 +34,18 @@ class Group:
             dist.barrier()
 
 
-def default_device() -> torch.device:
-    """cuda:LOCAL_RANK when CUDA is available, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    return torch.device("cpu")
+def local_device(device: str | torch.device | None = None) -> torch.device:
+    """device with its index settled, as the model reports it: None is cuda when CUDA is available,
+    else the CPU; cuda without an index is this process's GPU, cuda:LOCAL_RANK (one per torchrun
+    rank, modulo the GPUs there are); cpu:N is the CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
+    return device
 
 
 @contextmanager

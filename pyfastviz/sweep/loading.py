@@ -14,10 +14,11 @@ from pyfastviz.models import load_image
 
 class SweepImages(Dataset):
     """Item i: (i, preprocess(image i) -> tensor (C, H, W), None), or (i, None, reason) for a file
-    that is missing, empty, truncated or not an image."""
+    that is missing, empty, truncated or not an image, or that preprocess gives another size
+    than `size` (None: any)."""
 
-    def __init__(self, base: Path, paths: list[str], preprocess: Callable):
-        self.base, self.paths, self.preprocess = base, paths, preprocess
+    def __init__(self, base: Path, paths: list[str], preprocess: Callable, size: tuple[int, ...] | None = None):
+        self.base, self.paths, self.preprocess, self.size = base, paths, preprocess, size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -27,9 +28,13 @@ class SweepImages(Dataset):
         try:
             if path.stat().st_size == 0:
                 raise ValueError("empty file (0 bytes)")
-            return i, self.preprocess(load_image(path)), None
+            x = self.preprocess(load_image(path))
         except (OSError, ValueError) as err:
             return i, None, str(err)
+        if self.size is not None and tuple(x.shape) != self.size:
+            return i, None, (f"preprocess gave it size {tuple(x.shape)}, not {self.size} as for the first image: "
+                             "it must return one size (e.g. add a CenterCrop)")
+        return i, x, None
 
 
 def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:

@@ -17,10 +17,10 @@ FORMAT = 1
 
 
 def fingerprint(lines) -> str:
-    """sha256 hex of text lines (one per line, UTF-8)."""
+    """sha256 hex of text lines (one per line, UTF-8; a file name's undecodable bytes as they were)."""
     digest = hashlib.sha256()
     for line in lines:
-        digest.update(line.encode("utf-8") + b"\n")
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
     return digest.hexdigest()
 
 
@@ -61,4 +61,6 @@ def write_or_check(out: Path, manifest: dict, has_results: bool) -> None:
 def _difference(key: str, old, new) -> str:
     if key.endswith("sha256"):
         return f"{key.removesuffix('_sha256')} differ"
+    if old is None:
+        return f"{key}={new!r} now, not recorded there (an older pyfastviz made it)"
     return f"{key}={old!r} there, {new!r} now"

@@ -22,7 +22,7 @@ def list_images(data: str | os.PathLike) -> tuple[Path, list[str]]:
         found = (p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
         return source, sorted(p.relative_to(source).as_posix() for p in found)
     if source.is_file():
-        lines = (line.strip() for line in source.read_text(encoding="utf-8").splitlines())
+        lines = (line.strip() for line in source.read_text(encoding="utf-8-sig").splitlines())
         paths = sorted(Path(line).as_posix() for line in lines if line and not line.startswith("#"))
         repeated = next((a for a, b in zip(paths, paths[1:]) if a == b), None)
         if repeated is not None:
@@ -67,14 +67,18 @@ def batches(shards: list[int], count: int, shard_size: int, batch_size: int) -> 
 def read_label_file(path: str | os.PathLike, class_index: Callable[[str], int]) -> dict[str, int]:
     """Lines `relative/path.jpg<TAB>class` (class: index or name) -> {path: class index}.
 
-    Blank lines and '#' comments are skipped; class_index turns the class text into an index.
+    Blank lines and '#' comments are skipped; class_index turns the class text into an index
+    (its ValueError is raised naming the file and line).
     """
     labels: dict[str, int] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         image, sep, cls = line.rstrip("\r\n").rpartition("\t")
         if not sep or not image.strip():
             raise ValueError(f"label file {str(path)!r}, line {number}: expected 'path<TAB>class', got {line!r}")
-        labels[Path(image.strip()).as_posix()] = class_index(cls.strip())
+        try:
+            labels[Path(image.strip()).as_posix()] = class_index(cls.strip())
+        except ValueError as err:
+            raise ValueError(f"label file {str(path)!r}, line {number}: {err}") from None
     return labels

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pyfastviz.models.zoo import PREPROCESS_ATTRIBUTE
 from pyfastviz.occlusion import SCORES, baseline_fill, occlusion, occlusion_geometry
 from pyfastviz.saliency import saliency
 from pyfastviz.sweep import manifest, plan, store
-from pyfastviz.sweep.distributed import Group, default_device, process_group
+from pyfastviz.sweep.distributed import Group, local_device, process_group
 from pyfastviz.sweep.loading import SweepImages, batch_loader
 
 METHODS = ("occlusion", "gradient", "guided")
@@ -56,7 +57,9 @@ class SweepSummary:
 
     def __str__(self) -> str:
         new = self.images - self.resumed
-        rate = f", {new / self.seconds:.1f} images/s" if new and self.seconds else ""
+        rate = ""
+        if new and self.seconds:
+            rate = f", {new / self.seconds:.1f} images/s" if new >= self.seconds else f", {self.seconds / new:.1f} s/image"
         return (f"sweep {self.out}: {self.images} images, {self.mapped} mapped, {self.errors} errors, "
                 f"{self.resumed} done by an earlier run; {self.seconds:.1f} s on {self.world} process(es){rate}")
 
@@ -80,17 +83,23 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
     optionally classes= (names).
     target: None or "predicted" (each image's top class), a class index or name for every
     image, or a pathlib.Path to a label file of `relative/path<TAB>class` lines.
-    Unreadable, empty or truncated files (and images the label file lacks) go to the
-    error list. Rerunning the same call resumes after a crash; other options, or images
-    added, removed or replaced by a file of another size, against the same `out` raise
-    ValueError. batch_size may change on resume (not for SmoothGrad, whose noise it groups).
+    Unreadable, empty or truncated files, images the label file lacks and images that
+    preprocess gives another size than the first one go to the error list. Rerunning the same
+    call resumes after a crash; other options, or images added, removed or replaced by a file
+    of another size, against the same `out` raise ValueError. batch_size and device may change
+    on resume (maps then equal to rounding): SmoothGrad draws each image's noise on the CPU,
+    seeded by (seed, its position in the sorted list).
     Under torchrun each rank (NCCL on its GPU, gloo on the CPU) maps every world-th shard of
     those left, and rank 0 merges the index.
     workers: decoding processes per rank (default: the CPU cores per local rank, at most 8).
-    device: default cuda:LOCAL_RANK, else the CPU (an nn.Module is used where it is).
+    device: default cuda:LOCAL_RANK, else the CPU; "cuda" is cuda:LOCAL_RANK too (an nn.Module
+    is used where it is, which must be this rank's GPU under torchrun).
     The model is left as found.
     """
     start = time.perf_counter()
+    data, out = _path(data, "data"), _path(out, "out")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file; give a folder (new, or this sweep's to resume)")
     check_choice(method, "method", METHODS)
     options = _method_options(method, dict(window=window, stride=stride, score=score, baseline=baseline,
                                            samples=samples, noise=noise, seed=seed))
@@ -100,16 +109,16 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     net, preprocess, classes, device = _resolve_model(model, weights, preprocess, classes, device)
-    out = Path(out)
     with process_group(device) as group:
         setup = group.broadcast(_plan_on_rank0(group, data, out, net, preprocess, classes, target, method,
-                                               options, shard_size, batch_size))
+                                               options, shard_size))
         if isinstance(setup, str):
             raise ValueError(setup)
-        base, paths, targets, todo, resumed = setup
+        base, paths, targets, size, todo, resumed = setup
         mine = todo[group.rank::group.world]
-        loop_seconds, compute_seconds = _run_shards(group, net, preprocess, classes, method, options, base, paths,
-                                                    targets, mine, out, shard_size, batch_size, workers,
+        images = SweepImages(base, paths, preprocess, size)
+        loop_seconds, compute_seconds = _run_shards(group, net, images, classes, method, options, targets, mine,
+                                                    out, shard_size, batch_size, workers,
                                                     progress and group.rank == 0)
         group.barrier()
         counts = None
@@ -121,8 +130,15 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
                         compute_seconds, group.rank, group.world)
 
 
+def _path(value, name: str) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__} {value!r}")
+    return Path(value)
+
+
 def _method_options(method: str, given: dict) -> dict:
-    """The method's options, defaults filled in; one given for another method is an error."""
+    """The method's options, defaults filled in (numpy values and 0-d/1-d tensors as the Python
+    numbers and lists the manifest records); one given for another method is an error."""
     options = dict(OPTIONS[method])
     for name, value in given.items():
         if value is None:
@@ -130,15 +146,25 @@ def _method_options(method: str, given: dict) -> dict:
         if name not in options:
             owner = next(m for m, names in OPTIONS.items() if name in names)
             raise ValueError(f"{name}= applies to method={owner!r}, not method={method!r}")
-        options[name] = value
+        options[name] = _plain(value, name)
     return options
+
+
+def _plain(value, name: str):
+    """An option value as JSON can record it: numpy scalars, arrays and tensors of at most one
+    dimension as Python numbers and lists; larger ones are refused (the manifest records values)."""
+    if not isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return value
+    if value.ndim > 1:
+        raise TypeError(f"{name}= must be a number or one value per channel, got a {type(value).__name__} of shape "
+                        f"{tuple(value.shape)} (the manifest records option values)")
+    return value.tolist()
 
 
 def _resolve_model(model, weights, preprocess, classes, device):
     """-> (net, preprocess, class names or None, device)."""
     if isinstance(model, str):
-        device = torch.device(device) if device is not None else default_device()
-        model = load_model(model, weights_path=weights, device=device)
+        model = load_model(model, weights_path=weights, device=local_device(device))
     elif weights is not None:
         raise ValueError("weights= applies to a model given by name")
     if isinstance(model, LoadedModel):
@@ -150,65 +176,99 @@ def _resolve_model(model, weights, preprocess, classes, device):
             raise TypeError("preprocess must be a callable PIL image -> (C, H, W) tensor when model is an nn.Module "
                             "not from load_model")
     parameter = next(net.parameters(), None)
-    where = parameter.device if parameter is not None else torch.device("cpu")
-    if device is not None and torch.device(device) != where:
-        raise ValueError(f"device={str(device)!r} but the model is on {where}; move the model there first")
+    where = local_device(parameter.device if parameter is not None else "cpu")
+    _check_device(device, where)
     if classes is not None and not all(isinstance(c, str) for c in classes):
         raise TypeError("classes must be a list of class names (str)")
     return net, preprocess, None if classes is None else list(classes), where
 
 
-def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, target, method, options, shard_size,
-                   batch_size):
-    """On rank 0: list the images, check or write the manifest, clean up after a crash, and
-    list the shards left. Returns (base, paths, per-image targets, shards to do, images already
-    done), or an error message for every rank to raise; None on other ranks."""
+def _check_device(device, where: torch.device) -> None:
+    """device= (None: any) must name where the model is; under torchrun a GPU model must be on
+    this rank's own GPU, cuda:LOCAL_RANK."""
+    if device is not None and local_device(device) != where:
+        raise ValueError(f"device={str(device)!r} ({local_device(device)}) but the model is on {where}; "
+                         "move the model there first")
+    mine = local_device("cuda")
+    if where.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and where != mine:
+        raise ValueError(f"under torchrun each rank computes on its own GPU: the model is on {where}, "
+                         f"this rank's is {mine} (LOCAL_RANK)")
+
+
+def _input_dtype(net: nn.Module) -> torch.dtype:
+    """The dtype the model takes: that of its first floating-point parameter, else float32."""
+    return next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, target, method, options, shard_size):
+    """On rank 0: list the images, check every option and label against the first image that
+    decodes, check or write the manifest, clean up after a crash, and list the shards left.
+    Returns (base, paths, per-image targets, the first image's size (C, H, W) or None, shards
+    to do, images already done), or an error message for every rank to raise; None on other ranks."""
     if group.rank != 0:
         return None
     try:
         base, paths = plan.list_images(data)
         if not paths:
             raise ValueError(f"data={str(data)!r} holds no image files")
-        spec, targets = _targets(target, paths, classes)
-        size = _image_size(base, paths, preprocess)
+        first = _first_image(base, paths, preprocess)
+        size = None if first is None else tuple(first.shape)
+        count = len(classes) if classes is not None or first is None else _class_count(net, first, group.device)
+        spec, targets = _targets(target, paths, classes, count)
         if size is not None:
             _check_options(method, options, size)
         manifest.write_or_check(out, {
             "method": method, **options, "target": spec, "model": type(net).__name__,
             "weights_sha256": manifest.weights_fingerprint(net), "preprocess": _describe(preprocess),
             "classes_sha256": None if classes is None else manifest.fingerprint(classes),
-            "shard_size": shard_size, **_batch_size_entry(method, options, batch_size), "images": len(paths),
+            "shard_size": shard_size, **_noise_entry(method, options), "images": len(paths),
             "images_sha256": manifest.fingerprint(plan.with_file_sizes(base, paths)), "maps": "float16"},
             bool(store.done_shards(out)))
         store.remove_partial(out)
         done = store.done_shards(out)
         shards = plan.shard_count(len(paths), shard_size)
         resumed = sum(len(plan.shard_range(k, len(paths), shard_size)) for k in done)
-        return base, paths, targets, [k for k in range(shards) if k not in done], resumed
+        return base, paths, targets, size, [k for k in range(shards) if k not in done], resumed
     except (OSError, ValueError, TypeError) as err:
         if group.world == 1:
             raise
         return f"rank 0: {err}"
 
 
-def _batch_size_entry(method: str, options: dict, batch_size: int) -> dict:
-    """The manifest's batch_size, recorded only where it changes the maps: SmoothGrad draws one
-    seeded noise batch per batch. Elsewhere a resume may use another (smaller, after running
-    out of memory)."""
-    return {"batch_size": batch_size} if method == "gradient" and options["samples"] else {}
+def _noise_entry(method: str, options: dict) -> dict:
+    """SmoothGrad's noise scheme, so that a folder whose noise was drawn otherwise (pyfastviz
+    before it: one draw per batch, its batch_size recorded instead) is refused, not mixed."""
+    return {"noise_draws": "per image, seeded by (seed, position)"} if method == "gradient" and options["samples"] else {}
 
 
-def _targets(target, paths: list[str], classes) -> tuple[str, list[int | None] | int | None]:
-    """-> (description for the manifest, None (predicted) | one class | a class or None per image)."""
+def _first_image(base: Path, paths: list[str], preprocess) -> torch.Tensor | None:
+    """The first image that decodes, preprocessed (C, H, W); None when none does."""
+    images = SweepImages(base, paths, preprocess)
+    for i in range(len(images)):
+        _, x, _ = images[i]
+        if x is not None:
+            return x
+    return None
+
+
+def _class_count(net: nn.Module, x: torch.Tensor, device: torch.device) -> int:
+    """The model's number of classes: the width of its output for image x (C, H, W)."""
+    with evaluation_mode(net), torch.no_grad():
+        return net(x[None].to(device, _input_dtype(net))).shape[1]
+
+
+def _targets(target, paths: list[str], classes, count: int | None) -> tuple[str, list[int | None] | int | None]:
+    """-> (description for the manifest, None (predicted) | one class | a class or None per image).
+    count: the model's number of classes (None: unknown), which every class is checked against."""
     lookup = {} if classes is None else {name: i for i, name in reversed(list(enumerate(classes)))}
 
     def index(cls) -> int:
-        if isinstance(cls, str) and cls.strip().isdigit():
+        if isinstance(cls, str) and cls.strip().lstrip("-").isdigit():
             cls = int(cls)
-        if isinstance(cls, int) and not isinstance(cls, bool):
-            if cls < 0 or (classes is not None and cls >= len(classes)):
-                raise ValueError(f"target class {cls} is out of range" +
-                                 (f" [0, {len(classes)})" if classes is not None else ""))
+        if not isinstance(cls, str):
+            cls = check_index(cls, "target")
+            if cls < 0 or (count is not None and cls >= count):
+                raise ValueError(f"target class {cls} is out of range" + (f" [0, {count})" if count else ""))
             return cls
         if classes is None:
             raise ValueError(f"target class {cls!r} is a name but the model's classes are unknown (pass classes=)")
@@ -221,12 +281,30 @@ def _targets(target, paths: list[str], classes) -> tuple[str, list[int | None] |
     if isinstance(target, os.PathLike):
         labels = plan.read_label_file(target, index)
         text = Path(target).read_text(encoding="utf-8").splitlines()
-        return f"label file sha256 {manifest.fingerprint(text)}", [labels.get(p) for p in paths]
-    if isinstance(target, (int, str)) and not isinstance(target, bool):
+        per_image = [labels.get(p) for p in paths]
+        _check_label_coverage(target, paths, per_image)
+        return f"label file sha256 {manifest.fingerprint(text)}", per_image
+    try:
         cls = index(target)
-        return f"class {cls}", cls
-    raise TypeError(f"target must be None, 'predicted', a class index or name, or a pathlib.Path label file, "
-                    f"got {type(target).__name__}")
+    except TypeError:
+        raise TypeError(f"target must be None, 'predicted', a class index or name, or a pathlib.Path label file, "
+                        f"got {type(target).__name__}") from None
+    except ValueError as err:
+        if isinstance(target, str) and (Path(target).is_file() or Path(target).suffix.lower() in (".tsv", ".txt")):
+            raise ValueError(f"{err}; a label file is given as pathlib.Path({target!r})") from None
+        raise
+    return f"class {cls}", cls
+
+
+def _check_label_coverage(target, paths: list[str], per_image: list[int | None]) -> None:
+    """A ValueError when the label file names no image of the sweep, a warning when it lacks some."""
+    missing = [path for path, cls in zip(paths, per_image) if cls is None]
+    if len(missing) == len(paths):
+        raise ValueError(f"label file {str(target)!r} names none of the {len(paths)} images (e.g. {paths[0]!r}); "
+                         "its paths must be relative to the image folder (or the list file's folder)")
+    if missing:
+        warnings.warn(f"label file {str(target)!r} has no class for {len(missing)} of the {len(paths)} images "
+                      f"(first: {missing[0]!r}); they go to the error list", stacklevel=5)
 
 
 def _describe(preprocess) -> str:
@@ -248,22 +326,13 @@ def _check_options(method: str, options: dict, size: tuple[int, ...]) -> None:
         check_index(options["seed"], "seed")
 
 
-def _image_size(base: Path, paths: list[str], preprocess) -> tuple[int, ...] | None:
-    """(C, H, W) of the first image that decodes, None when none does."""
-    images = SweepImages(base, paths, preprocess)
-    for i in range(len(images)):
-        _, x, _ = images[i]
-        if x is not None:
-            return tuple(x.shape)
-    return None
-
-
-def _run_shards(group, net, preprocess, classes, method, options, base, paths, targets, shards, out, shard_size,
+def _run_shards(group, net, images: SweepImages, classes, method, options, targets, shards, out, shard_size,
                 batch_size, workers, show) -> tuple[float, float]:
     """Map this rank's shards, writing each in a background thread while the next computes.
     Returns (loop seconds, compute seconds)."""
+    paths, dtype = images.paths, _input_dtype(net)
     batches, ends = plan.batches(shards, len(paths), shard_size, batch_size)
-    loader = batch_loader(SweepImages(base, paths, preprocess), batches, workers, group.device.type == "cuda")
+    loader = batch_loader(images, batches, workers, group.device.type == "cuda")
     start, compute = time.perf_counter(), 0.0
     maps, rows, errors, failed = [], [], [], 0
     pending: Future | None = None
@@ -278,8 +347,8 @@ def _run_shards(group, net, preprocess, classes, method, options, base, paths, t
             if wanted:
                 tick = time.perf_counter()
                 x = x[[good.index(i) for i in wanted]] if len(wanted) < len(good) else x
-                batch_maps, batch_rows = _explain(net, x.to(group.device, non_blocking=True), method, options,
-                                                  _batch_targets(targets, wanted), classes)
+                batch_maps, batch_rows = _explain(net, x.to(group.device, dtype, non_blocking=True), wanted, method,
+                                                  options, _batch_targets(targets, wanted), classes, show)
                 compute += time.perf_counter() - tick
                 offset = sum(len(m) for m in maps)
                 maps.append(batch_maps)
@@ -305,28 +374,48 @@ def _batch_targets(targets, positions: list[int]):
     return torch.tensor([targets[i] for i in positions])
 
 
-def _explain(net: nn.Module, x: torch.Tensor, method: str, options: dict, target, classes):
-    """-> (maps (B, H, W) float16 numpy, one index row per image without its path/shard/offset)."""
+def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str, options: dict, target, classes,
+             show: bool):
+    """-> (maps (B, H, W) float16 numpy, one index row per image without its path/shard/offset).
+    positions: the images' places in the sorted list; show: occlusion's own progress bar."""
     with evaluation_mode(net), torch.no_grad():
         probs = net(x).float().softmax(1)
     probability, predicted = probs.max(1)
     chosen = predicted if target is None else torch.as_tensor(target, device=x.device).expand(len(x))
     if method == "occlusion":
-        maps = occlusion(net, x, chosen, **options, batch_size=POSITIONS_PER_PASS * len(x), progress=False)
+        maps = occlusion(net, x, chosen, **options, batch_size=POSITIONS_PER_PASS * len(x), progress=show)
+    elif method == "gradient" and options["samples"]:
+        maps = _smoothgrad(net, x, chosen, positions, **options)
     elif method == "gradient":
-        maps = saliency(net, x, chosen, **options, progress=False)
+        maps = saliency(net, x, chosen, progress=False)
     else:
         maps = guided_backprop(net, x, chosen, reduce="abs_max")
-    maps = maps.detach().float()
-    flat = maps.flatten(1)
+    stored = maps.detach().half()
+    flat = stored.float().flatten(1)  # the index describes the maps as stored
     peak = flat.argmax(1)
     columns = {"predicted": predicted, "probability": probability, "target": chosen,
                "target_probability": probs.gather(1, chosen[:, None])[:, 0], "map_min": flat.amin(1),
-               "map_max": flat.amax(1), "map_mean": flat.mean(1), "peak_row": peak // maps.shape[2],
-               "peak_col": peak % maps.shape[2]}
+               "map_max": flat.amax(1), "map_mean": flat.mean(1), "peak_row": peak // stored.shape[2],
+               "peak_col": peak % stored.shape[2]}
     columns = {name: value.cpu().tolist() for name, value in columns.items()}
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     if classes is not None:
         for row in rows:
             row["predicted_name"], row["target_name"] = classes[row["predicted"]], classes[row["target"]]
-    return maps.half().cpu().numpy(), rows
+    return stored.cpu().numpy(), rows
+
+
+def _smoothgrad(net: nn.Module, x: torch.Tensor, target, positions: list[int], samples: int, noise: float,
+                seed: int) -> torch.Tensor:
+    """saliency()'s SmoothGrad map (abs_max of the mean gradient over `samples` noisy copies, noise
+    std noise * each image's value range), with each image's noise drawn on the CPU from its own
+    generator seeded by (seed, position): a map depends on neither its batch nor the device."""
+    generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed % 2**64, i]).generate_state(
+        1, np.uint64)[0])) for i in positions]
+    sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
+    total = 0
+    for _ in range(samples):
+        draws = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x.device, x.dtype)
+        noisy = x + sigma[:, None, None, None] * draws
+        total = total + saliency(net, noisy, target, reduce="none", progress=False).float()
+    return (total / samples).abs().amax(dim=1)

@@ -22,13 +22,18 @@ INDEX, ERRORS, SHARDS = "index.jsonl", "errors.jsonl", "shards"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to path via path.tmp + fsync + rename: readers see the old file or all of the new."""
+    """Write bytes to path via path.tmp + fsync + rename: readers see the old file or all of the new;
+    a failed write removes path.tmp."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -1,6 +1,7 @@
 """sweep() in-process on a tiny model: the files it writes, targets, bad input, crash mid-write."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 import pyfastviz
 from pyfastviz.sweep import load_sweep, store, sweep
+from pyfastviz.sweep.plan import list_images
 from tiny_sweep import CLASSES, PREPROCESS, TinyNet, make_folder
 
 N = 10
@@ -67,8 +69,10 @@ def test_index_maps_and_errors(data, tmp_path, method):
         assert row["predicted"] == row["target"] == int(probs[i].argmax())
         assert row["probability"] == pytest.approx(float(probs[i].max()), abs=1e-6)
         assert row["predicted_name"] == CLASSES[row["predicted"]]
-        assert row["map_max"] == pytest.approx(float(expected[i].max()), rel=1e-5, abs=1e-7)
-        assert divmod(int(expected[i].argmax()), 32) == (row["peak_row"], row["peak_col"])
+        stored = heat.astype(np.float32)  # the statistics describe the map as stored
+        assert (row["map_min"], row["map_max"]) == (stored.min(), stored.max())
+        assert row["map_mean"] == pytest.approx(float(stored.mean()), rel=1e-6)
+        assert divmod(int(stored.argmax()), 32) == (row["peak_row"], row["peak_col"])
     np.testing.assert_array_equal(result.map(3), result.map(result.index[3]["path"]))
 
 
@@ -113,21 +117,44 @@ def test_a_replaced_image_is_refused(data, tmp_path):
         image.write_bytes(original)
 
 
-def test_batch_size_may_change_on_resume_except_for_smoothgrad(data, tmp_path):
+@pytest.mark.parametrize("options", [{}, {"method": "gradient", "samples": 2}], ids=["occlusion", "smoothgrad"])
+def test_batch_size_may_change_on_resume(data, tmp_path, options):
     root, _ = data
-    run(root, tmp_path / "whole")
-    run(root, tmp_path / "out", batch_size=4)
+    run(root, tmp_path / "whole", **options)
+    run(root, tmp_path / "out", **options, batch_size=4)
     for done_mark in sorted((tmp_path / "out" / "shards").glob("*.json"))[1:]:  # as after a crash in shard 1
         done_mark.unlink()
-    assert run(root, tmp_path / "out", batch_size=1).resumed == 4
+    assert run(root, tmp_path / "out", **options, batch_size=1).resumed == 4
     whole, resumed = load_sweep(tmp_path / "whole"), load_sweep(tmp_path / "out")
     for row in whole.index:
         np.testing.assert_allclose(resumed.map(row["path"]).astype(np.float32),
                                    whole.map(row["path"]).astype(np.float32), atol=1e-3)
+
+
+def test_smoothgrad_noise_is_drawn_per_image(tmp_path):
+    from PIL import Image
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    (tmp_path / "copies").mkdir()
+    for i in range(6):
+        picture.save(tmp_path / "copies" / f"c{i}.png")
+    run(tmp_path / "copies", tmp_path / "out", method="gradient", samples=2, shard_size=6)
+    maps = [load_sweep(tmp_path / "out").map(f"c{i}.png") for i in range(6)]
+    assert not np.array_equal(maps[0], maps[3])  # the same place in two batches of 3: other noise
+    assert not np.array_equal(maps[0], maps[1])
+
+
+def test_an_older_smoothgrad_sweep_is_refused(data, tmp_path):
+    root, _ = data
     smooth = {"method": "gradient", "samples": 2}
-    run(root, tmp_path / "smooth", **smooth)
-    with pytest.raises(ValueError, match="batch_size=3 there, 1 now"):
-        run(root, tmp_path / "smooth", **smooth, batch_size=1)
+    run(root, tmp_path / "out", **smooth)
+    path = tmp_path / "out" / "manifest.json"
+    old = json.loads(path.read_text())
+    del old["noise_draws"]
+    path.write_text(json.dumps({**old, "batch_size": 3}))  # as pyfastviz wrote it with one noise draw per batch
+    with pytest.raises(ValueError, match=r"batch_size=3 there, None now; noise_draws='per image.*' now, not "
+                                         r"recorded there \(an older pyfastviz made it\)"):
+        run(root, tmp_path / "out", **smooth)
 
 
 def test_preprocess_settings_are_part_of_the_manifest(data, tmp_path):
@@ -200,7 +227,8 @@ def test_targets_class_and_label_file(data, tmp_path):
     labelled = paths[:-1]  # the last image has no label: an error
     labels.write_text("# path<TAB>class\n" + "".join(f"{p}\t{'class4' if i % 2 else i % 5}\n"
                                                       for i, p in enumerate(labelled)))
-    run(root, tmp_path / "labels", target=labels)
+    with pytest.warns(UserWarning, match=r"no class for 4 of the 13 images \(first: 'part0/text.png'\)"):
+        run(root, tmp_path / "labels", target=labels)
     result = load_sweep(tmp_path / "labels")
     assert [row["target"] for row in result.index] == [4 if i % 2 else i % 5 for i in range(len(labelled))]
     assert {"path": paths[-1], "error": "no class for it in the label file"}.items() <= \
@@ -269,3 +297,118 @@ def test_bad_data(tmp_path):
     (tmp_path / "list.txt").write_text("a.png\nb.png\na.png\n")
     with pytest.raises(ValueError, match="lists 'a.png' more than once"):
         run(tmp_path / "list.txt", tmp_path / "out")
+
+
+def test_bad_paths_and_integer_like_targets(data, tmp_path):
+    root, _ = data
+    with pytest.raises(TypeError, match="data must be a path"):
+        run(None, tmp_path / "out")
+    with pytest.raises(TypeError, match="out must be a path"):
+        run(root, None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="out=.*file' is a file; give a folder"):
+        run(root, tmp_path / "file")
+    (tmp_path / "labels.tsv").write_text("part0/img000.png\t1\n")
+    with pytest.raises(ValueError, match=r"not one of the model's class names; a label file is given as "
+                                         r"pathlib.Path\('.*labels.tsv'\)"):
+        run(root, tmp_path / "out", target=str(tmp_path / "labels.tsv"))
+    with pytest.raises(ValueError, match=r"target class -1 is out of range"):
+        run(root, tmp_path / "out", target="-1")
+    run(root, tmp_path / "out", target=np.int64(2))
+    assert run(root, tmp_path / "out", target=torch.tensor(2)).resumed == run(root, tmp_path / "out", target=2).resumed
+    assert load_sweep(tmp_path / "out").manifest["target"] == "class 2"
+
+
+def test_label_classes_are_checked_before_the_folder_is_locked(data, tmp_path):
+    root, _ = data
+    paths = list_images(root)[1]
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("".join(f"{p}\t{9 if i == len(paths) - 1 else 1}\n" for i, p in enumerate(paths)))
+    with pytest.raises(ValueError, match=rf"labels.tsv', line {len(paths)}: target class 9 is out of range \[0, 5\)"):
+        run(root, tmp_path / "out", target=labels, classes=None)  # the class count comes from the model
+    with pytest.raises(ValueError, match=r"target class 5 is out of range \[0, 5\)"):
+        run(root, tmp_path / "out", target=5, classes=None)
+    assert not (tmp_path / "out").exists()
+    labels.write_text("".join(f"data/{p}\t1\n" for p in paths))  # written relative to the parent folder
+    with pytest.raises(ValueError, match=r"names none of the 13 images \(e.g. 'part0/img000.png'\)"):
+        run(root, tmp_path / "out", target=labels)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, numpy_like, python", [
+    ("baseline", np.float32(0.5), 0.5),
+    ("baseline", torch.tensor([-1.0, -0.5, 0.0]), [-1.0, -0.5, 0.0]),
+    ("baseline", (-1.0, -0.5, 0.0), [-1.0, -0.5, 0.0]),
+    ("window", np.int64(8), 8),
+])
+def test_numpy_and_tensor_options_are_recorded_as_numbers(data, tmp_path, name, numpy_like, python):
+    root, _ = data
+    run(root, tmp_path / "out", **{name: numpy_like})
+    assert load_sweep(tmp_path / "out").manifest[name] == python
+    assert run(root, tmp_path / "out", **{name: python}).resumed == N + 3
+
+
+def test_an_image_sized_baseline_is_refused_by_name(data, tmp_path):
+    with pytest.raises(TypeError, match=r"baseline= must be a number or one value per channel, got a Tensor of "
+                                        r"shape \(3, 32, 32\)"):
+        run(data[0], tmp_path / "out", baseline=torch.zeros(3, 32, 32))
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_preprocess_gives_another_size_go_to_the_errors(data, tmp_path):
+    from torchvision import transforms
+
+    root, bad = data
+    keep_aspect = transforms.Compose([transforms.Resize(32), transforms.ToTensor()])  # no CenterCrop
+    summary = run(root, tmp_path / "out", method="gradient", preprocess=keep_aspect)
+    result = load_sweep(tmp_path / "out")
+    first = result.index[0]["path"]
+    shape = tuple(keep_aspect(pyfastviz.models.load_image(root / first)).shape)
+    assert {result.map(row["path"]).shape for row in result.index} == {shape[1:]}
+    resized = [e for e in result.errors if e["path"] not in bad]
+    assert resized and summary.mapped + len(resized) == N
+    assert all(re.fullmatch(rf"preprocess gave it size \(3, \d+, \d+\), not {re.escape(str(shape))} as for the "
+                            r"first image: it must return one size \(e.g. add a CenterCrop\)", e["error"])
+               for e in resized)
+
+
+def test_byte_order_marks_and_undecodable_file_names(data, tmp_path):
+    import shutil
+
+    root, bad = data
+    paths = [p for p in list_images(root)[1] if p not in bad]
+    listing, labels = tmp_path / "list.txt", tmp_path / "labels.tsv"
+    for path in paths:
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        shutil.copy(root / path, tmp_path / path)
+    listing.write_text("\ufeff" + "\n".join(paths) + "\n", encoding="utf-8")  # as Notepad saves it
+    labels.write_text("\ufeff" + "".join(f"{p}\t1\n" for p in paths), encoding="utf-8")
+    summary = run(listing, tmp_path / "out", target=labels)
+    assert (summary.mapped, summary.errors) == (N, 0)
+    latin1 = root / "part0" / "img000.png"
+    shutil.copy(latin1, os.path.join(os.fsencode(tmp_path / "part0"), b"caf\xe9.png"))
+    run(tmp_path / "part0", tmp_path / "named")
+    assert "caf\udce9.png" in [row["path"] for row in load_sweep(tmp_path / "named").index]
+    np.testing.assert_array_equal(load_sweep(tmp_path / "named").map("caf\udce9.png"),
+                                  load_sweep(tmp_path / "named").map("img000.png"))
+    assert run(tmp_path / "part0", tmp_path / "named").resumed == len(list((tmp_path / "part0").iterdir()))
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        store.atomic_write(tmp_path / "index.jsonl", b"rows")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_rate_and_occlusion_progress(data, tmp_path, capsys):
+    from pyfastviz.sweep import SweepSummary
+
+    slow = SweepSummary(tmp_path, 4, 4, 0, 0, 10.0, 9.0, 8.0, 0, 1)
+    assert str(slow).endswith(", 2.5 s/image") and str(SweepSummary(tmp_path, 40, 40, 0, 0, 10.0, 9.0, 8.0, 0, 1)
+                                                        ).endswith(", 4.0 images/s")
+    run(data[0], tmp_path / "out", progress=True)
+    assert re.search(r"(^|\r)occlusion: .*pos", capsys.readouterr().err)  # its own bar, under the sweep's
