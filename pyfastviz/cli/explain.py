@@ -66,7 +66,7 @@ def add_commands(commands) -> None:
     swp.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default: %(default)s)")
     swp.add_argument("--workers", type=int, metavar="N",
                      help="decoding processes per GPU/process (default: CPU cores per process, at most 8)")
-    device_option(swp, "e.g. cpu, cuda:0 (default: cuda:LOCAL_RANK, else cpu)")
+    device_option(swp, "e.g. cpu, cuda (this process's GPU: cuda:LOCAL_RANK, the default when there is one)")
     swp.add_argument("--quiet", action="store_true", help="no progress bar")
     swp.set_defaults(run=_sweep)
 

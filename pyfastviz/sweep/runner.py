@@ -58,8 +58,9 @@ class SweepSummary:
     def __str__(self) -> str:
         new = self.images - self.resumed
         rate = ""
-        if new and self.seconds:
-            rate = f", {new / self.seconds:.1f} images/s" if new >= self.seconds else f", {self.seconds / new:.1f} s/image"
+        if new and self.seconds:  # s/image below one image a second
+            rate = (f", {new / self.seconds:.1f} images/s" if new >= self.seconds
+                    else f", {self.seconds / new:.1f} s/image")
         return (f"sweep {self.out}: {self.images} images, {self.mapped} mapped, {self.errors} errors, "
                 f"{self.resumed} done by an earlier run; {self.seconds:.1f} s on {self.world} process(es){rate}")
 
@@ -238,7 +239,8 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
 def _noise_entry(method: str, options: dict) -> dict:
     """SmoothGrad's noise scheme, so that a folder whose noise was drawn otherwise (pyfastviz
     before it: one draw per batch, its batch_size recorded instead) is refused, not mixed."""
-    return {"noise_draws": "per image, seeded by (seed, position)"} if method == "gradient" and options["samples"] else {}
+    smoothgrad = method == "gradient" and options["samples"]
+    return {"noise_draws": "per image, seeded by (seed, position)"} if smoothgrad else {}
 
 
 def _first_image(base: Path, paths: list[str], preprocess) -> torch.Tensor | None:
