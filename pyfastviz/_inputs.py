@@ -38,6 +38,16 @@ def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
     return images
 
 
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype `model` takes images in: its first floating-point parameter's, else float32."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def widened(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or float64 if it is (fp16/bf16 widened to float32: the dtype losses are computed in)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def check_index(value, name: str) -> int:
     """value as an int index (Python, numpy or 0-d integer tensor); a TypeError naming it otherwise."""
     if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):

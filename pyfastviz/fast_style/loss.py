@@ -11,10 +11,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from pyfastviz._inputs import input_dtype, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess, preprocess_of
 from pyfastviz.style import StyleTargets, extract_features, total_variation
-from pyfastviz.style.targets import input_dtype, widened
 
 
 @contextmanager

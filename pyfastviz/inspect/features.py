@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_images, check_model
+from pyfastviz._inputs import check_images, check_model, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, layer_names
 
@@ -70,7 +70,7 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
                     model(batch)
                 out = tap[layer]
                 out = out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
-            features.append(out.to(torch.promote_types(out.dtype, torch.float32)))
+            features.append(widened(out))
     if not features:
         raise ValueError("images_or_loader gave no images")
     return torch.cat(features)

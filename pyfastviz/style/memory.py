@@ -8,10 +8,9 @@ import warnings
 import torch
 from torch import nn
 
-from pyfastviz._inputs import check_choice, check_model
+from pyfastviz._inputs import check_choice, check_model, input_dtype
 from pyfastviz._state import evaluation_mode
 from pyfastviz.style.solver import LBFGS_HISTORY, OPTIMIZERS
-from pyfastviz.style.targets import input_dtype
 
 PROBE_SIDE = 64  # the largest probe input side: larger ones only cost time
 

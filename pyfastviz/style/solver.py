@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_count, check_fraction, check_positive
-from pyfastviz.style.targets import widened
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_positive, widened
 
 OPTIMIZERS = ("lbfgs", "adam")
 LBFGS_HISTORY = 20

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pyfastviz import ops
-from pyfastviz._inputs import check_images, check_model
+from pyfastviz._inputs import check_images, check_model, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, Preprocess, find_layer, preprocess_of
 
@@ -71,11 +71,6 @@ def _vgg_layers(model: nn.Module) -> StyleLayers | None:
     return StyleLayers(tuple(relus[b, 1] for b in range(1, 6)), relus[4, 2])
 
 
-def input_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype `model` takes images in: its first floating-point parameter's, else float32."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
 def extract_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Outputs (N, C_l, H_l, W_l) of `layers` from one forward pass, autograd graph kept."""
     with ActivationTap(model, layers, detach=False) as tap:
@@ -120,11 +115,6 @@ class StyleTargets:
         (relative, so that layers of any scale count alike)."""
         return sum(w * ops.gram_style_loss(features[name], self.grams[name], backend=self.backend) / self._norms[name]
                    for name, w in layer_weights.items())
-
-
-def widened(x: torch.Tensor) -> torch.Tensor:
-    """x in float32, or float64 if it is (fp16/bf16 widened to float32: the dtype losses are computed in)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def to_luminance(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

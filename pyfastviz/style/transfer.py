@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_choice, check_images, check_model
+from pyfastviz._inputs import check_choice, check_images, check_model, input_dtype
 from pyfastviz._state import evaluation_mode, gradients_enabled
 from pyfastviz.models import Preprocess, preprocess_of
 from pyfastviz.models.images import to_rgb, to_unit_tensor
@@ -22,7 +22,6 @@ from pyfastviz.style.targets import (
     check_layers,
     default_layers,
     extract_features,
-    input_dtype,
     layer_weights_by_name,
     style_list,
     to_luminance,

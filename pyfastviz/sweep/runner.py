@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model, input_dtype
 from pyfastviz._state import evaluation_mode
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import LoadedModel, load_model
@@ -196,11 +196,6 @@ def _check_device(device, where: torch.device) -> None:
                          f"this rank's is {mine} (LOCAL_RANK)")
 
 
-def _input_dtype(net: nn.Module) -> torch.dtype:
-    """The dtype the model takes: that of its first floating-point parameter, else float32."""
-    return next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
-
-
 def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, target, method, options, shard_size):
     """On rank 0: list the images, check every option and label against the first image that
     decodes, check or write the manifest, clean up after a crash, and list the shards left.
@@ -256,7 +251,7 @@ def _first_image(base: Path, paths: list[str], preprocess) -> torch.Tensor | Non
 def _class_count(net: nn.Module, x: torch.Tensor, device: torch.device) -> int:
     """The model's number of classes: the width of its output for image x (C, H, W)."""
     with evaluation_mode(net), torch.no_grad():
-        return net(x[None].to(device, _input_dtype(net))).shape[1]
+        return net(x[None].to(device, input_dtype(net))).shape[1]
 
 
 def _targets(target, paths: list[str], classes, count: int | None) -> tuple[str, list[int | None] | int | None]:
@@ -332,7 +327,7 @@ def _run_shards(group, net, images: SweepImages, classes, method, options, targe
                 batch_size, workers, show) -> tuple[float, float]:
     """Map this rank's shards, writing each in a background thread while the next computes.
     Returns (loop seconds, compute seconds)."""
-    paths, dtype = images.paths, _input_dtype(net)
+    paths, dtype = images.paths, input_dtype(net)
     batches, ends = plan.batches(shards, len(paths), shard_size, batch_size)
     loader = batch_loader(images, batches, workers, group.device.type == "cuda")
     start, compute = time.perf_counter(), 0.0
