@@ -111,9 +111,17 @@ def test_target_on_another_device_is_refused():
 
 @pytest.fixture
 def restore_fp32_precision():
-    saved = torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    """Every precision setting back as it was: the legacy allow_tf32 flag also sets the legacy
+    float32 matmul precision, which later tests (k-NN's certification bound) read."""
+    backends = torch.backends
+    nodes = [backends, backends.cuda.matmul, backends.cudnn, backends.cudnn.conv, backends.cudnn.rnn,
+             backends.mkldnn, backends.mkldnn.matmul, backends.mkldnn.conv, backends.mkldnn.rnn]
+    legacy, saved = torch.get_float32_matmul_precision(), [node.fp32_precision for node in nodes]
     yield
-    torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+    torch.set_float32_matmul_precision(legacy)  # first: it rewrites the new API's settings
+    for node, precision in zip(nodes, saved):
+        node.fp32_precision = precision
+    assert torch.get_float32_matmul_precision() == legacy
 
 
 @pytest.mark.parametrize("setting, expected", [
