@@ -5,6 +5,7 @@ default), or the squared gradient norm over channels (reduce="energy"). Several 
 image (e.g. the top-5 classes) come from one forward and one batched backward pass.
 """
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_choice, check_count, check_fraction, check_images, check_model
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_images, check_index, check_model, widened
 from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.objectives import build_objective
 
@@ -21,8 +22,9 @@ REDUCTIONS = ("abs_max", "energy", "none")
 
 def saliency(model: nn.Module, images: torch.Tensor, target=None, *, layer: str | None = None,
              channel: int | Sequence[int] | None = None, neuron: tuple[int, int, int] | None = None,
-             reduce: str = "abs_max", samples: int = 0, noise: float = 0.15, seed: int | None = None,
-             batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
+             reduce: str = "abs_max", samples: int = 0, noise: float = 0.15,
+             seed: int | Sequence[int] | None = None, batch_size: int | None = None,
+             progress: bool = True) -> torch.Tensor:
     """Vanilla-gradient saliency maps.
 
     images: (N, C, H, W), preprocessed for the model. target: None (predicted class), an int,
@@ -36,7 +38,9 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, layer: str 
     and underflows float16 on small models.
     samples > 0: SmoothGrad, the mean gradient of `samples` copies with Gaussian noise of
     std noise * (max - min) of each image; batch_size caps images per forward pass
-    (default 8 on the CPU, 64 on a GPU).
+    (default 8 on the CPU, 64 on a GPU). seed: an int (one generator on the images' device),
+    None (seeded from torch's global RNG), or N ints, one per image, each image's noise then
+    drawn on the CPU from its own generator: its map depends on neither its batch nor the device.
     SmoothGrad reduces the mean gradient (energy: squared norm of the mean, not mean of squares).
     Returns (N, H, W), or (N, K, H, W) for K targets/channels; (N, [K,] C, H, W) if reduce="none".
     The model is run in eval mode and left as found.
@@ -53,6 +57,7 @@ def gradient_maps(model, images, target, *, layer, channel, neuron, reduce, samp
     check_choice(reduce, "reduce", REDUCTIONS)
     samples = check_count(samples, "samples", 0)
     noise = check_fraction(noise, "noise (a fraction of each image's value range)")
+    seed = check_seed(seed, images.shape[0])
     batch_size = (64 if images.is_cuda else 8) if batch_size is None else check_count(batch_size, "batch_size")
     with evaluation_mode(model), gradients_enabled():
         images = usable_for_autograd(images)
@@ -90,8 +95,9 @@ def input_gradients(model: nn.Module, objective, x: torch.Tensor) -> torch.Tenso
 
 def smoothgrad(model, objective, images, samples, noise, seed, batch_size, progress) -> torch.Tensor:
     """Mean input gradient over `samples` noisy copies of images: groups of at most batch_size
-    images, each group's copies stacked along the batch, at most batch_size rows per pass."""
-    generator = seeded_generator(seed, images.device)
+    images, each group's copies stacked along the batch, at most batch_size rows per pass.
+    Gradients are summed in float32 (or float64) and the mean returned in images' dtype."""
+    draw_noise = noise_source(seed, images)
     sigma = noise * (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))
     groups = range(0, images.shape[0], batch_size)
     means = []
@@ -104,10 +110,43 @@ def smoothgrad(model, objective, images, samples, noise, seed, batch_size, progr
             total = 0
             for start in range(0, samples, per_pass):
                 copies = min(per_pass, samples - start)
-                batch = group.repeat(copies, 1, 1, 1)
-                noisy = batch + sigma[begin:begin + count].repeat(copies)[:, None, None, None] * torch.randn(
-                    batch.shape, generator=generator, device=images.device, dtype=images.dtype)
-                total = total + input_gradients(model, group_objective, noisy).unflatten(0, (copies, count)).sum(0)
+                noisy = group.repeat(copies, 1, 1, 1) + sigma[begin:begin + count].repeat(copies)[:, None, None, None] \
+                    * draw_noise(begin, count, copies)
+                grads = input_gradients(model, group_objective, noisy).unflatten(0, (copies, count))
+                total = total + widened(grads).sum(0)
                 bar.update(copies)
-            means.append(total / samples)
+            means.append((total / samples).to(images.dtype))
     return torch.cat(means)
+
+
+def check_seed(seed, count: int) -> int | list[int] | None:
+    """seed as None, an int, or a list of `count` ints in [0, 2^64); a TypeError/ValueError naming it otherwise."""
+    if seed is None or isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return seed
+    if isinstance(seed, torch.Tensor) and seed.ndim == 1:
+        seed = seed.tolist()
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
+        raise TypeError(f"seed must be None, an int, or one int per image, got {type(seed).__name__}")
+    seeds = [check_index(value, "each of seed's values") for value in seed]
+    if len(seeds) != count or not all(0 <= value < 2**64 for value in seeds):
+        raise ValueError(f"seed, one per image, must hold {count} ints in [0, 2^64), got {len(seeds)}: {seeds[:4]}...")
+    return seeds
+
+
+def noise_source(seed: int | list[int] | None, images: torch.Tensor):
+    """A function (begin, count, copies) -> standard normal noise (copies * count, C, H, W) for
+    `copies` copies of images[begin:begin + count], copy-major, in images' dtype and device.
+    seed int or None: one generator on images' device; a list: image i's generator seeded with
+    seed[i], drawn on the CPU, one (C, H, W) draw per copy in order."""
+    if not isinstance(seed, list):
+        generator = seeded_generator(seed, images.device)
+        return lambda begin, count, copies: torch.randn((copies * count, *images.shape[1:]), generator=generator,
+                                                        device=images.device, dtype=images.dtype)
+    generators = [torch.Generator().manual_seed(value) for value in seed]
+
+    def draw_noise(begin: int, count: int, copies: int) -> torch.Tensor:
+        draws = [torch.randn(images.shape[1:], generator=generators[begin + i])
+                 for _ in range(copies) for i in range(count)]
+        return torch.stack(draws).to(images.device, images.dtype)
+
+    return draw_noise

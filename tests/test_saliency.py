@@ -78,6 +78,33 @@ def test_smoothgrad_is_seeded_and_averages_noisy_gradients():
                           saliency(linear, linear_images, 1))
 
 
+def test_one_seed_per_image_makes_each_map_independent_of_its_batch():
+    model = FunctionalReLUNet().eval()
+    images = torch.randn(4, 3, 12, 12)
+    seeds = [11, 12, 13, 14]
+    together = saliency(model, images, 1, samples=5, seed=seeds, batch_size=4, progress=False)
+    in_pairs = saliency(model, images, 1, samples=5, seed=torch.tensor(seeds), batch_size=2, progress=False)
+    alone = saliency(model, images[2:3], 1, samples=5, seed=[13], progress=False)
+    torch.testing.assert_close(together, in_pairs)
+    torch.testing.assert_close(together[2:3], alone)
+    swapped = saliency(model, images, 1, samples=5, seed=[12, 11, 13, 14], progress=False)
+    assert not torch.allclose(swapped[:2], together[:2]) and torch.allclose(swapped[2:], together[2:])
+    half = saliency(model.half(), images.half(), 1, samples=5, seed=seeds, batch_size=1, progress=False)
+    torch.testing.assert_close(half.float(), together, atol=2e-3, rtol=2e-2)
+
+
+@pytest.mark.parametrize("seed, error, message", [
+    ([1, 2], ValueError, r"seed, one per image, must hold 3 ints in \[0, 2\^64\), got 2"),
+    ([1, 2, -1], ValueError, r"must hold 3 ints in \[0, 2\^64\)"),
+    ([1, 2, 2.5], TypeError, "each of seed's values must be an int"),
+    ("123", TypeError, "seed must be None, an int, or one int per image, got str"),
+    (1.5, TypeError, "seed must be None, an int, or one int per image, got float"),
+])
+def test_bad_seeds_are_refused(seed, error, message):
+    with pytest.raises(error, match=message):
+        saliency(FunctionalReLUNet().eval(), torch.randn(3, 3, 12, 12), 1, samples=2, seed=seed, progress=False)
+
+
 def test_unseeded_smoothgrad_follows_torch_manual_seed_and_never_reseeds_it():
     model = FunctionalReLUNet().eval()
     images = torch.randn(1, 3, 12, 12)

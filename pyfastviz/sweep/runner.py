@@ -382,7 +382,8 @@ def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str,
     if method == "occlusion":
         maps = occlusion(net, x, chosen, **options, batch_size=POSITIONS_PER_PASS * len(x), progress=show)
     elif method == "gradient" and options["samples"]:
-        maps = _smoothgrad(net, x, chosen, positions, **options)
+        maps = saliency(net, x, chosen, samples=options["samples"], noise=options["noise"],
+                        seed=_image_seeds(options["seed"], positions), batch_size=len(x), progress=False)
     elif method == "gradient":
         maps = saliency(net, x, chosen, progress=False)
     else:
@@ -402,17 +403,7 @@ def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str,
     return stored.cpu().numpy(), rows
 
 
-def _smoothgrad(net: nn.Module, x: torch.Tensor, target, positions: list[int], samples: int, noise: float,
-                seed: int) -> torch.Tensor:
-    """saliency()'s SmoothGrad map (abs_max of the mean gradient over `samples` noisy copies, noise
-    std noise * each image's value range), with each image's noise drawn on the CPU from its own
-    generator seeded by (seed, position): a map depends on neither its batch nor the device."""
-    generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed % 2**64, i]).generate_state(
-        1, np.uint64)[0])) for i in positions]
-    sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
-    total = 0
-    for _ in range(samples):
-        draws = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x.device, x.dtype)
-        noisy = x + sigma[:, None, None, None] * draws
-        total = total + saliency(net, noisy, target, reduce="none", progress=False).float()
-    return (total / samples).abs().amax(dim=1)
+def _image_seeds(seed: int, positions: list[int]) -> list[int]:
+    """SmoothGrad's noise seed of each image, from (seed, its position): with one generator per
+    image (saliency's seed=list), a map depends on neither its batch nor the device."""
+    return [int(np.random.SeedSequence([seed % 2**64, i]).generate_state(1, np.uint64)[0]) for i in positions]
