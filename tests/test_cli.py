@@ -172,11 +172,49 @@ def test_embed_maps_thumbnails_and_quiet_hides_the_bars(photo_folder, tmp_path, 
     (["neighbours", ".", "--query", "x.jpg"], "--k", "zero", "an int >= 1"),
     (["texture", "x.jpg"], "--steps", "-1", "an int >= 0"),
     (["train-style", "x.jpg"], "--batch-size", "0", "an int >= 1"),
+    (["fool", "x.jpg", "--target", "1"], "--epsilon", "0", "a number > 0 and < 255"),
+    (["fool", "x.jpg", "--target", "1"], "--epsilon", "255", "a number > 0 and < 255"),
+    (["saliency", "x.jpg"], "--smoothgrad", "-1", "an int >= 0"),
+    (["occlusion", "x.jpg"], "--window", "0", "an int >= 1"),
+    (["occlusion", "x.jpg"], "--batch-size", "2.5", "an int >= 1"),
+    (["sweep", "."], "--shard-size", "0", "an int >= 1"),
+    (["sweep", "."], "--workers", "-1", "an int >= 0"),
 ])
 def test_bad_numbers_are_refused_naming_their_flag(tmp_path, capsys, command, flag, value, wanted):
     assert main([*command, flag, value, "--out", str(tmp_path / "out.png")]) == 2
     assert f"argument {flag}: must be {wanted}, got {value!r}" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("module, function, command", [
+    ("ascent", "class_visualization", ["classvis", "goldfish"]),
+    ("ascent", "fooling_images", ["fool", "CAT", "--target", "goldfish"]),
+    ("ascent", "invert_features", ["invert", "CAT"]),
+    ("ascent", "deepdream", ["dream", "CAT"]),
+    ("explain", "saliency", ["saliency", "CAT", "--smoothgrad", "2"]),
+    ("explain", "occlusion", ["occlusion", "CAT"]),
+    ("style", "texture_synthesis", ["texture", "CAT"]),
+    ("style", "style_transfer", ["style", "CAT", "CAT"]),
+    ("style", "train_style", ["train-style", "CAT"]),
+])
+def test_quiet_turns_the_progress_bars_off(cat, tmp_path, monkeypatch, module, function, command):
+    import importlib
+
+    class Stop(Exception):
+        pass
+
+    shown = []
+
+    def record_progress(*args, progress, **kwargs):
+        shown.append(progress)
+        raise Stop
+
+    monkeypatch.setattr(importlib.import_module(f"pyfastviz.cli.{module}"), function, record_progress)
+    command = [str(cat) if word == "CAT" else word for word in command]
+    for quiet in ([], ["--quiet"]):
+        with pytest.raises(Stop):
+            main([*command, *quiet, "--out", str(tmp_path / "out.png")])
+    assert shown == [True, False]
 
 
 def test_inspect_commands_check_their_paths_first(tmp_path, capsys):
@@ -204,7 +242,7 @@ def test_occlusion_writes_map_and_overlay(cat, tmp_path, capsys, extra):
 
 def test_occlusion_window_larger_than_the_image_is_a_one_line_error(cat, tmp_path, capsys):
     assert main(["occlusion", str(cat), "--window", "300", "--out", str(tmp_path)]) == 2
-    assert "window (3, 300, 300) is larger than the image (3, 224, 224)" in cli_error_line(capsys)
+    assert "--window (3, 300, 300) is larger than the image (3, 224, 224)" in cli_error_line(capsys)
 
 
 @pytest.mark.slow

@@ -43,7 +43,6 @@ def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys
 
 @pytest.mark.parametrize("extra, message", [
     (["--smoothgrad", "4"], "--smoothgrad applies to method='gradient'"),
-    (["--shard-size", "0"], "--shard-size must be an int >= 1"),
     (["--target", "no such class"], "not one of the model's class names"),
     (["--target", "-1"], "target class -1 is out of range [0, 1000)"),
     (["--device", "bogus"], "--device 'bogus' is not a torch device"),

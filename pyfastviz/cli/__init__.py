@@ -16,7 +16,7 @@ import os
 import sys
 
 from pyfastviz.cli import ascent, explain, inspect, style
-from pyfastviz.cli.common import device, device_option, model_options
+from pyfastviz.cli.common import device, device_option, model_options, quiet_option
 from pyfastviz.report import run_demo
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--full", action="store_true", help="paper-quality settings (slower)")
     model_options(demo)
     device_option(demo)
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet_option(demo)
     demo.add_argument("--style-image", metavar="FILE", help="paint china in this image's style in the style "
                                                             "transfer section (default: the flower photo)")
     demo.set_defaults(run=_demo)

@@ -9,7 +9,8 @@ import torch
 
 from pyfastviz.adversarial import fooling_images
 from pyfastviz.classvis import class_visualization
-from pyfastviz.cli.common import at_least, check_layer, class_index, model_options, output_folder, photos
+from pyfastviz.cli.common import (at_least, check_layer, class_index, model_options, output_folder, photos,
+                                  quiet_option)
 from pyfastviz.deepdream import deepdream, layer_energy
 from pyfastviz.inversion import invert_features
 from pyfastviz.models import load_model, save_png, to_pil
@@ -29,6 +30,7 @@ def add_commands(commands) -> None:
     vis.add_argument("--fourier", action="store_true",
                      help="optimise a decorrelated Fourier spectrum (Lucid's parameterisation) instead of pixels")
     model_options(vis)
+    quiet_option(vis)
     vis.add_argument("--out", required=True, metavar="DIR", help="output folder")
     vis.set_defaults(run=_classvis)
 
@@ -36,10 +38,11 @@ def add_commands(commands) -> None:
                                description="Write <stem>_fooled.png and <stem>_perturbation.png per image.")
     fool.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     fool.add_argument("--target", required=True, metavar="CLASS", help="the class to be predicted (name or index)")
-    fool.add_argument("--epsilon", type=float, default=8, help="L-inf budget in 1/255 of the pixel range "
-                                                                 "(default: %(default)s)")
+    fool.add_argument("--epsilon", type=at_least(0, float, exclusive=True, below=255), default=8,
+                      help="L-inf budget in 1/255 of the pixel range (default: %(default)s)")
     fool.add_argument("--steps", type=at_least(1), default=50, help="most gradient steps (default: %(default)s)")
     model_options(fool)
+    quiet_option(fool)
     fool.add_argument("--out", required=True, metavar="DIR", help="output folder")
     fool.set_defaults(run=_fool)
 
@@ -53,6 +56,7 @@ def add_commands(commands) -> None:
                      help="total-variation prior (default: %(default)s)")
     inv.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     model_options(inv)
+    quiet_option(inv)
     inv.add_argument("--out", required=True, metavar="DIR", help="output folder")
     inv.set_defaults(run=_invert)
 
@@ -65,6 +69,7 @@ def add_commands(commands) -> None:
     dream.add_argument("--steps", type=at_least(1), default=10, help="steps per octave (default: %(default)s)")
     dream.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     model_options(dream)
+    quiet_option(dream)
     dream.add_argument("--out", required=True, metavar="DIR", help="output folder")
     dream.set_defaults(run=_dream)
 
@@ -75,7 +80,7 @@ def _classvis(args: argparse.Namespace) -> None:
     classes, files = _class_files(model, args.classes, out)
     result = class_visualization(model.net, classes, size=args.size, steps=args.steps, lr=0.1, start="noise",
                                  seed=args.seed, preprocess=model.preprocess,
-                                 parameterization="fourier" if args.fourier else "pixels")
+                                 parameterization="fourier" if args.fourier else "pixels", progress=not args.quiet)
     with torch.no_grad():
         probs = model.net(result.images).softmax(dim=1)
     for i, (cls, file, image) in enumerate(zip(classes, files, result.to_pil(model.preprocess))):
@@ -101,7 +106,7 @@ def _fool(args: argparse.Namespace) -> None:
     paths, out, model, x = photos(args)
     target = class_index(model, args.target)
     result = fooling_images(model.net, x, target, epsilon=args.epsilon / 255, steps=args.steps,
-                            preprocess=model.preprocess)
+                            preprocess=model.preprocess, progress=not args.quiet)
     for i, path in enumerate(paths):
         verdict = "fooled" if result.success[i] else "not fooled"
         print(f"{path}: {verdict}, predicted {model.class_names[int(result.predictions[i])]!r}, "
@@ -115,7 +120,7 @@ def _invert(args: argparse.Namespace) -> None:
     paths, out, model, x = photos(args)
     check_layer(model, args.layer)
     result = invert_features(model.net, x, args.layer, steps=args.steps, lr=0.1, tv_weight=args.tv_weight,
-                             preprocess=model.preprocess, seed=args.seed)
+                             preprocess=model.preprocess, seed=args.seed, progress=not args.quiet)
     for path, error, image in zip(paths, result.feature_error.tolist(), result.to_pil(model.preprocess)):
         print(f"{path}: relative feature error at {args.layer} {error:.3f}")
         print(save_png(image, out / f"{path.stem}_inverted.png"))
@@ -125,7 +130,7 @@ def _dream(args: argparse.Namespace) -> None:
     paths, out, model, x = photos(args)
     check_layer(model, args.layer)
     result = deepdream(model.net, x, args.layer, octaves=args.octaves, steps_per_octave=args.steps, lr=0.1,
-                       preprocess=model.preprocess, seed=args.seed)
+                       preprocess=model.preprocess, seed=args.seed, progress=not args.quiet)
     with torch.no_grad():
         gain = layer_energy(model.net, args.layer, result.images) / layer_energy(model.net, args.layer, x)
     for i, path in enumerate(paths):

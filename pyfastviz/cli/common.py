@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,21 +27,41 @@ def device_option(sub: argparse.ArgumentParser, help_: str = "e.g. cpu, cuda:0 (
     sub.add_argument("--device", metavar="DEV", help=help_)
 
 
-def at_least(low: float, kind: type = int):
-    """An argparse type: a finite `kind` (int or float) >= low, so that a bad value is refused while the
-    command line is parsed, before any work, in argparse's error that names the flag."""
-    wanted = f"{'an int' if kind is int else 'a number'} >= {low}"
+def at_least(low: float, kind: type = int, *, exclusive: bool = False, below: float = math.inf):
+    """An argparse type: a finite `kind` (int or float) >= low (> low if exclusive, < below when given),
+    so that a bad value is refused while the command line is parsed, before any work, in argparse's
+    error that names the flag."""
+    wanted = f"{'an int' if kind is int else 'a number'} {'>' if exclusive else '>='} {low}"
+    wanted += f" and < {below}" if below < math.inf else ""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not (math.isfinite(value) and value >= low):
+        inside = value is not None and math.isfinite(value) and (value > low if exclusive else value >= low)
+        if not (inside and value < below):
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
         return value
 
     return parse
+
+
+def quiet_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@contextmanager
+def flags_named(**flags: str):
+    """A ValueError from the API, its keywords (window=..., samples ...) renamed to the command's
+    flags (--window, --smoothgrad): flags maps keyword -> flag name without the dashes."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        for keyword, flag in flags.items():
+            message = re.sub(rf"\b{keyword}=?(?=[ ,])", f"--{flag}", message)
+        raise ValueError(message) from None
 
 
 def device(name: str | None) -> torch.device:

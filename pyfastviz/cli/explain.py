@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import re
 from pathlib import Path
 
 import torch
 
-from pyfastviz.cli.common import class_index, device, device_option, image_paths, model_options, output_folder
+from pyfastviz.cli.common import (at_least, class_index, device, device_option, flags_named, image_paths, model_options,
+                                  output_folder, quiet_option)
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import gradient_to_pil, load_image, load_model, saliency_overlay, saliency_to_pil, save_png, to_pil
 from pyfastviz.occlusion import occlusion
@@ -26,20 +26,20 @@ def add_commands(commands) -> None:
     sal.add_argument("--method", choices=METHODS, default="gradient",
                      help="gradient: vanilla gradient (Simonyan et al.), guided: guided backprop "
                           "(default: %(default)s)")
-    sal.add_argument("--smoothgrad", type=int, default=0, metavar="N",
+    sal.add_argument("--smoothgrad", type=at_least(0), default=0, metavar="N",
                      help="average the gradient over N noisy copies (SmoothGrad; --method gradient only)")
     sal.set_defaults(run=_saliency)
 
     occ = _explain_command(commands, "occlusion", "occlusion maps of image files (Zeiler & Fergus)",
                            "Write <stem>_occlusion.png and <stem>_occlusion_overlay.png per image: "
                            "how much the class score drops when a window is covered.")
-    occ.add_argument("--window", type=int, default=16, metavar="PX", help="window side (default: %(default)s)")
-    occ.add_argument("--stride", type=int, default=8, metavar="PX", help="window step (default: %(default)s)")
+    occ.add_argument("--window", type=at_least(1), default=16, metavar="PX", help="window side (default: %(default)s)")
+    occ.add_argument("--stride", type=at_least(1), default=8, metavar="PX", help="window step (default: %(default)s)")
     occ.add_argument("--score", choices=("prob", "logit"), default="prob", help="default: %(default)s")
     occ.add_argument("--compile", action="store_true", help="run the repeated chunk forward under torch.compile "
                                                             "(pays off from a few images on)")
     device_option(occ)
-    occ.add_argument("--batch-size", type=int, metavar="N",
+    occ.add_argument("--batch-size", type=at_least(1), metavar="N",
                      help="occluded images per forward pass (default: chosen from free memory)")
     occ.set_defaults(run=_occlusion)
 
@@ -58,16 +58,16 @@ def add_commands(commands) -> None:
     swp.add_argument("--target", default="predicted", metavar="predicted|LABEL_FILE|CLASS",
                      help="each image's predicted class (default), a file of 'path<TAB>class' lines, "
                           "or one class name or index for every image")
-    swp.add_argument("--window", type=int, metavar="PX", help="occlusion window side (default: 16)")
-    swp.add_argument("--stride", type=int, metavar="PX", help="occlusion window step (default: 8)")
+    swp.add_argument("--window", type=at_least(1), metavar="PX", help="occlusion window side (default: 16)")
+    swp.add_argument("--stride", type=at_least(1), metavar="PX", help="occlusion window step (default: 8)")
     swp.add_argument("--score", choices=("prob", "logit"), help="occlusion score (default: prob)")
-    swp.add_argument("--smoothgrad", type=int, metavar="N", help="gradient: SmoothGrad over N noisy copies")
-    swp.add_argument("--shard-size", type=int, default=256, metavar="N", help="images per shard (default: %(default)s)")
-    swp.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default: %(default)s)")
-    swp.add_argument("--workers", type=int, metavar="N",
+    swp.add_argument("--smoothgrad", type=at_least(0), metavar="N", help="gradient: SmoothGrad over N noisy copies")
+    swp.add_argument("--shard-size", type=at_least(1), default=256, metavar="N", help="images per shard (default: %(default)s)")
+    swp.add_argument("--batch-size", type=at_least(1), default=16, metavar="N", help="images per batch (default: %(default)s)")
+    swp.add_argument("--workers", type=at_least(0), metavar="N",
                      help="decoding processes per GPU/process (default: CPU cores per process, at most 8)")
     device_option(swp, "e.g. cpu, cuda (this process's GPU: cuda:LOCAL_RANK, the default when there is one)")
-    swp.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_option(swp)
     swp.set_defaults(run=_sweep)
 
 
@@ -76,18 +76,19 @@ def _explain_command(commands, name: str, help_: str, description: str) -> argpa
     sub = commands.add_parser(name, help=help_, description=description)
     sub.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     model_options(sub)
+    quiet_option(sub)
     sub.add_argument("--target", metavar="CLASS", help="class name (e.g. 'Egyptian cat') or index; default: predicted")
     sub.add_argument("--out", required=True, metavar="DIR", help="output folder")
     return sub
 
 
 def _saliency(args: argparse.Namespace) -> None:
-    if args.smoothgrad < 0 or (args.smoothgrad and args.method != "gradient"):
-        raise ValueError("--smoothgrad N needs N >= 0 and --method gradient")
+    if args.smoothgrad and args.method != "gradient":
+        raise ValueError("--smoothgrad N needs --method gradient")
 
     def explain(model, x, cls):
         if args.method == "gradient":
-            heat = saliency(model.net, x, cls, samples=args.smoothgrad, progress=args.smoothgrad > 0)[0]
+            heat = saliency(model.net, x, cls, samples=args.smoothgrad, progress=not args.quiet)[0]
             return heat, saliency_to_pil(heat)
         grad = guided_backprop(model.net, x, cls)[0]
         return grad.abs().amax(dim=0), gradient_to_pil(grad)
@@ -98,16 +99,16 @@ def _saliency(args: argparse.Namespace) -> None:
 def _occlusion(args: argparse.Namespace) -> None:
     where = device(args.device)
     cuda = where.type == "cuda"
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive number of images, got {args.batch_size}")
 
     @functools.cache
     def on_device(net):  # one copy on the GPU; the command's model stays on the CPU, where it picks the class
         return copy.deepcopy(net).to(where) if cuda else net
 
     def explain(model, x, cls):
-        heat = occlusion(on_device(model.net), x.to(where), cls, window=args.window, stride=args.stride,
-                         score=args.score, batch_size=args.batch_size, compile=args.compile)[0].cpu()
+        with flags_named(window="window", stride="stride"):
+            heat = occlusion(on_device(model.net), x.to(where), cls, window=args.window, stride=args.stride,
+                             score=args.score, batch_size=args.batch_size, compile=args.compile,
+                             progress=not args.quiet)[0].cpu()
         evidence = heat.clamp(min=0)  # where occluding lowers the score; map and overlay alike
         return evidence, saliency_to_pil(evidence)
 
@@ -136,17 +137,12 @@ def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     target = Path(args.target) if Path(args.target).is_file() else args.target  # sweep reads a class index too
     where = None if args.device is None else device(args.device)  # None: sweep's per-rank default
-    try:
+    with flags_named(samples="smoothgrad", shard_size="shard-size", batch_size="batch-size", window="window",
+                     stride="stride", score="score", workers="workers"):
         summary = sweep(args.data, args.out, method=args.method, model=args.model, weights=args.weights,
                         target=target, window=args.window, stride=args.stride, score=args.score,
                         samples=args.smoothgrad, shard_size=args.shard_size, batch_size=args.batch_size,
                         workers=args.workers, device=where, progress=not args.quiet)
-    except ValueError as err:  # name the flags, not the Python keywords
-        message = str(err)
-        for keyword, flag in (("samples", "smoothgrad"), ("shard_size", "shard-size"), ("batch_size", "batch-size"),
-                              ("window", "window"), ("stride", "stride"), ("score", "score"), ("workers", "workers")):
-            message = re.sub(rf"\b{keyword}=?(?=[ ,])", f"--{flag}", message)
-        raise ValueError(message) from None
     if summary.rank == 0:
         print(summary)
         print(Path(args.out) / "index.jsonl")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from pyfastviz.cli.common import at_least, check_layer, model_options, output_file
+from pyfastviz.cli.common import at_least, check_layer, model_options, output_file, quiet_option
 from pyfastviz.data import ImageFolder, image_loader
 from pyfastviz.inspect import (
     activation_grid,
@@ -77,7 +77,7 @@ def _folder_command(commands, name: str, description: str) -> argparse.ArgumentP
     sub = _inspect_command(commands, name, description)
     sub.add_argument("folder", metavar="DIR", help="folder of images (searched recursively)")
     sub.add_argument("--layer", metavar="NAME", help=FEATURES_HELP)
-    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet_option(sub)
     return sub
 
 

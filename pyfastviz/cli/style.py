@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 
-from pyfastviz.cli.common import at_least, device, device_option, image_paths, model_options, output_file, output_folder
+from pyfastviz.cli.common import (at_least, device, device_option, image_paths, model_options, output_file,
+                                  output_folder, quiet_option)
 from pyfastviz.fast_style import load_style_network, save_style_network, stylize, train_style
 from pyfastviz.models import load_image, load_model, save_png, to_pil
 from pyfastviz.style import image_input, style_transfer, texture_synthesis
@@ -22,6 +23,7 @@ def add_commands(commands) -> None:
     tex.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default: %(default)s)")
     device_option(tex)
     model_options(tex)
+    quiet_option(tex)
     tex.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
     tex.set_defaults(run=_texture)
 
@@ -44,6 +46,7 @@ def add_commands(commands) -> None:
                                                          "(default: %(default)s)")
     device_option(sty)
     model_options(sty)
+    quiet_option(sty)
     sty.add_argument("--out", required=True, metavar="FILE", help="output PNG file")
     sty.set_defaults(run=_style)
 
@@ -64,6 +67,7 @@ def add_commands(commands) -> None:
     train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     device_option(train)
     model_options(train, "--loss-model", "--loss-weights", "loss network")
+    quiet_option(train)
     train.add_argument("--out", required=True, metavar="MODEL", help="output network file (.safetensors)")
     train.set_defaults(run=_train_style)
 
@@ -75,7 +79,7 @@ def add_commands(commands) -> None:
     styl.add_argument("--style", type=float, nargs="+", metavar="S",
                       help="multi-style network: a style index, or one blend weight per style")
     device_option(styl)
-    styl.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_option(styl)
     styl.add_argument("--out", required=True, metavar="DIR", help="output folder")
     styl.set_defaults(run=_stylize)
 
@@ -103,7 +107,7 @@ def _texture(args: argparse.Namespace) -> None:
     model, to_input = _gram_model(args)
     with _size_must_fit():
         result = texture_synthesis(model.net, to_input(example), size=args.size, steps=args.steps, tv_weight=0.5,
-                                   seed=args.seed, preprocess=model.preprocess)
+                                   seed=args.seed, preprocess=model.preprocess, progress=not args.quiet)
     print(f"Gram loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}")
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), out))
 
@@ -116,7 +120,7 @@ def _style(args: argparse.Namespace) -> None:
         result = style_transfer(model.net, to_input(content), [to_input(s) for s in styles],
                                 style_weights=args.style_weights, steps=args.steps, tv_weight=0.1, init=args.init,
                                 preserve_color=args.preserve_color, scales=args.scales, seed=args.seed,
-                                preprocess=model.preprocess)
+                                preprocess=model.preprocess, progress=not args.quiet)
     print(f"style loss {result.history['style'][0]:.3f} -> {result.history['style'][-1]:.3f}, "
           f"content loss {result.history['content'][-1]:.3f}")
     print(save_png(to_pil(model.preprocess.denormalize(result.image[0])), out))
@@ -130,7 +134,7 @@ def _train_style(args: argparse.Namespace) -> None:
     result = train_style(styles[0] if len(styles) == 1 else styles, args.content, loss_model=loss_model,
                          size=args.size, steps=args.steps, batch_size=args.batch_size, style_weight=args.style_weight,
                          checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                         device=where)
+                         device=where, progress=not args.quiet)
     history = result.history
     if history["total"]:
         print(f"perceptual loss {history['total'][0]:.3f} -> {history['total'][-1]:.3f} over {len(history['total'])} steps")
