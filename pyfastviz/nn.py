@@ -6,6 +6,7 @@ kernels elsewhere), with the ReLU that usually follows fused in when relu=True.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import torch
@@ -88,10 +89,11 @@ class ConditionalInstanceNorm2d(nn.Module):
 
 def style_mixture(styles, batch: int, num_styles: int, like: torch.Tensor) -> torch.Tensor:
     """(batch, num_styles) blend weights (like's dtype and device) from an int, (N,) indices or (N, S) weights."""
-    if isinstance(styles, int) and not isinstance(styles, bool):
-        styles = torch.full((batch,), styles, dtype=torch.long)
-    if not isinstance(styles, torch.Tensor):
-        raise TypeError(f"styles must be an int or a tensor, got {type(styles).__name__}")
+    if isinstance(styles, numbers.Integral) and not isinstance(styles, bool):  # Python and numpy ints
+        styles = torch.full((batch,), int(styles), dtype=torch.long)
+    if not isinstance(styles, torch.Tensor) or styles.dtype == torch.bool or styles.is_complex():
+        kind = f"a {styles.dtype} tensor" if isinstance(styles, torch.Tensor) else type(styles).__name__
+        raise TypeError(f"styles must be an int or an integer or real tensor, got {kind}")
     if not styles.is_floating_point():
         if styles.shape != (batch,):
             raise ValueError(f"style indices must have shape ({batch},), got {tuple(styles.shape)}")

@@ -172,6 +172,14 @@ def test_conditional_gradients_reach_only_the_styles_used():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_conditional_takes_numpy_ints_as_style_indices():
+    import numpy as np
+
+    module = conditional()
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(module(x, np.int64(2)), module(x, torch.tensor([2, 2])))
+
+
 def test_conditional_rejects_bad_styles():
     module = conditional()
     x = torch.randn(2, 4, 5, 5)
@@ -185,10 +193,12 @@ def test_conditional_rejects_bad_styles():
         module(x, torch.ones(2, 2))
     with pytest.raises(ValueError, match="style weights must be finite"):
         module(x, torch.tensor([[1.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]]))
-    with pytest.raises(TypeError, match="styles must be an int or a tensor, got str"):
+    with pytest.raises(TypeError, match="styles must be an int or an integer or real tensor, got str"):
         module(x, "starry")
-    with pytest.raises(TypeError, match="styles must be an int or a tensor, got bool"):
+    with pytest.raises(TypeError, match="styles must be an int or an integer or real tensor, got bool"):
         module(x, True)
+    with pytest.raises(TypeError, match="got a torch.bool tensor"):
+        module(x, torch.tensor([True, False]))
     with pytest.raises(ValueError, match=r"expects \(N, 4, H, W\) input, got shape \(2, 3, 5, 5\)"):
         module(torch.randn(2, 3, 5, 5), 0)
     with pytest.raises(ValueError, match="num_styles must be >= 1"):
