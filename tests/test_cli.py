@@ -177,6 +177,7 @@ def test_embed_maps_thumbnails_and_quiet_hides_the_bars(photo_folder, tmp_path, 
     (["saliency", "x.jpg"], "--smoothgrad", "-1", "an int >= 0"),
     (["occlusion", "x.jpg"], "--window", "0", "an int >= 1"),
     (["occlusion", "x.jpg"], "--batch-size", "2.5", "an int >= 1"),
+    (["occlusion", "x.jpg"], "--batch-size", "0", "an int >= 1"),
     (["sweep", "."], "--shard-size", "0", "an int >= 1"),
     (["sweep", "."], "--workers", "-1", "an int >= 0"),
 ])

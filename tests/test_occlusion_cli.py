@@ -25,12 +25,12 @@ def test_device_and_batch_size_reach_occlusion(cat, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "cat_occlusion.png").exists()
 
 
+# A bad --batch-size is refused while parsing (tests/test_cli.py: test_bad_numbers_are_refused_naming_their_flag).
 @pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "--batch-size must be a positive number of images, got 0"),
     pytest.param(["--device", "cuda"], "--device cuda needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU")),
     (["--device", "tpu"], "--device 'tpu' is not a torch device"),
 ])
-def test_bad_device_or_batch_size_is_a_one_line_error(cat, tmp_path, capsys, args, message):
+def test_bad_device_is_a_one_line_error(cat, tmp_path, capsys, args, message):
     assert main(["occlusion", str(cat), *args, "--out", str(tmp_path)]) == 2
     assert f"pyfastviz: error: {message}" in cli_error_line(capsys)
