@@ -54,7 +54,7 @@ from pyfastviz.saliency import saliency
 from pyfastviz.style import StyleTargets, image_input, style_transfer, texture_synthesis
 from pyfastviz.style import extract_features as extract_style_features
 
-from .gallery import Figure, Section, staged_folder, write_gallery
+from .gallery import FIGURE_WIDTH, Figure, Section, staged_folder, write_gallery
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
 MIDDLE_LAYERS = {"efficientnet_lite0": "_blocks.10"}  # else the convolution 2/3 of the way in
@@ -126,9 +126,10 @@ class DemoContext:
         return self.save(self.photos[i], f"photos/{PHOTOS[i]}.png", f"{PHOTOS[i]}: {self.label(i)}")
 
     def save(self, image: Image.Image, relpath: str, caption: str) -> Figure:
-        """Save `image` as PNG at `relpath` under the page folder; its Figure."""
+        """Save `image` as PNG at `relpath` under the page folder; its Figure, shown at least at its
+        own width."""
         save_png(image, self.out_dir / relpath)
-        return Figure(relpath, caption)
+        return Figure(relpath, caption, width=max(FIGURE_WIDTH, image.width))
 
 
 def saliency_section(ctx: DemoContext) -> Section:
@@ -137,21 +138,20 @@ def saliency_section(ctx: DemoContext) -> Section:
     samples = 50 if ctx.full else 8
     maps = saliency(net, x, progress=False)
     smooth = saliency(net, x, samples=samples, seed=0, progress=ctx.progress)
-    figures = []
+    rows = []
     for i, name in enumerate(PHOTOS):
-        figures += [
+        rows.append([
             ctx.photo(i),
             ctx.save(saliency_to_pil(maps[i]), f"saliency/{name}_map.png", f"gradient: {ctx.label(i)}"),
             ctx.save(saliency_overlay(ctx.photos[i], maps[i]), f"saliency/{name}_overlay.png",
                      "gradient, blurred, over the photo"),
             ctx.save(saliency_to_pil(smooth[i]), f"saliency/{name}_smoothgrad.png",
                      f"SmoothGrad, {samples} samples"),
-        ]
+        ])
     top5 = ctx.probs[:1].topk(5, dim=1).indices  # (1, 5): the first photo's top-5 classes
     top_maps = saliency(net, x[:1], top5, progress=False)[0]
-    for rank, (cls, m) in enumerate(zip(top5[0].tolist(), top_maps), start=1):
-        figures.append(ctx.save(saliency_to_pil(m), f"saliency/{PHOTOS[0]}_top{rank}.png",
-                                f"top-{rank}: {ctx.label(0, cls)}"))
+    rows.append([ctx.save(saliency_to_pil(m), f"saliency/{PHOTOS[0]}_top{rank}.png", f"top-{rank}: {ctx.label(0, cls)}")
+                 for rank, (cls, m) in enumerate(zip(top5[0].tolist(), top_maps), start=1)])
     return Section(
         "Saliency by backprop (vanilla gradient)",
         "Simonyan et al. (2014): the magnitude of the gradient of the class score with respect to "
@@ -159,7 +159,7 @@ def saliency_section(ctx: DemoContext) -> Section:
         f"the input, its map for the predicted class, an overlay, and SmoothGrad (Smilkov et al. 2017, "
         f"the mean gradient over {samples} noisy copies). Then the {PHOTOS[0]} photo's top-5 "
         "classes, from one call with a (1, 5) target.",
-        figures,
+        rows,
     )
 
 
@@ -172,24 +172,24 @@ def guided_section(ctx: DemoContext) -> Section:
         net(x)
     activation = tap[layer]  # (N, C, h, w)
     channels = activation.mean(dim=(2, 3)).argmax(dim=1).tolist()
-    figures = []
+    rows = []
     for i, name in enumerate(PHOTOS):
         c = channels[i]
         unit = guided_backprop(net, x[i : i + 1], layer=layer, channel=c)[0]
-        figures += [
+        rows.append([
             ctx.photo(i),
             ctx.save(gradient_to_pil(guided[i]), f"guided/{name}_class.png", f"guided: {ctx.label(i)}"),
             ctx.save(heatmap_overlay(ctx.photos[i], activation[i, c]), f"guided/{name}_channel_activation.png",
                      f"{layer} channel {c}: activation"),
             ctx.save(gradient_to_pil(unit), f"guided/{name}_channel.png", f"guided: {layer} channel {c}"),
-        ]
+        ])
     return Section(
         "Guided backprop",
         "Springenberg et al. (2015): the gradient with every ReLU passing back only positive gradients "
         "where its input was positive, which keeps the image structure that excites the unit. Per photo: "
         f"the input, guided backprop of the predicted class, where the most active channel of layer "
         f"{layer} fires, and guided backprop of that channel (its mean activation).",
-        figures,
+        rows,
     )
 
 
@@ -212,21 +212,21 @@ def occlusion_section(ctx: DemoContext) -> Section:
     (the input mean) covers each part of the photo."""
     window, stride = (16, 8) if ctx.full else (32, 16)
     maps = occlusion(ctx.model.net, ctx.inputs, ctx.predicted, window=window, stride=stride, progress=ctx.progress)
-    figures = []
+    rows = []
     for i, name in enumerate(PHOTOS):
         drop = maps[i].clamp(min=0)
-        figures += [
+        rows.append([
             ctx.photo(i),
             ctx.save(saliency_to_pil(drop), f"occlusion/{name}_map.png", f"probability drop: {ctx.label(i)}"),
             ctx.save(saliency_overlay(ctx.photos[i], drop), f"occlusion/{name}_overlay.png", "over the photo"),
-        ]
+        ])
     return Section(
         "Saliency by occlusion",
         "Zeiler & Fergus (2014): cover a window of the image with the mean colour, run the model again "
         f"for every window position ({window} px windows every {stride} px), and map how much the predicted "
         "class's probability drops, averaged where windows overlap (equal to Captum's Occlusion). Per photo: "
         "the input, the map, and the map over the photo.",
-        figures,
+        rows,
     )
 
 
@@ -242,7 +242,7 @@ def gradient_ascent_section(ctx: DemoContext) -> Section:
                               preprocess=preprocess, progress=ctx.progress)
     with torch.no_grad():
         probs = model.net(vis.images).softmax(dim=1)
-    figures = [ctx.save(image, f"gradient_ascent/{name.replace(' ', '_')}.png",
+    visualisations = [ctx.save(image, f"gradient_ascent/{name.replace(' ', '_')}.png",
                         f"{name}: p = {probs[i, cls]:.2f} after {steps} steps")
                for i, (name, cls, image) in enumerate(zip(GRADIENT_ASCENT_CLASSES, classes, vis.to_pil(preprocess)))]
     goldfish = model.class_index("goldfish")
@@ -250,7 +250,7 @@ def gradient_ascent_section(ctx: DemoContext) -> Section:
                          progress=False)
     fooled = model.net(adv.images).softmax(dim=1)[0].detach()
     magnified = (0.5 + adv.perturbation[0] / (2 * adv.linf[0].clamp(min=1e-12))).clamp(0, 1)
-    figures += [
+    fooling = [
         ctx.photo(0),
         ctx.save(to_pil(preprocess.denormalize(adv.images[0])), "gradient_ascent/chelsea_fooled.png",
                  f"fooled: {model.class_names[int(fooled.argmax())]} ({fooled.max():.2f}), "
@@ -263,7 +263,7 @@ def gradient_ascent_section(ctx: DemoContext) -> Section:
         f"penalty, from noise, with jitter, blur and clipping of small pixels ({size} px, {steps} Adam steps; "
         "the caption gives the class probability the model assigns to it). Then a fooling image: the cat "
         "photo changed by at most 8/255 per pixel until the model calls it a goldfish.",
-        figures,
+        [visualisations, fooling],
     )
 
 
@@ -273,21 +273,21 @@ def inversion_dream_section(ctx: DemoContext) -> Section:
     model, preprocess = ctx.model, ctx.model.preprocess
     layers = INVERSION_LAYERS.get(model.name, {"early": ctx.early_layer, "deep": ctx.middle_layer})
     cat = torch.nn.functional.interpolate(ctx.inputs[:1], size=(size, size), mode="bilinear", antialias=True)
-    figures = [ctx.photo(0)]
+    inversions = [ctx.photo(0)]
     for depth, layer in layers.items():
         inverted = invert_features(model.net, cat, layer, steps=steps, lr=0.1, tv_weight=1e-3, seed=0,
                                    preprocess=preprocess, progress=ctx.progress)
-        figures.append(ctx.save(inverted.to_pil(preprocess)[0], f"inversion/chelsea_{depth}.png",
-                                f"from {layer} ({depth}): relative feature error {inverted.feature_error[0]:.2f}"))
+        inversions.append(ctx.save(inverted.to_pil(preprocess)[0], f"inversion/chelsea_{depth}.png",
+                                   f"from {layer} ({depth}): relative feature error {inverted.feature_error[0]:.2f}"))
     coffee = ctx.inputs[PHOTOS.index("coffee")][None]
     dream_layer = DREAM_LAYERS.get(model.name, ctx.middle_layer)
     dream = deepdream(model.net, coffee, dream_layer, octaves=3, steps_per_octave=dream_steps, lr=0.1, seed=0,
                       preprocess=preprocess, progress=ctx.progress)
     with torch.no_grad():
         gain = layer_energy(model.net, dream_layer, dream.images) / layer_energy(model.net, dream_layer, coffee)
-    figures += [ctx.photo(PHOTOS.index("coffee")),
-                ctx.save(to_pil(preprocess.denormalize(dream.images[0])), "inversion/coffee_dream.png",
-                         f"DeepDream on {dream_layer}: its mean square activation x{float(gain[0]):.1f}")]
+    dreams = [ctx.photo(PHOTOS.index("coffee")),
+              ctx.save(to_pil(preprocess.denormalize(dream.images[0])), "inversion/coffee_dream.png",
+                       f"DeepDream on {dream_layer}: its mean square activation x{float(gain[0]):.1f}")]
     return Section(
         "Feature inversion and DeepDream",
         "Mahendran & Vedaldi (2015): an image grown from noise until its features at one layer match the photo's, "
@@ -295,7 +295,7 @@ def inversion_dream_section(ctx: DemoContext) -> Section:
         "error reached). Early layers keep the photo; deeper ones keep only what the model needs to recognise it. "
         f"Then DeepDream (Mordvintsev et al. 2015): gradient ascent on a layer's mean square activation over three "
         f"octaves ({dream_steps} steps each) with jitter, so the patterns that layer detects grow into the photo.",
-        figures,
+        [inversions, dreams],
     )
 
 
@@ -313,17 +313,17 @@ def style_section(ctx: DemoContext) -> Section:
                                 seed=0, preprocess=preprocess, progress=ctx.progress)
     styled = style_transfer(ctx.model.net, small, style, steps=steps, optimizer="adam", tv_weight=0.1, seed=0,
                             preprocess=preprocess, progress=ctx.progress)
-    figures = [
+    textures = [
         ctx.photo(PHOTOS.index("flower")),
         ctx.save(to_pil(preprocess.denormalize(texture.image[0])), "style/flower_texture.png",
                  f"texture from noise: Gram loss {texture.history['style'][0]:.2f} -> {texture.history['style'][-1]:.2f}"),
-        ctx.photo(PHOTOS.index("china")),
     ]
+    transfer = [ctx.photo(PHOTOS.index("china"))]
     if ctx.style_image is not None:
-        figures.append(ctx.save(to_pil(preprocess.denormalize(style[0])), "style/style_image.png", "style: your image"))
-    figures.append(ctx.save(to_pil(preprocess.denormalize(styled.image[0])), "style/china_styled.png",
-                            f"china in the style of {style_name}: style loss {styled.history['style'][0]:.2f} -> "
-                            f"{styled.history['style'][-1]:.2f}"))
+        transfer.append(ctx.save(to_pil(preprocess.denormalize(style[0])), "style/style_image.png", "style: your image"))
+    transfer.append(ctx.save(to_pil(preprocess.denormalize(styled.image[0])), "style/china_styled.png",
+                             f"china in the style of {style_name}: style loss {styled.history['style'][0]:.2f} -> "
+                             f"{styled.history['style'][-1]:.2f}"))
     return Section(
         "Texture synthesis and style transfer",
         "Gatys et al. (2015, 2016): an image whose Gram matrices (channel correlations) at several layers match "
@@ -331,17 +331,19 @@ def style_section(ctx: DemoContext) -> Section:
         f"while keeping its own content features ({size} px, {steps} Adam steps on pixels, a total-variation "
         "prior; captions give the relative style loss before and after; `pyfastviz demo --style-image FILE` "
         "paints china in your image's style). VGG weights, when given, are the classic loss network.",
-        figures,
+        [textures, transfer],
     )
 
 
 def fast_style_section(ctx: DemoContext) -> Section:
     """A network trained briefly on `flower`, applied to two photos; a two-style network (flower,
     brick) with a 50/50 blend; captions give each output's style loss to its style image."""
-    size, steps, shown = (256, 2000, 256) if ctx.full else (48, 80, 128)
+    # quick: a lighter style weight than train_style's default keeps the photo recognisable after
+    # so few steps (at 10 the 80-step network painted chelsea as leaves)
+    size, steps, style_weight, shown = (256, 2000, 10.0, 256) if ctx.full else (64, 100, 2.0, 128)
     net, preprocess = ctx.model.net, ctx.model.preprocess
     styles = {name: sample_image(name) for name in FAST_STYLES}
-    train = dict(loss_model=net, size=size, batch_size=2 if not ctx.full else 4, steps=steps,
+    train = dict(loss_model=net, size=size, batch_size=2 if not ctx.full else 4, steps=steps, style_weight=style_weight,
                  lr=1e-2 if not ctx.full else 1e-3, seed=0, preprocess=preprocess, progress=ctx.progress)
     single = train_style(styles[FAST_STYLES[0]], **train).network
     both = train_style(list(styles.values()), **train).network
@@ -354,27 +356,28 @@ def fast_style_section(ctx: DemoContext) -> Section:
             return float(targets[name].loss(extract_style_features(net, x[None], targets[name].layers), layers[name]))
 
     photos = [ctx.photos[PHOTOS.index(name)].resize((shown, shown)) for name in ("chelsea", "china")]
-    figures = [ctx.save(styles[name].resize((shown, shown)), f"fast_style/style_{name}.png", f"style: {name}")
-               for name in FAST_STYLES]
+    style_row = [ctx.save(styles[name].resize((shown, shown)), f"fast_style/style_{name}.png", f"style: {name}")
+                 for name in FAST_STYLES]
+    single_row, blend_row = [], []
     first = FAST_STYLES[0]
     for name, photo, out in zip(("chelsea", "china"), photos, stylize(single, photos, progress=ctx.progress)):
-        figures.append(ctx.save(out, f"fast_style/{name}_{first}.png",
-                                f"{name} in one pass: style loss to {first} {style_loss(out, first):.2f} "
-                                f"(the photo: {style_loss(photo, first):.2f})"))
+        single_row.append(ctx.save(out, f"fast_style/{name}_{first}.png",
+                                   f"{name} in one pass: style loss to {first} {style_loss(out, first):.2f} "
+                                   f"(the photo: {style_loss(photo, first):.2f})"))
     for label, style in (*((n, i) for i, n in enumerate(FAST_STYLES)), ("50/50 blend", [0.5, 0.5])):
         out = stylize(both, photos[0], style=style)
         losses = ", ".join(f"{n} {style_loss(out, n):.2f}" for n in FAST_STYLES)
-        figures.append(ctx.save(out, f"fast_style/chelsea_two_styles_{label.replace('/', '_').replace(' ', '_')}.png",
-                                f"two-style network, {label}: style losses {losses}"))
+        blend_row.append(ctx.save(out, f"fast_style/chelsea_two_styles_{label.replace('/', '_').replace(' ', '_')}.png",
+                                  f"two-style network, {label}: style losses {losses}"))
     return Section(
         "Fast neural style",
         "Johnson et al. (2016): a feed-forward network (downsampling convolutions, five residual blocks, "
         "upsampling, instance norm) trained to minimise the perceptual loss of the style-transfer section, then "
         f"run in one forward pass on any photo ({size} px crops of the sample photos, {steps} Adam steps, "
-        "the default model as loss network). Then one network for two styles (Dumoulin et al. 2017: each style "
+        f"style weight {style_weight:g}, the default model as loss network). Then one network for two styles (Dumoulin et al. 2017: each style "
         "owns only its instance-norm scale and shift), run with either style or a blend of their scales and "
         "shifts. Captions give the relative style loss of each output to each style image.",
-        figures,
+        [style_row, single_row, blend_row],
     )
 
 
@@ -388,32 +391,33 @@ def inside_section(ctx: DemoContext) -> Section:
     features = extract_features(net, x, progress=ctx.progress)
     pixels = torch.nn.functional.interpolate(x, size=(32, 32), mode="area").flatten(1)
     query = names.index(f"{PHOTOS[0]} (mirrored)")
-    figures = [
+    rows = [[
         ctx.save(filter_grid(net), "inside/filters.png", f"first-layer filters ({convs[0]}), each scaled to its range"),
         ctx.photo(0),
         ctx.save(activation_grid(act, top=16), "inside/activations.png",
                  f"{layer}: top-16 channels by mean activation ({', '.join(map(str, strongest_channels(act, 4).tolist()))}, ...)"),
-    ]
+    ]]
     for space, vectors in (("feature", features), ("pixel", pixels)):
         _, nearest = nearest_neighbours(vectors, vectors[query : query + 1], k=5)
         found = [i for i in nearest[0].tolist() if i != query][:4]
-        figures.append(ctx.save(neighbours_figure(pictures[query], [pictures[i] for i in found]),
-                                f"inside/neighbours_{space}.png",
-                                f"{space} space: {names[query]} (framed), then {', '.join(names[i] for i in found)}"))
+        rows.append([ctx.save(neighbours_figure(pictures[query], [pictures[i] for i in found]),
+                              f"inside/neighbours_{space}.png",
+                              f"{space} space: {names[query]} (framed), then {', '.join(names[i] for i in found)}")])
     method = "t-SNE" if ctx.full else "PCA"
     coords = tsne(features, perplexity=8.0) if ctx.full else pca(features)[0]
-    figures.append(ctx.save(embedding_image(pictures, coords, size=672, thumb=80), "inside/embedding.png",
-                            f"{method} of the penultimate features of {len(names)} images"))
+    embedding = ctx.save(embedding_image(pictures, coords, size=672, thumb=80), "inside/embedding.png",
+                         f"{method} of the penultimate features of {len(names)} images")
     early_act = activations(net, x, early)
     channel = int(early_act.amax(dim=(0, 2, 3)).argmax())
     patches = top_patches(net, x, early, channel, k=9, progress=ctx.progress)
     crops = [pictures[p.index].crop(p.box).resize((64, 64), Image.Resampling.BICUBIC) for p in patches]
     maps = [gradient_to_pil(p.guided).resize((64, 64), Image.Resampling.BICUBIC) for p in patches]
-    figures += [
+    rows.append([
+        embedding,
         ctx.save(image_grid(crops, ncols=3), "inside/patches.png",
                  f"{early} channel {channel}: its 9 strongest activations' receptive fields"),
         ctx.save(image_grid(maps, ncols=3), "inside/patches_guided.png", "the same 9 units, guided backprop"),
-    ]
+    ])
     return Section(
         "Looking inside the model",
         "The first layer's filters (each normalised on its own); the 16 most active feature maps of layer "
@@ -422,7 +426,7 @@ def inside_section(ctx: DemoContext) -> Section:
         f"in pixel space (32 x 32 thumbnails); a {method} "
         "map of those features; and, Zeiler & Fergus style, the receptive fields of the 9 strongest "
         f"activations of one channel of {early} over the set, with the guided backprop of each unit.",
-        figures,
+        rows,
     )
 
 

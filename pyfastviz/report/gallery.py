@@ -1,4 +1,4 @@
-"""A static HTML gallery: titled sections of captioned figures in one self-contained
+"""A static HTML gallery: titled sections of captioned figures, in rows, in one self-contained
 `index.html` (inline CSS, no scripts, no external URLs), written atomically; a whole gallery
 folder built aside and swapped into place (`staged_folder`)."""
 
@@ -17,31 +17,42 @@ from typing import Sequence
 from urllib.parse import quote, unquote
 
 
+FIGURE_WIDTH = 224  # CSS px: the width a figure is shown at unless it asks for more
+
+
 @dataclass
 class Figure:
-    """An image file, by its path relative to the page's folder, and its caption."""
+    """An image file, by its path relative to the page's folder, its caption, and the width it is
+    shown at (CSS px; narrower on a narrow screen)."""
 
     path: str
     caption: str
+    width: int = FIGURE_WIDTH
 
 
 @dataclass
 class Section:
-    """A titled group of figures with a paragraph of explanation."""
+    """A titled group of figures with a paragraph of explanation. Each row of figures starts on
+    a new line (e.g. one photo and its maps), wrapping only on a narrow screen."""
 
     title: str
     text: str
-    figures: list[Figure] = field(default_factory=list)
+    rows: list[list[Figure]] = field(default_factory=list)
+
+    @property
+    def figures(self) -> list[Figure]:
+        """Every figure, row after row."""
+        return [figure for row in self.rows for figure in row]
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em;
        color: #222; background: #fff; line-height: 1.4; }
 nav a { margin-right: 1em; }
 section { margin-top: 2.5em; }
-.figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; width: 224px; }
-figure img { width: 224px; height: auto; image-rendering: auto; border: 1px solid #ddd; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; margin-bottom: 1em; }
+figure { margin: 0; max-width: 100%; }
+figure img { width: 100%; height: auto; image-rendering: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #444; }
 """
 
@@ -71,14 +82,16 @@ def _render(title: str, sections: Sequence[Section], intro: str) -> str:
         parts += [f'<section id="{slug}">', f"<h2>{esc(section.title)}</h2>"]
         if section.text:
             parts.append(f"<p>{esc(section.text)}</p>")
-        parts.append('<div class="figures">')
-        for fig in section.figures:
-            src = esc(quote(Path(fig.path).as_posix()))
-            parts.append(
-                f'<figure><img src="{src}" alt="{esc(fig.caption)}">'
-                f"<figcaption>{esc(fig.caption)}</figcaption></figure>"
-            )
-        parts += ["</div>", "</section>"]
+        for row in section.rows:
+            parts.append('<div class="figures">')
+            for fig in row:
+                src = esc(quote(Path(fig.path).as_posix()))
+                parts.append(
+                    f'<figure style="width: {int(fig.width)}px"><img src="{src}" alt="{esc(fig.caption)}">'
+                    f"<figcaption>{esc(fig.caption)}</figcaption></figure>"
+                )
+            parts.append("</div>")
+        parts.append("</section>")
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)
 

@@ -1,5 +1,6 @@
 """The quick demo gallery, built once: every image it shows exists and decodes, it has a
-section per technique, and headless Chromium loads every image without a console error."""
+section per technique, and headless Chromium loads every image without a console error, each
+row of figures on one line and no picture shown smaller than it is."""
 
 import html
 import json
@@ -43,7 +44,8 @@ def test_page_has_a_section_per_technique(index):
 
 
 # Injected into a copy of the page only: records console.error calls, uncaught errors and failed
-# resource loads, then on window load writes what it found into <pre id="check">.
+# resource loads, then on window load writes what it found into <pre id="check">, with the rows of
+# figures that wrapped onto a second line and the images shown narrower than their own width.
 _CHECK_SCRIPT = """<script>
 window.__errors = [];
 window.addEventListener("error", function (e) {
@@ -58,9 +60,15 @@ window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var broken = images.filter(function (i) { return !i.complete || i.naturalWidth === 0; })
                      .map(function (i) { return i.getAttribute("src"); });
+  var wrapped = Array.prototype.slice.call(document.querySelectorAll(".figures")).filter(function (row) {
+    return Array.prototype.some.call(row.children, function (f) { return f.offsetTop !== row.children[0].offsetTop; });
+  }).map(function (row) { return row.querySelector("img").getAttribute("src"); });
+  var shrunk = images.filter(function (i) { return i.clientWidth < i.naturalWidth; })
+                     .map(function (i) { return i.getAttribute("src"); });
   var pre = document.createElement("pre");
   pre.id = "check";
-  pre.textContent = JSON.stringify({images: images.length, broken: broken, errors: window.__errors});
+  pre.textContent = JSON.stringify({images: images.length, broken: broken, errors: window.__errors,
+                                    wrapped: wrapped, shrunk: shrunk});
   document.body.appendChild(pre);
 });
 </script>"""
@@ -81,7 +89,7 @@ def test_chromium_loads_every_image_without_console_errors(index, tmp_path):
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
+         "--window-size=1400,1000", "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
     found = re.search(r'<pre id="check">(.*?)</pre>', result.stdout, re.S)
@@ -90,5 +98,7 @@ def test_chromium_loads_every_image_without_console_errors(index, tmp_path):
     assert check["images"] == len(referenced_images(index))
     assert check["broken"] == []
     assert check["errors"] == []
+    assert check["wrapped"] == [], "rows of figures that do not fit on one line of a 1400 px window"
+    assert check["shrunk"] == [], "pictures shown narrower than their own width"
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], "\n".join(console)

@@ -1,6 +1,7 @@
 """The HTML gallery writer: escaping, atomic writes, and reading the image list back."""
 
 import os
+import re
 
 import pytest
 
@@ -9,7 +10,7 @@ from pyfastviz.report.gallery import Figure, Section, referenced_images, staged_
 
 def test_text_is_escaped_and_images_have_alt_text(tmp_path):
     nasty = '<script>alert("x")</script> & co'
-    sections = [Section(nasty, nasty, [Figure("a.png", nasty)])]
+    sections = [Section(nasty, nasty, [[Figure("a.png", nasty)]])]
     page = write_gallery(tmp_path, nasty, sections, intro=nasty).read_text(encoding="utf-8")
     assert "<script>" not in page
     assert page.count("&lt;script&gt;") == 8  # title, h1, intro, nav, h2, text, alt, figcaption
@@ -19,7 +20,7 @@ def test_text_is_escaped_and_images_have_alt_text(tmp_path):
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     out = tmp_path / "new" / "folder"
-    index = write_gallery(out, "first", [Section("s", "", [Figure("x.png", "x")])])
+    index = write_gallery(out, "first", [Section("s", "", [[Figure("x.png", "x")]])])
     assert index == out / "index.html"
     before = index.read_text(encoding="utf-8")
 
@@ -35,15 +36,15 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
 
 def test_referenced_images_round_trip(tmp_path):
     paths = ["a.png", "sub/b c.png", "sub/d&e#1.png", "ünï.png"]
-    sections = [Section("one", "", [Figure(p, p) for p in paths[:2]]),
-                Section("two", "t", [Figure(p, p) for p in paths[2:]])]
+    sections = [Section("one", "", [[Figure(p, p) for p in paths[:2]]]),
+                Section("two", "t", [[Figure(p, p) for p in paths[2:3]], [Figure(paths[3], paths[3])]])]
     index = write_gallery(tmp_path, "t", sections)
     assert referenced_images(index) == [tmp_path / p for p in paths]
 
 
 def test_absolute_figure_paths_are_refused(tmp_path):
     with pytest.raises(ValueError, match="relative"):
-        write_gallery(tmp_path, "t", [Section("s", "", [Figure(str(tmp_path / "a.png"), "a")])])
+        write_gallery(tmp_path, "t", [Section("s", "", [[Figure(str(tmp_path / "a.png"), "a")]])])
 
 
 def test_a_staged_gallery_replaces_the_old_one_whole_or_not_at_all(tmp_path):
@@ -82,7 +83,7 @@ def test_a_failed_demo_run_leaves_the_last_gallery(tmp_path, monkeypatch):
     from pyfastviz.report import demo
 
     def pictures(ctx):
-        return Section("Pictures", "", [ctx.save(Image.new("RGB", (4, 4), "red"), "photos/red.png", "red")])
+        return Section("Pictures", "", [[ctx.save(Image.new("RGB", (4, 4), "red"), "photos/red.png", "red")]])
 
     def broken(ctx):
         raise RuntimeError("section failed")
@@ -112,3 +113,12 @@ def test_every_section_runs_on_the_demo_device(tmp_path, monkeypatch):
     demo.run_demo(tmp_path / "out", progress=False)  # default: CUDA when there is one
     demo.run_demo(tmp_path / "out", progress=False, device="meta")  # a device given is used
     assert seen == [(demo.torch.device("cpu"),) * 2] * 2 + [(demo.torch.device("meta"),) * 2]
+
+
+def test_each_row_is_its_own_line_and_figures_keep_their_width(tmp_path):
+    rows = [[Figure("a.png", "a"), Figure("b.png", "b")], [Figure("wide.png", "wide", width=704)]]
+    page = write_gallery(tmp_path, "t", [Section("s", "", rows)]).read_text(encoding="utf-8")
+    lines = re.findall(r'<div class="figures">(.*?)</div>', page, re.S)
+    assert [re.findall(r'src="([^"]+)"', line) for line in lines] == [["a.png", "b.png"], ["wide.png"]]
+    assert re.findall(r'<figure style="width: (\d+)px">', page) == ["224", "224", "704"]
+    assert Section("s", "", rows).figures == rows[0] + rows[1]
