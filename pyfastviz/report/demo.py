@@ -135,7 +135,7 @@ class DemoContext:
 def saliency_section(ctx: DemoContext) -> Section:
     """Vanilla gradient and SmoothGrad maps of the predicted class; one photo's top-5 classes."""
     net, x = ctx.model.net, ctx.inputs
-    samples = 50 if ctx.full else 8
+    samples = 50 if ctx.full else 25
     maps = saliency(net, x, progress=False)
     smooth = saliency(net, x, samples=samples, seed=0, progress=ctx.progress)
     rows = []
@@ -234,17 +234,24 @@ GRADIENT_ASCENT_CLASSES = ("goldfish", "tarantula", "jellyfish", "monarch")
 
 
 def gradient_ascent_section(ctx: DemoContext) -> Section:
-    """Class visualisations from noise, and chelsea fooled into 'goldfish' within 8/255."""
+    """Class visualisations from noise, in pixels and in a Fourier basis, and chelsea fooled into
+    'goldfish' within 8/255."""
     size, steps = (224, 200) if ctx.full else (128, 30)
+    fourier_size, fourier_steps = (224, 256) if ctx.full else (160, 60)
     model, preprocess = ctx.model, ctx.model.preprocess
     classes = [model.class_index(name) for name in GRADIENT_ASCENT_CLASSES]
-    vis = class_visualization(model.net, classes, size=size, steps=steps, lr=0.1, start="noise", seed=0,
-                              preprocess=preprocess, progress=ctx.progress)
-    with torch.no_grad():
-        probs = model.net(vis.images).softmax(dim=1)
-    visualisations = [ctx.save(image, f"gradient_ascent/{name.replace(' ', '_')}.png",
-                        f"{name}: p = {probs[i, cls]:.2f} after {steps} steps")
-               for i, (name, cls, image) in enumerate(zip(GRADIENT_ASCENT_CLASSES, classes, vis.to_pil(preprocess)))]
+
+    def visualise(parameterization: str, size: int, steps: int, lr: float) -> list[Figure]:
+        vis = class_visualization(model.net, classes, size=size, steps=steps, lr=lr, start="noise", seed=0,
+                                  preprocess=preprocess, parameterization=parameterization, progress=ctx.progress)
+        with torch.no_grad():
+            probs = model.net(vis.images).softmax(dim=1)
+        return [ctx.save(image, f"gradient_ascent/{name.replace(' ', '_')}_{parameterization}.png",
+                         f"{name}, {parameterization}: p = {probs[i, cls]:.2f} after {steps} steps")
+                for i, (name, cls, image) in enumerate(zip(GRADIENT_ASCENT_CLASSES, classes, vis.to_pil(preprocess)))]
+
+    in_pixels = visualise("pixels", size, steps, lr=0.1)
+    in_fourier = visualise("fourier", fourier_size, fourier_steps, lr=0.05)
     goldfish = model.class_index("goldfish")
     adv = fooling_images(model.net, ctx.inputs[:1], goldfish, epsilon=8 / 255, preprocess=preprocess,
                          progress=False)
@@ -261,9 +268,11 @@ def gradient_ascent_section(ctx: DemoContext) -> Section:
         "Images by gradient ascent",
         "Simonyan et al. (2014), Yosinski et al. (2015): the image that maximises a class score minus an L2 "
         f"penalty, from noise, with jitter, blur and clipping of small pixels ({size} px, {steps} Adam steps; "
-        "the caption gives the class probability the model assigns to it). Then a fooling image: the cat "
-        "photo changed by at most 8/255 per pixel until the model calls it a goldfish.",
-        [visualisations, fooling],
+        "the caption gives the class probability the model assigns to it). Below them the same classes "
+        "optimised as a colour-decorrelated, frequency-scaled spectrum (Olah et al. 2017, Feature Visualization; "
+        f"{fourier_size} px, {fourier_steps} steps), which keeps the high-frequency noise out. Then a fooling "
+        "image: the cat photo changed by at most 8/255 per pixel until the model calls it a goldfish.",
+        [in_pixels, in_fourier, fooling],
     )
 
 
