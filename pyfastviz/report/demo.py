@@ -311,16 +311,17 @@ def inversion_dream_section(ctx: DemoContext) -> Section:
 def style_section(ctx: DemoContext) -> Section:
     """A texture grown from noise with the Gram statistics of `flower`; `china` in the style of
     `flower`, or of ctx.style_image when the user gave one."""
-    size, steps = (384, 400) if ctx.full else (96, 60)
+    size, steps = (384, 400) if ctx.full else (128, 150)
     preprocess = ctx.model.preprocess
     china, flower = (ctx.inputs[PHOTOS.index(name)][None] for name in ("china", "flower"))
     small = torch.nn.functional.interpolate(china, size=(size, size), mode="bilinear", antialias=True)
     style_name = "flower" if ctx.style_image is None else "your image"
     style = flower if ctx.style_image is None else ctx.to_model(image_input(ctx.style_image, size, preprocess))
-    # a total-variation prior keeps the default model's features from matching on pixel noise
-    texture = texture_synthesis(ctx.model.net, flower, size=size, steps=steps, optimizer="adam", tv_weight=0.5,
+    # a total-variation prior keeps the default model's features from matching on pixel noise (at
+    # 0.5 / 0.1 the texture and the painting were mostly that noise)
+    texture = texture_synthesis(ctx.model.net, flower, size=size, steps=steps, optimizer="adam", tv_weight=5.0,
                                 seed=0, preprocess=preprocess, progress=ctx.progress)
-    styled = style_transfer(ctx.model.net, small, style, steps=steps, optimizer="adam", tv_weight=0.1, seed=0,
+    styled = style_transfer(ctx.model.net, small, style, steps=steps, optimizer="adam", tv_weight=1.0, seed=0,
                             preprocess=preprocess, progress=ctx.progress)
     textures = [
         ctx.photo(PHOTOS.index("flower")),
