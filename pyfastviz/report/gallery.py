@@ -103,6 +103,8 @@ def write_gallery(
     Figure paths must be relative to `out_dir`. A temp file is renamed into place, so a reader
     never sees a half-written page."""
     for section in sections:
+        if not all(isinstance(row, (list, tuple)) for row in section.rows):
+            raise TypeError(f"section {section.title!r}: rows must be lists of Figures, one list a row")
         for fig in section.figures:
             if Path(fig.path).is_absolute():
                 raise ValueError(f"figure path {fig.path!r} must be relative to the page folder")

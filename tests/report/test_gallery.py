@@ -42,9 +42,12 @@ def test_referenced_images_round_trip(tmp_path):
     assert referenced_images(index) == [tmp_path / p for p in paths]
 
 
-def test_absolute_figure_paths_are_refused(tmp_path):
+def test_absolute_figure_paths_and_flat_rows_are_refused(tmp_path):
     with pytest.raises(ValueError, match="relative"):
         write_gallery(tmp_path, "t", [Section("s", "", [[Figure(str(tmp_path / "a.png"), "a")]])])
+    with pytest.raises(TypeError, match="rows must be lists of Figures"):
+        write_gallery(tmp_path, "t", [Section("s", "", [Figure("a.png", "a")])])
+    assert not (tmp_path / "index.html").exists()
 
 
 def test_a_staged_gallery_replaces_the_old_one_whole_or_not_at_all(tmp_path):
