@@ -189,7 +189,8 @@ def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tens
     """Maximises objective(model, image) (scores (N,) or (N, K), summed over K) minus the
     regularisers' penalties, from `start` (N, C, H, W), with Adam or L-BFGS (one iteration per
     step, fixed step size lr; best without random transforms). The model runs in eval mode;
-    only the image's gradient is computed, nothing is written to the model.
+    only the image's gradient is computed, nothing is written to the model. Pixels are stepped
+    in float32 at least (a master copy for fp16/bf16 models) and returned in start's dtype.
 
     parameterization: "pixels" (optimise the image itself) or "fourier" (optimise a decorrelated,
     1/f-scaled spectrum that starts at `start`: see pyfastviz.parameterization.FourierImage; uses
@@ -261,8 +262,9 @@ PARAMETERIZATIONS = ("pixels", "fourier")
 def _parameterize(parameterization: str, start: torch.Tensor, preprocess, regularizers) -> tuple[Callable, torch.Tensor]:
     """(variable -> image, the variable's start value) for the chosen parameterisation."""
     check_choice(parameterization, "parameterization", PARAMETERIZATIONS)
-    if parameterization == "pixels":
-        return (lambda x: x), start.detach().clone()
+    if parameterization == "pixels":  # a float32 master image for fp16/bf16 models (fp16 Adam steps gave NaN)
+        master = torch.promote_types(start.dtype, torch.float32)
+        return (lambda x: x.to(start.dtype)), start.detach().to(master, copy=True)
     if start.shape[1] != 3:
         raise ValueError(f"parameterization='fourier' needs 3-channel images, got start of shape {tuple(start.shape)}")
     projecting = [type(r).__name__ for r in regularizers if type(r).project is not Regularizer.project]

@@ -145,3 +145,20 @@ def test_optimize_bad_arguments(kwargs, error, match):
 def test_regularizer_bad_arguments(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_models_step_a_float32_master_image(dtype):
+    """Adam on an fp16 image turned zero gradients into NaN (its eps rounds to 0) within one step:
+    the image is stepped in float32 and given back in the model's dtype."""
+    from pyfastviz import class_visualization, invert_features
+
+    torch.manual_seed(0)
+    model = FunctionalReLUNet().eval().to(dtype)
+    vis = class_visualization(model, 3, size=32, steps=5, seed=0, progress=False)
+    target = torch.rand(1, 3, 32, 32, dtype=dtype)
+    inverted = invert_features(model, target, "conv3", steps=5, seed=0, progress=False)
+    for images in (vis.images, inverted.images):
+        assert images.dtype == dtype and torch.isfinite(images).all()
+    assert torch.isfinite(inverted.feature_error).all()
+    assert vis.history[-1, 0] > vis.history[0, 0]
