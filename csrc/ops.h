@@ -66,8 +66,9 @@ namespace pyfastviz {
 // ---- occlusion ---------------------------------------------------------------------
 // A window of extent window[d] slides over one image of size[d] (d = channel, row, col)
 // in steps of stride[d]; count[d] positions per dimension, as Captum's Occlusion: the
-// last window may run past the edge and is cropped there. Positions are numbered
-// row-major over (count[0], count[1], count[2]).
+// last window may run past the edge and is cropped there. A stride larger than the window
+// (which Captum refuses) leaves out the positions that would start past the edge. Positions
+// are numbered row-major over (count[0], count[1], count[2]).
 // Within one image the kernels index in int32_t (the host checks keep an image under 2^31
 // elements, so its positions fit too): 32-bit division is several times cheaper on GPUs.
 
@@ -79,7 +80,9 @@ struct OcclusionGeometry {
 };
 
 PFV_HOST_DEVICE int64_t occlusion_positions_along(int64_t size, int64_t window, int64_t stride) {
-  return (size - window + stride - 1) / stride + 1;
+  const int64_t covering = (size - window + stride - 1) / stride + 1;  // Captum's: the last one reaches the edge
+  const int64_t inside = (size + stride - 1) / stride;  // those starting inside the image: fewer if stride > window
+  return covering < inside ? covering : inside;
 }
 
 PFV_HOST_DEVICE int64_t occlusion_image_numel(const OcclusionGeometry& g) {

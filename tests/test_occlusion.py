@@ -58,6 +58,17 @@ def test_equals_the_brute_force_definition(net, size, window, stride):
     torch.testing.assert_close(heat, expected, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("size, window, stride, grid", [
+    ((24, 40), (3, 3), (5, 6), (5, 7)),  # stride > window: Captum's count (6, 8) would start windows past the edge
+    ((11, 13), (5, 3), (2, 4), (4, 4)),  # stride <= window: Captum's count, the last windows cropped
+])
+def test_every_position_occludes_part_of_the_image(net, size, window, stride, grid):
+    _, drops = occlusion(net, torch.randn(2, 3, *size), 1, window=window, stride=stride, score="logit",
+                         return_grid=True, progress=False)
+    assert drops.shape == (2, *grid)
+    assert (drops != 0).all()  # a window off the image would change nothing: a wasted forward, a 0 in the grid
+
+
 @pytest.mark.parametrize("score", ["logit", "prob"])
 def test_equals_the_brute_force_definition_on_a_torchvision_model(score):
     torch.manual_seed(0)

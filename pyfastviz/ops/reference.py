@@ -99,8 +99,10 @@ def gram_style_loss(features: torch.Tensor, target: torch.Tensor, normalize: boo
 
 
 def occlusion_counts(size, window, stride) -> tuple[int, ...]:
-    """Window positions per dimension: ceil((size - window) / stride) + 1 (Captum's rule)."""
-    return tuple((s - w + t - 1) // t + 1 for s, w, t in zip(size, window, stride))
+    """Window positions per dimension: ceil((size - window) / stride) + 1 (Captum's rule), but
+    none starting past the edge: at most ceil(size / stride) (fewer only when stride > window,
+    which Captum refuses)."""
+    return tuple(min((s - w + t - 1) // t + 1, (s + t - 1) // t) for s, w, t in zip(size, window, stride))
 
 
 def occlusion_box(position: int, size, window, stride) -> tuple[slice, ...]:

@@ -168,7 +168,7 @@ def test_kernel_checks_layouts_and_ranges():
     with pytest.raises(RuntimeError, match="exceed the 4 window positions"):
         batch(images, images, [3, 4, 4], [1, 4, 4], 3, torch.empty(4, 3, 8, 8))
     with pytest.raises(RuntimeError, match="must stay under 2\\^31"):  # the kernels' int32 index math
-        ops.occlusion_scatter(torch.randn(1, 2), (1, 1, 1), (1, 1, 2**31), (1, 1, 2), backend="native")
+        ops.occlusion_scatter(torch.randn(1, 1), (1, 1, 1), (1, 1, 2**31), (1, 1, 2**31), backend="native")
     with pytest.raises(ValueError, match=r"drops must be \(rows, 4\)"):
         ops.occlusion_scatter(torch.randn(2, 5), (3, 4, 4), (1, 4, 4), (3, 8, 8))
 
