@@ -5,7 +5,8 @@ not, and F.relu, torch.relu, x.relu_(), F.relu6, F.hardtanh(x, 0, t)) runs as th
 guided_relu op (in-place calls as guided_relu_, still in place), caught with a
 TorchFunctionMode; the model itself is not modified.
 Guided backprop is defined for ReLU-family units only: SiLU, GELU, Hardswish, ELU and
-the like pass their ordinary gradient, with a warning (or an error when strict=True).
+the like, and sigmoid, hardsigmoid and tanh gates, pass their ordinary gradient, with a
+warning (or an error when strict=True).
 Models compiled with torch.jit/torch.compile bypass the mode.
 """
 
@@ -57,7 +58,9 @@ _RELU_FAMILY = {
 }
 
 _UNGUIDED = {F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.selu, F.celu, F.leaky_relu, F.softplus,
-             F.prelu, F.rrelu, F.hardtanh}
+             F.prelu, F.rrelu, F.hardtanh, F.hardsigmoid,  # and the gates of squeeze-and-excitation blocks:
+             torch.sigmoid, torch.special.expit, torch.Tensor.sigmoid, torch.Tensor.sigmoid_, torch.tanh,
+             torch.Tensor.tanh, torch.Tensor.tanh_}
 
 
 class GuidedReLUMode(TorchFunctionMode):

@@ -29,6 +29,15 @@ class ClassObjective:
         return ClassObjective(self.indices[rows])
 
 
+class PredictedClassObjective:
+    """The logit of each image's predicted class, read from the same forward pass: scores (B, 1).
+    For a pass over the images themselves, not noisy copies (whose argmax may differ)."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        logits = check_logits(model(x))
+        return logits.gather(1, logits.detach().argmax(1, keepdim=True))
+
+
 class UnitObjective:
     """Mean activation of channels of a named layer, or one neuron (channel, row, col) of it."""
 
@@ -65,11 +74,16 @@ class UnitObjective:
 
 
 def build_objective(model: nn.Module, images: torch.Tensor, target, layer: str | None,
-                    channel: int | Sequence[int] | None, neuron: tuple[int, int, int] | None):
-    """(objective, multi): multi is True when the caller asked for K scores per image."""
+                    channel: int | Sequence[int] | None, neuron: tuple[int, int, int] | None,
+                    predict_in_pass: bool = False):
+    """(objective, multi): multi is True when the caller asked for K scores per image.
+    target=None is each image's predicted class: with predict_in_pass read from the objective's
+    own forward pass (one pass over the images themselves), else from a forward pass now."""
     if layer is None:
         if channel is not None or neuron is not None:
             raise ValueError("channel= and neuron= select a unit of a layer: pass layer= too")
+        if target is None and predict_in_pass:
+            return PredictedClassObjective(), False
         if target is None:
             with torch.no_grad():
                 target = check_logits(model(images)).argmax(1)

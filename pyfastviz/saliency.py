@@ -61,7 +61,7 @@ def gradient_maps(model, images, target, *, layer, channel, neuron, reduce, samp
     batch_size = (64 if images.is_cuda else 8) if batch_size is None else check_count(batch_size, "batch_size")
     with evaluation_mode(model), gradients_enabled():
         images = usable_for_autograd(images)
-        objective, multi = build_objective(model, images, target, layer, channel, neuron)
+        objective, multi = build_objective(model, images, target, layer, channel, neuron, predict_in_pass=samples == 0)
         if images.shape[0] == 0:
             grads = images.new_empty((0, 1, *images.shape[1:]))
         elif samples == 0:

@@ -87,10 +87,31 @@ def test_says_what_it_cannot_guide(images):
     with pytest.raises(ValueError, match="no ReLU/ReLU6 activation .*silu.*use pyfastviz.saliency"):
         guided_backprop(silu_only, images, 0)
     mixed = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 3))
-    with pytest.warns(RuntimeWarning, match="left gelu x1 unguided"):
-        guided_backprop(mixed, images, 0)
+    for target in (0, None):  # the predicted class costs no second forward pass, nor a second count
+        with pytest.warns(RuntimeWarning, match="guided 1 ReLU-family calls but left gelu x1 unguided"):
+            guided_backprop(mixed, images, target)
     with pytest.raises(ValueError, match="strict=True.*gelu"):
         guided_backprop(mixed, images, 0, strict=True)
+
+
+@pytest.mark.parametrize("gate, name", [(nn.Sigmoid(), "sigmoid"), (nn.Hardsigmoid(), "hardsigmoid"),
+                                        (nn.Tanh(), "tanh")])
+def test_gates_are_named_unguided(images, gate, name):
+    """Squeeze-and-excitation gates (MobileNetV3's hardsigmoid, EfficientNet's sigmoid) pass their
+    gradient unguided, said as for SiLU."""
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.gate, self.fc = nn.Conv2d(3, 4, 3), gate, nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return self.fc((y * self.gate(y.mean((2, 3), keepdim=True))).mean((2, 3)))
+
+    with pytest.warns(RuntimeWarning, match=f"left {name} x1 unguided"):
+        guided_backprop(Gated(), images, 0)
+    with pytest.raises(ValueError, match=f"strict=True.*{name}"):
+        guided_backprop(Gated(), images, 0, strict=True)
 
 
 def test_compiled_models_are_guided_and_torchscript_is_refused(images):

@@ -26,11 +26,16 @@ def test_gradient_of_a_linear_model_is_its_weight_row():
     assert torch.allclose(energy, weight[[1, 3, 0]].square().sum(1))
 
 
-def test_default_target_is_the_predicted_class():
+def test_default_target_is_the_predicted_class_read_from_the_one_forward_pass():
     model = linear_model()
     images = torch.randn(2, 3, 5, 6)
     predicted = model(images).argmax(1)
+    passes = []
+    model.register_forward_pre_hook(lambda module, args: passes.append(args[0].shape[0]))
     assert torch.equal(saliency(model, images), saliency(model, images, predicted))
+    assert passes == [2, 2]  # no extra forward pass to find the class
+    saliency(model, images, samples=3, seed=0)  # SmoothGrad: the class of the clean images, then noisy copies
+    assert passes[2:] == [2, 6]
 
 
 @pytest.mark.parametrize("target", [[[0, 1, 3], [2, 2, 1]], torch.tensor([[0, 1, 3], [2, 2, 1]])])
