@@ -64,6 +64,9 @@ def invert_features(model: nn.Module, images: torch.Tensor, layer: str, *, steps
     """
     check_model(model)
     check_images(images, model)
+    if images.shape[1] != 3:
+        raise ValueError(f"images must be RGB, (N, 3, H, W) (the reconstruction keeps to preprocess's RGB range), "
+                         f"got shape {tuple(images.shape)}")
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
     find_layer(model, layer)

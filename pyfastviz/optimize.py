@@ -208,6 +208,11 @@ def optimize_images(model: nn.Module, objective: Callable[[nn.Module, torch.Tens
         check_count(snapshot_every, "snapshot_every")
     if not all(isinstance(r, Regularizer) for r in regularizers):
         raise TypeError("regularizers must be pyfastviz.optimize.Regularizer objects")
+    for r in regularizers:
+        if isinstance(r, ClampRange) and r.low.dim() == 3 and r.low.shape[0] not in (1, start.shape[1]):
+            raise ValueError(f"ClampRange has bounds for {r.low.shape[0]} channels (a preprocess's RGB range) but the "
+                             f"images have {start.shape[1]}: pass regularizers without it, or ClampRange bounds "
+                             "of your images' channels")
     with gradients_enabled():
         return _ascend(model, objective, start, steps, lr, optimizer, regularizers, seed, progress, snapshot_every,
                        desc, parameterization, preprocess)

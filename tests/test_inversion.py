@@ -65,6 +65,7 @@ def test_model_untouched_after_error():
     ({"layer": "nope"}, ValueError, "nope"),
     ({"layer": 3}, TypeError, "layer"),
     ({"images": torch.zeros(3, 16, 16)}, ValueError, r"\(N, C, H, W\).*images\[None\]"),
+    ({"images": torch.zeros(1, 1, 16, 16)}, ValueError, r"images must be RGB, \(N, 3, H, W\).*\(1, 1, 16, 16\)"),
     ({"start": "grey"}, ValueError, "start"),
     ({"tv_weight": -1}, ValueError, "tv_weight"),
     ({"l2_weight": "a"}, ValueError, "l2_weight"),

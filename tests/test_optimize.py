@@ -162,3 +162,17 @@ def test_16_bit_models_step_a_float32_master_image(dtype):
         assert images.dtype == dtype and torch.isfinite(images).all()
     assert torch.isfinite(inverted.feature_error).all()
     assert vis.history[-1, 0] > vis.history[0, 0]
+
+
+def test_grayscale_images_get_a_clear_error_from_rgb_bounds_and_preprocess():
+    gray = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    gray(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="ClampRange has bounds for 3 channels .* the images have 1"):
+        optimize_images(gray, ClassObjective(torch.tensor([[0]])), torch.zeros(1, 1, 8, 8), steps=1,
+                        regularizers=[ClampRange.from_preprocess(Preprocess(8))], progress=False)
+    plain = optimize_images(gray, ClassObjective(torch.tensor([[0]])), torch.zeros(1, 1, 8, 8), steps=2,
+                            regularizers=[L2(1e-3)], progress=False)  # without RGB bounds it works
+    assert plain.images.shape == (1, 1, 8, 8)
+    for mean, std in [((0.5,), (0.25,)), ((0.5, 0.5, float("nan")), (1, 1, 1)), ((0, 0, 0), (1, 0, 1))]:
+        with pytest.raises(ValueError, match="Preprocess (mean|std) must"):
+            Preprocess(8, mean=mean, std=std)

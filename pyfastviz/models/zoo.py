@@ -4,6 +4,7 @@ architectures whose weights come from a path or from torch's hub cache, never a 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -50,6 +51,19 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: int | None = None
+
+    def __post_init__(self):
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            try:
+                numbers = [float(v) for v in values]
+            except (TypeError, ValueError):
+                numbers = []
+            if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+                raise ValueError(f"Preprocess {name} must be 3 finite numbers, one per RGB channel (images are "
+                                 f"read as RGB), got {values!r}")
+        if not all(float(v) > 0 for v in self.std):
+            raise ValueError(f"Preprocess std must be > 0 in every channel, got {self.std!r}")
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """PIL image (any mode) -> normalised float tensor (3, size, size)."""
