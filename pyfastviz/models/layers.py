@@ -19,7 +19,9 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name in modules:
         return modules[name]
-    close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.6)
+    # a wrapped model (torch.compile's _orig_mod., DataParallel's module.) names the same layer with a prefix
+    nested = [n for n in modules if n.endswith(f".{name}")]
+    close = nested[:5] or difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.6)
     hint = f"; close names: {', '.join(map(repr, close))}" if close else "; see layer_names(model)"
     raise ValueError(f"layer={name!r} is not a module of {type(model).__name__}{hint}")
 
@@ -112,8 +114,9 @@ class ActivationTap:
             raise ValueError(f"layer {name!r} did not run: no output recorded (run the model inside the `with`)")
         if len(outputs) > 1:
             raise ValueError(
-                f"layer {name!r} fired {len(outputs)} times (the module is reused); "
-                f"use tap.calls({name!r}) for all outputs or pick one, e.g. tap.calls({name!r})[-1]"
+                f"layer {name!r} fired {len(outputs)} times in one forward (the module is reused), so its output "
+                "is ambiguous: pick a module that runs once, e.g. the block holding it (layer_shapes(model, images) "
+                f"or `pyfastviz layers` lists every call); with a tap, read all of them: tap.calls({name!r})"
             )
         return outputs[0]
 

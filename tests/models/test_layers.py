@@ -24,6 +24,14 @@ def test_unknown_layer_lists_close_names(default_model):
     assert "'_conv_head'" in str(info.value)
 
 
+def test_a_wrapped_models_layer_is_suggested_with_its_prefix():
+    model = tiny()
+    for wrapped, prefix in ((torch.compile(model), "_orig_mod."), (nn.DataParallel(model), "module.")):
+        with pytest.raises(ValueError, match=rf"layer='2\.0' is not a module of .*close names: '{prefix}2\.0'"):
+            find_layer(wrapped, "2.0")
+        assert find_layer(wrapped, f"{prefix}2.0") is model[2][0]
+
+
 def test_tap_records_and_removes_hooks():
     model = tiny()
     x = torch.randn(2, 3, 8, 8)
