@@ -262,6 +262,12 @@ def test_bad_arguments_get_clear_errors(net, kwargs, error, message):
         occlusion(net, torch.randn(1, 3, 8, 8), 1, **{"window": 4, "stride": 4, **kwargs})
 
 
+def test_the_fast_path_needs_a_float32_model(net):
+    with pytest.raises(ValueError, match="dtype=torch.bfloat16 runs a float32 model under autocast; the images are "
+                                         "torch.float64"):
+        occlusion(net.double(), torch.randn(1, 3, 8, 8, dtype=torch.float64), 1, window=4, dtype=torch.bfloat16)
+
+
 def test_float64_models_get_float64_drops():
     """A large common offset of the logits must not cost the drops float32 precision."""
     torch.manual_seed(0)
