@@ -56,13 +56,19 @@ def unit_pixels(image: torch.Tensor, name: str) -> torch.Tensor:
     if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point() or not x.numel():
         raise ValueError(f"{name}: a tensor must be a float (3, H, W) or (1, 3, H, W) image in [0, 1], "
                          f"got {x.dtype} of shape {tuple(image.shape)}")
+    check_pixel_range(x, name)
+    return x.detach().float().cpu().clamp(0, 1)
+
+
+def check_pixel_range(x: torch.Tensor, name: str) -> None:
+    """A ValueError naming `name` when x holds NaN/inf, or values beyond [0, 1] by more than
+    PIXEL_TOLERANCE (e.g. [0, 255] pixels)."""
     if not torch.isfinite(x).all():
         raise ValueError(f"{name}: the tensor contains NaN or infinite values")
     low, high = x.min().item(), x.max().item()
     if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
         hint = " (divide [0, 255] pixels by 255)" if high > 1 + PIXEL_TOLERANCE else ""
         raise ValueError(f"{name}: a tensor must hold pixels in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")
-    return x.detach().float().cpu().clamp(0, 1)
 
 
 class ContentSampler:

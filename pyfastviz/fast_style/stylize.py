@@ -17,7 +17,7 @@ from pyfastviz.data import ImageFolder
 from pyfastviz.models import load_image, to_pil
 from pyfastviz.style.targets import check_weights
 
-from .images import pil_to_tensor
+from .images import check_pixel_range, pil_to_tensor
 from .network import TransformerNet
 
 
@@ -84,8 +84,8 @@ def _check_tensor(images: torch.Tensor) -> torch.Tensor:
     if batch.dim() != 4 or batch.shape[1] != 3 or not images.is_floating_point():
         raise ValueError(f"images: a tensor must be float (3, H, W) or (N, 3, H, W) RGB in [0, 1], "
                          f"got {images.dtype} of shape {tuple(images.shape)}")
-    if batch.numel() and not torch.isfinite(batch).all():
-        raise ValueError("images contains NaN or infinite values")
+    if batch.numel():
+        check_pixel_range(batch, "images")
     return batch
 
 

@@ -127,6 +127,7 @@ def test_pil_modes_become_rgb_as_elsewhere_in_the_library():
     (None, dict(images=pixels(2, 1, 8, 8)), ValueError, "images"),
     (None, dict(images=torch.zeros(1, 3, 8, 8, dtype=torch.uint8)), ValueError, "images"),
     (None, dict(images=torch.full((1, 3, 8, 8), float("nan"))), ValueError, "NaN"),
+    (None, dict(images=torch.full((3, 8, 8), 255.0)), ValueError, r"pixels in \[0, 1\].*divide \[0, 255\]"),
     (None, dict(images=3), TypeError, "images"),
     (None, dict(images=[3]), TypeError, "images"),
     (None, dict(images="/nonexistent.png"), FileNotFoundError, "nonexistent"),
