@@ -511,3 +511,42 @@ def test_a_reader_that_stops_early_gets_no_traceback():
         assert stdout.readline().startswith(b"efficientnet_lite0: layers")
     stderr = child.communicate(timeout=120)[1].decode()
     assert child.returncode == 1 and stderr == ""
+
+
+def test_an_output_never_overwrites_an_input_image(cat, tmp_path, capsys):
+    victim = tmp_path / "cat_gradient.png"  # where saliency would write cat.jpg's map
+    Image.new("RGB", (8, 8), "red").save(victim)
+    before = victim.read_bytes()
+    assert main(["saliency", str(cat), str(victim), "--quiet", "--out", str(tmp_path)]) == 2
+    assert "cat_gradient.png would overwrite an input image" in cli_error_line(capsys)
+    assert victim.read_bytes() == before
+
+
+@pytest.mark.parametrize("module, command, out", [
+    ("explain", ["saliency", "CAT"], "sub"),
+    ("style", ["texture", "CAT"], "sub/texture.png"),
+    ("style", ["train-style", "CAT"], "net.safetensors"),
+])
+def test_out_below_a_file_is_refused_before_any_work(cat, tmp_path, capsys, monkeypatch, module, command, out):
+    import importlib
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(importlib.import_module(f"pyfastviz.cli.{module}"), "load_model", no_work)
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a folder")
+    command = [str(cat) if word == "CAT" else word for word in command]
+    assert main([*command, "--out", str(afile / out)]) == 2
+    assert f"{str(afile)!r} is a file, not a folder" in cli_error_line(capsys)
+
+
+def test_ctrl_c_is_one_line_and_status_130(cat, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("pyfastviz.cli.explain"), "load_model", interrupted)
+    assert main(["saliency", str(cat), "--out", str(tmp_path / "maps")]) == 130
+    assert capsys.readouterr().err == "pyfastviz: interrupted\n"

@@ -54,6 +54,17 @@ def test_sweep_usage_errors(photos, tmp_path, capsys, extra, message):
     assert message in cli_error_line(capsys)
 
 
+def test_a_sweep_that_maps_nothing_fails_and_an_image_is_no_list_file(photos, tmp_path, capsys):
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "x.jpg").write_bytes(b"")
+    assert main(["sweep", str(unreadable), "--method", "gradient", "--out", str(tmp_path / "maps"), "--quiet",
+                 "--workers", "0"]) == 2
+    assert f"no image could be mapped: see {tmp_path / 'maps' / 'errors.jsonl'}" in cli_error_line(capsys)
+    assert main(["sweep", str(photos / "a.jpg"), "--out", str(tmp_path / "other")]) == 2
+    assert "is not a folder, nor a list file of image paths" in cli_error_line(capsys)
+
+
 def test_sweep_missing_data(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
     assert "neither a folder of images nor a list file" in cli_error_line(capsys)

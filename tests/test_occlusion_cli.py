@@ -30,6 +30,8 @@ def test_device_and_batch_size_reach_occlusion(cat, tmp_path, monkeypatch):
     pytest.param(["--device", "cuda"], "--device cuda needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU")),
     (["--device", "tpu"], "--device 'tpu' is not a torch device"),
+    (["--device", "mps"], "--device 'mps': pyfastviz runs on cpu or cuda[:N]"),
+    (["--device", "meta"], "--device 'meta': pyfastviz runs on cpu or cuda[:N]"),
 ])
 def test_bad_device_is_a_one_line_error(cat, tmp_path, capsys, args, message):
     assert main(["occlusion", str(cat), *args, "--out", str(tmp_path)]) == 2

@@ -6,7 +6,8 @@ process per GPU); `classvis`, `fool`, `invert` and `dream` make images by gradie
 look inside the model. One module per family of commands, each adding its subcommands.
 
 Errors users can fix (a missing or unreadable image, an unknown class or model) print one
-line `pyfastviz: error: ...` to stderr and exit with status 2.
+line `pyfastviz: error: ...` to stderr and exit with status 2; Ctrl-C prints
+`pyfastviz: interrupted` and exits with status 130.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
         sys.stdout.flush()
+    except KeyboardInterrupt:  # Ctrl-C: what was written stays consistent (atomic files, resumable sweeps)
+        print("pyfastviz: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader stopped early (`pyfastviz layers | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays quiet
         return 1

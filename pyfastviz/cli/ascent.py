@@ -103,7 +103,7 @@ def _class_files(model, names: list[str], out: Path) -> tuple[list[int], list[Pa
 
 
 def _fool(args: argparse.Namespace) -> None:
-    paths, out, model, x = photos(args)
+    paths, out, model, x = photos(args, ("fooled", "perturbation"))
     target = class_index(model, args.target)
     result = fooling_images(model.net, x, target, epsilon=args.epsilon / 255, steps=args.steps,
                             preprocess=model.preprocess, progress=not args.quiet)
@@ -117,7 +117,7 @@ def _fool(args: argparse.Namespace) -> None:
 
 
 def _invert(args: argparse.Namespace) -> None:
-    paths, out, model, x = photos(args)
+    paths, out, model, x = photos(args, ("inverted",))
     check_layer(model, args.layer)
     result = invert_features(model.net, x, args.layer, steps=args.steps, lr=0.1, tv_weight=args.tv_weight,
                              preprocess=model.preprocess, seed=args.seed, progress=not args.quiet)
@@ -127,7 +127,7 @@ def _invert(args: argparse.Namespace) -> None:
 
 
 def _dream(args: argparse.Namespace) -> None:
-    paths, out, model, x = photos(args)
+    paths, out, model, x = photos(args, ("dream",))
     check_layer(model, args.layer)
     result = deepdream(model.net, x, args.layer, octaves=args.octaves, steps_per_octave=args.steps, lr=0.1,
                        preprocess=model.preprocess, seed=args.seed, progress=not args.quiet)

@@ -7,6 +7,7 @@ import argparse
 import math
 import re
 from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -73,6 +74,8 @@ def device(name: str | None) -> torch.device:
         chosen = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: pyfastviz runs on cpu or cuda[:N]")
     count = torch.cuda.device_count()
     if chosen.type == "cuda" and chosen.index is None and count == 0:
         raise ValueError(f"--device {name} needs a CUDA GPU, and torch sees none")
@@ -101,23 +104,32 @@ def check_layer(model, name: str | None, flag: str = "--layer") -> None:
                                                                             "see `pyfastviz layers`")) from None
 
 
-def image_paths(names: list[str]) -> list[Path]:
-    """The command's image files; refused when two share a file name stem (their outputs,
-    <stem>_<what>.png, would overwrite each other)."""
-    paths = [Path(name) for name in names]
+def image_files(names: list[str], out_name: str, outputs: Sequence[str]) -> tuple[list[Path], Path]:
+    """The command's image files and its --out folder, checked before any work: no two images
+    share a file name stem, and no output --out/<stem>_<what>.png (what in `outputs`) is one of
+    the images (outputs would overwrite each other, or an input)."""
+    paths, out = [Path(name) for name in names], output_folder(out_name)
     stems = [path.stem for path in paths]
     if len(set(stems)) < len(stems):
         raise ValueError(f"two images share a file name stem; outputs would collide: {', '.join(map(str, paths))}")
-    return paths
+    inputs = {path.resolve() for path in paths}
+    for path in paths:
+        for what in outputs:
+            if (out / f"{path.stem}_{what}.png").resolve() in inputs:
+                raise ValueError(f"--out {out_name!r}: {path.stem}_{what}.png would overwrite an input image; "
+                                 "choose another --out folder")
+    return paths, out
 
 
 def output_file(name: str, suffix: str | None = None, flag: str = "--out") -> Path:
-    """--out FILE checked before any work: not a folder, and ending in `suffix` when given."""
+    """--out FILE checked before any work: not a folder, ending in `suffix` when given, in a
+    folder that exists or can be made."""
     path = Path(name)
     if suffix is not None and path.suffix.lower() != suffix:
         raise ValueError(f"{flag} {name!r} must be a {suffix} file name")
     if path.is_dir():
         raise ValueError(f"{flag} {name!r} is a folder: give a file name")
+    _check_parents(path, name, flag)
     return path
 
 
@@ -126,13 +138,24 @@ def output_folder(name: str, flag: str = "--out") -> Path:
     path = Path(name)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {name!r} is a file: give a folder")
+    _check_parents(path, name, flag)
     return path
 
 
-def photos(args: argparse.Namespace):
+def _check_parents(path: Path, name: str, flag: str) -> None:
+    """No folder on the way to `path` is an existing file (else the write would fail after the work)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {name!r}: {str(parent)!r} is a file, not a folder")
+            return
+
+
+def photos(args: argparse.Namespace, outputs: Sequence[str]):
     """(paths, output folder, the model, the preprocessed batch (N, 3, S, S)) of a command on
-    image files, paths and folder checked and the images read before the model is loaded."""
-    paths, out = image_paths(args.images), output_folder(args.out)
+    image files writing --out/<stem>_<what>.png for each what in `outputs`: paths and folder
+    checked (image_files) and the images read before the model is loaded."""
+    paths, out = image_files(args.images, args.out, outputs)
     images = [load_image(p) for p in paths]
     model = load_model(args.model, weights_path=args.weights)
     return paths, out, model, model.preprocess.batch(images)

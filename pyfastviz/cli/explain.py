@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from pyfastviz.cli.common import (at_least, class_index, device, device_option, flags_named, image_paths, model_options,
-                                  output_folder, quiet_option)
+from pyfastviz.cli.common import (at_least, class_index, device, device_option, flags_named, image_files, model_options,
+                                  quiet_option)
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import gradient_to_pil, load_image, load_model, saliency_overlay, saliency_to_pil, save_png, to_pil
 from pyfastviz.occlusion import occlusion
@@ -118,7 +118,7 @@ def _occlusion(args: argparse.Namespace) -> None:
 def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
     """For each image: the class (args.target or the predicted one), explain(model, x (1, 3, S, S),
     class) -> (heat (S, S), picture), written as <stem>_<method>.png and an overlay."""
-    paths, out = image_paths(args.images), output_folder(args.out)
+    paths, out = image_files(args.images, args.out, [method, f"{method}_overlay"])
     images = [load_image(p) for p in paths]  # fail on a bad file before loading the model
     model = load_model(args.model, weights_path=args.weights)
     target = None if args.target is None else class_index(model, args.target)
@@ -146,3 +146,5 @@ def _sweep(args: argparse.Namespace) -> None:
     if summary.rank == 0:
         print(summary)
         print(Path(args.out) / "index.jsonl")
+        if summary.images and not summary.mapped:
+            raise ValueError(f"no image could be mapped: see {Path(args.out) / 'errors.jsonl'}")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 
-from pyfastviz.cli.common import (at_least, device, device_option, image_paths, model_options, output_file,
-                                  output_folder, quiet_option)
+from pyfastviz.cli.common import at_least, device, device_option, image_files, model_options, output_file, quiet_option
 from pyfastviz.fast_style import load_style_network, save_style_network, stylize, train_style
 from pyfastviz.models import load_image, load_model, save_png, to_pil
 from pyfastviz.style import image_input, style_transfer, texture_synthesis
@@ -142,7 +141,7 @@ def _train_style(args: argparse.Namespace) -> None:
 
 
 def _stylize(args: argparse.Namespace) -> None:
-    paths, out = image_paths(args.images), output_folder(args.out)
+    paths, out = image_files(args.images, args.out, ["stylized"])
     network = load_style_network(args.network, device=device(args.device))
     style = None
     if args.style is not None:

@@ -111,7 +111,9 @@ class ActivationTap:
         """The output of `name`'s single call."""
         outputs = self.calls(name)
         if not outputs:
-            raise ValueError(f"layer {name!r} did not run: no output recorded (run the model inside the `with`)")
+            raise ValueError(f"layer {name!r} did not run: no output recorded (a container such as nn.ModuleList is "
+                             "never called itself: pick one of its submodules; with a tap, run the model inside the "
+                             "`with`)")
         if len(outputs) > 1:
             raise ValueError(
                 f"layer {name!r} fired {len(outputs)} times in one forward (the module is reused), so its output "

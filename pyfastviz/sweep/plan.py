@@ -22,7 +22,12 @@ def list_images(data: str | os.PathLike) -> tuple[Path, list[str]]:
         found = (p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
         return source, sorted(p.relative_to(source).as_posix() for p in found)
     if source.is_file():
-        lines = (line.strip() for line in source.read_text(encoding="utf-8-sig").splitlines())
+        try:
+            text = source.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError(f"data={str(data)!r} is not a folder, nor a list file of image paths (UTF-8 text, one "
+                             "path a line): give the folder that holds the images") from None
+        lines = (line.strip() for line in text.splitlines())
         paths = sorted(Path(line).as_posix() for line in lines if line and not line.startswith("#"))
         repeated = next((a for a, b in zip(paths, paths[1:]) if a == b), None)
         if repeated is not None:
