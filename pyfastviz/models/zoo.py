@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -129,7 +130,9 @@ class LoadedModel:
         if folded:
             options = ", ".join(f"{self.class_names[i]!r} ({i})" for i in folded)
             raise ValueError(f"name_or_index={name_or_index!r} is ambiguous: {options}; pass the exact name or index")
-        close = difflib.get_close_matches(name_or_index, self.class_names, n=5, cutoff=0.5)
+        word = re.compile(rf"\b{re.escape(name_or_index.lower())}\b")  # "cat": 'Egyptian cat', 'tiger cat', ...
+        containing = [c for c in self.class_names if word.search(c.lower())]
+        close = containing[:5] or difflib.get_close_matches(name_or_index, self.class_names, n=5, cutoff=0.5)
         hint = f"; close names: {', '.join(map(repr, close))}" if close else ""
         raise ValueError(f"name_or_index={name_or_index!r} is not a class name of {self.name}{hint}")
 

@@ -86,6 +86,9 @@ def test_class_index_bad_name_lists_close_names(default_model):
     with pytest.raises(ValueError, match="name_or_index='Egyptain cat'") as info:
         default_model.class_index("Egyptain cat")
     assert "'Egyptian cat'" in str(info.value)
+    with pytest.raises(ValueError, match="name_or_index='cat'") as info:  # a word of class names: those first
+        default_model.class_index("cat")
+    assert "'tiger cat'" in str(info.value) and "'Egyptian cat'" in str(info.value)
 
 
 def test_preprocess_shapes_and_inverse():
