@@ -156,6 +156,16 @@ def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
     state_dict = read_state_dict(path)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:  # torch's own message lists every key: kilobytes for another architecture
+        def some(keys):
+            return ", ".join(map(repr, keys[:3])) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        parts = [f"{len(missing)} of its {len(expected)} keys are missing ({some(missing)})" if missing else "",
+                 f"{len(unexpected)} keys are not its ({some(unexpected)})" if unexpected else ""]
+        raise ValueError(f"could not load weights from {str(path)!r} into {type(net).__name__}: "
+                         f"{'; '.join(p for p in parts if p)}; are they another architecture's?")
     try:
         net.load_state_dict(state_dict, strict=True)
     except Exception as err:
