@@ -550,3 +550,26 @@ def test_ctrl_c_is_one_line_and_status_130(cat, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.import_module("pyfastviz.cli.explain"), "load_model", interrupted)
     assert main(["saliency", str(cat), "--out", str(tmp_path / "maps")]) == 130
     assert capsys.readouterr().err == "pyfastviz: interrupted\n"
+
+
+def test_warnings_are_one_line_each(cat, tmp_path, capsys, monkeypatch):
+    import importlib
+    import warnings
+
+    explain = importlib.import_module("pyfastviz.cli.explain")
+
+    def warning_then_stop(*args, **kwargs):
+        warnings.warn("something to know", UserWarning)
+        raise ValueError("stopped")
+
+    monkeypatch.setattr(explain, "load_model", warning_then_stop)
+    before = warnings.formatwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        def printed(message, category, filename, lineno, file=None, line=None):  # as outside pytest's capture
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = printed
+        assert main(["saliency", str(cat), "--out", str(tmp_path / "maps")]) == 2
+    assert capsys.readouterr().err == "pyfastviz: warning: something to know\npyfastviz: error: stopped\n"
+    assert warnings.formatwarning is before  # restored

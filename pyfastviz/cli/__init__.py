@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from pyfastviz.cli import ascent, explain, inspect, style
 from pyfastviz.cli.common import device, device_option, model_options, quiet_option
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return exit_.code if isinstance(exit_.code, int) else 2
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         args.run(args)
         sys.stdout.flush()
@@ -64,4 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"pyfastviz: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
     return 0
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: `pyfastviz: warning: ...`, without the source line."""
+    return f"pyfastviz: warning: {message}\n"
