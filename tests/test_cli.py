@@ -379,7 +379,7 @@ def test_demo_style_image_is_passed_on_and_read_before_any_work(cat, tmp_path, c
 def test_style_with_mismatched_weights_is_a_one_line_error(cat, tmp_path, capsys):
     assert main(["style", str(cat), str(cat), "--style-weights", "1", "2", "--size", "32", "--steps", "1",
                  "--out", str(tmp_path / "s.png")]) == 2
-    assert "style_weights" in cli_error_line(capsys)
+    assert "--style-weights must have one per style image (1), got 2" in cli_error_line(capsys)
 
 
 @pytest.mark.slow
@@ -573,3 +573,16 @@ def test_warnings_are_one_line_each(cat, tmp_path, capsys, monkeypatch):
         assert main(["saliency", str(cat), "--out", str(tmp_path / "maps")]) == 2
     assert capsys.readouterr().err == "pyfastviz: warning: something to know\npyfastviz: error: stopped\n"
     assert warnings.formatwarning is before  # restored
+
+
+@pytest.mark.parametrize("command, message, said", [
+    ("stylize", "style must be None for a single-style network, got 0", "--style must be None for a single-style "
+                                                                        "network, got 0"),
+    ("train-style", "steps=100 is below the checkpoint's step 200", "--steps 100 is below the checkpoint's step 200"),
+    ("dream", "octaves=12 makes the smallest octave 2 px", "--octaves 12 makes the smallest octave 2 px"),
+    ("dream", "a single-style network has no style", "a single-style network has no style"),  # no keyword: as is
+])
+def test_the_librarys_keywords_become_the_commands_flags(command, message, said):
+    from pyfastviz.cli import build_parser, in_flags
+
+    assert in_flags(message, build_parser(), command) == said

@@ -38,11 +38,11 @@ def test_sweep_writes_resumes_and_refuses_other_options(photos, tmp_path, capsys
     assert main(args) == 0
     assert "3 done by an earlier run" in capsys.readouterr().out
     assert main([*common, "--target", "predicted"]) == 2
-    assert "target='class 7' there, 'predicted' now" in cli_error_line(capsys)
+    assert "--target 'class 7' there, 'predicted' now" in cli_error_line(capsys)
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--smoothgrad", "4"], "--smoothgrad applies to method='gradient'"),
+    (["--smoothgrad", "4"], "--smoothgrad applies to --method 'gradient', not --method 'occlusion'"),
     (["--target", "no such class"], "not one of the model's class names"),
     (["--target", "-1"], "target class -1 is out of range [0, 1000)"),
     (["--device", "bogus"], "--device 'bogus' is not a torch device"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 
@@ -65,11 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays quiet
         return 1
     except (OSError, ValueError) as err:
-        print(f"pyfastviz: error: {err}", file=sys.stderr)
+        print(f"pyfastviz: error: {in_flags(str(err), parser, args.command)}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = formatwarning
     return 0
+
+
+def in_flags(message: str, parser: argparse.ArgumentParser, command: str) -> str:
+    """An error of the library as the command line says it: the keywords of the command's
+    options (`steps=100`, a message's first word `style`) become their flags (`--steps 100`)."""
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in subcommands.choices[command]._actions:
+        flags = [flag for flag in action.option_strings if flag.startswith("--")]
+        if flags:
+            message = re.sub(rf"(?<![\w.-]){action.dest}=", f"{flags[0]} ", message)
+            if message.startswith(f"{action.dest} "):
+                message = flags[0] + message[len(action.dest):]
+    return message
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
