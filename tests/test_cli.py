@@ -586,3 +586,10 @@ def test_the_librarys_keywords_become_the_commands_flags(command, message, said)
     from pyfastviz.cli import build_parser, in_flags
 
     assert in_flags(message, build_parser(), command) == said
+
+
+def test_version(capsys):
+    from pyfastviz import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"pyfastviz {__version__}\n"

@@ -18,6 +18,7 @@ import re
 import sys
 import warnings
 
+from pyfastviz import __version__
 from pyfastviz.cli import ascent, explain, inspect, style
 from pyfastviz.cli.common import device, device_option, model_options, quiet_option
 from pyfastviz.report import run_demo
@@ -25,6 +26,7 @@ from pyfastviz.report import run_demo
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyfastviz", description="Visualizing and understanding CNNs in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="build the HTML gallery of every technique on sample photos",
                                description="Build the HTML gallery of every technique on sample photos.")
