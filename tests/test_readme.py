@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pyfastviz.cli import build_parser
+from pyfastviz.cli import build_parser, subcommands
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -44,8 +44,7 @@ def test_every_command_line_in_the_readme_parses(command):
 
 def test_the_readme_shows_every_command():
     shown = {shlex.split(command)[0] for command in command_lines()}
-    commands = build_parser()._subparsers._group_actions[0].choices
-    assert shown == set(commands)
+    assert shown == set(subcommands(build_parser()))
 
 
 class PyfastvizCalls(ast.NodeVisitor):

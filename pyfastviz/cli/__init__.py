@@ -75,16 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser of each command, by name."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def in_flags(message: str, parser: argparse.ArgumentParser, command: str) -> str:
     """An error of the library as the command line says it: the keywords of the command's
-    options (`steps=100`, a message's first word `style`) become their flags (`--steps 100`)."""
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for action in subcommands.choices[command]._actions:
-        flags = [flag for flag in action.option_strings if flag.startswith("--")]
-        if flags:
-            message = re.sub(rf"(?<![\w.-]){action.dest}=", f"{flags[0]} ", message)
-            if message.startswith(f"{action.dest} "):
-                message = flags[0] + message[len(action.dest):]
+    options (`steps=100`, a message's first word `style`) become their flags (`--steps 100`),
+    and so do the keywords a command maps to a flag of another name (its `keyword_flags`
+    default, e.g. sweep's samples -> --smoothgrad)."""
+    sub = subcommands(parser)[command]
+    flags = {action.dest: action.option_strings[-1] for action in sub._actions
+             if action.option_strings and action.option_strings[-1].startswith("--")}
+    flags.update(sub.get_default("keyword_flags") or {})
+    for keyword, flag in flags.items():
+        message = re.sub(rf"(?<![\w.-]){keyword}= ?", f"{flag} ", message)
+        if message.startswith(f"{keyword} "):
+            message = flag + message[len(keyword):]
     return message
 
 

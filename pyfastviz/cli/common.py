@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
-from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,19 +48,6 @@ def at_least(low: float, kind: type = int, *, exclusive: bool = False, below: fl
 
 def quiet_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-@contextmanager
-def flags_named(**flags: str):
-    """A ValueError from the API, its keywords (window=..., samples ...) renamed to the command's
-    flags (--window, --smoothgrad): flags maps keyword -> flag name without the dashes."""
-    try:
-        yield
-    except ValueError as err:
-        message = str(err)
-        for keyword, flag in flags.items():
-            message = re.sub(rf"\b{keyword}=?(?=[ ,])", f"--{flag}", message)
-        raise ValueError(message) from None
 
 
 def device(name: str | None) -> torch.device:

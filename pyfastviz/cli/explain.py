@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pyfastviz.cli.common import (at_least, class_index, device, device_option, flags_named, image_files, model_options,
-                                  quiet_option)
+from pyfastviz.cli.common import at_least, class_index, device, device_option, image_files, model_options, quiet_option
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import gradient_to_pil, load_image, load_model, saliency_overlay, saliency_to_pil, save_png, to_pil
 from pyfastviz.occlusion import occlusion
@@ -68,7 +67,7 @@ def add_commands(commands) -> None:
                      help="decoding processes per GPU/process (default: CPU cores per process, at most 8)")
     device_option(swp, "e.g. cpu, cuda (this process's GPU: cuda:LOCAL_RANK, the default when there is one)")
     quiet_option(swp)
-    swp.set_defaults(run=_sweep)
+    swp.set_defaults(run=_sweep, keyword_flags={"samples": "--smoothgrad"})  # for errors (cli.in_flags)
 
 
 def _explain_command(commands, name: str, help_: str, description: str) -> argparse.ArgumentParser:
@@ -105,10 +104,9 @@ def _occlusion(args: argparse.Namespace) -> None:
         return copy.deepcopy(net).to(where) if cuda else net
 
     def explain(model, x, cls):
-        with flags_named(window="window", stride="stride"):
-            heat = occlusion(on_device(model.net), x.to(where), cls, window=args.window, stride=args.stride,
-                             score=args.score, batch_size=args.batch_size, compile=args.compile,
-                             progress=not args.quiet)[0].cpu()
+        heat = occlusion(on_device(model.net), x.to(where), cls, window=args.window, stride=args.stride,
+                         score=args.score, batch_size=args.batch_size, compile=args.compile,
+                         progress=not args.quiet)[0].cpu()
         evidence = heat.clamp(min=0)  # where occluding lowers the score; map and overlay alike
         return evidence, saliency_to_pil(evidence)
 
@@ -137,12 +135,10 @@ def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     target = Path(args.target) if Path(args.target).is_file() else args.target  # sweep reads a class index too
     where = None if args.device is None else device(args.device)  # None: sweep's per-rank default
-    with flags_named(samples="smoothgrad", shard_size="shard-size", batch_size="batch-size", window="window",
-                     stride="stride", score="score", workers="workers"):
-        summary = sweep(args.data, args.out, method=args.method, model=args.model, weights=args.weights,
-                        target=target, window=args.window, stride=args.stride, score=args.score,
-                        samples=args.smoothgrad, shard_size=args.shard_size, batch_size=args.batch_size,
-                        workers=args.workers, device=where, progress=not args.quiet)
+    summary = sweep(args.data, args.out, method=args.method, model=args.model, weights=args.weights,
+                    target=target, window=args.window, stride=args.stride, score=args.score,
+                    samples=args.smoothgrad, shard_size=args.shard_size, batch_size=args.batch_size,
+                    workers=args.workers, device=where, progress=not args.quiet)
     if summary.rank == 0:
         print(summary)
         print(Path(args.out) / "index.jsonl")

@@ -65,7 +65,7 @@ def check_pixel_range(x: torch.Tensor, name: str) -> None:
     PIXEL_TOLERANCE (e.g. [0, 255] pixels)."""
     if not torch.isfinite(x).all():
         raise ValueError(f"{name}: the tensor contains NaN or infinite values")
-    low, high = x.min().item(), x.max().item()
+    low, high = torch.stack(torch.aminmax(x)).tolist()  # one pass, one sync
     if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
         hint = " (divide [0, 255] pixels by 255)" if high > 1 + PIXEL_TOLERANCE else ""
         raise ValueError(f"{name}: a tensor must hold pixels in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")
