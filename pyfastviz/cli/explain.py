@@ -45,7 +45,8 @@ def add_commands(commands) -> None:
     swp = commands.add_parser("sweep", help="maps of every image of a folder, resumable (torchrun: many GPUs)",
                               description="Write the maps of every image under DATA (a folder, or a text file of "
                                           "image paths) to DIR in float16 shards, with DIR/index.jsonl (path, shard, "
-                                          "offset, predicted class and probability, target, map statistics) and "
+                                          "offset, predicted class and probability, target, map statistics and the "
+                                          "map_scale each stored map is multiplied by) and "
                                           "DIR/errors.jsonl. Rerun the same command to resume after a crash. "
                                           "Under `torchrun --nproc-per-node G -m pyfastviz.cli sweep ...` each "
                                           "process takes its share of the shards.")

@@ -17,8 +17,8 @@ from pyfastviz.sweep.store import ERRORS, INDEX, read_jsonl, shard_path
 class Sweep:
     """A finished sweep. index: one dict per mapped image (path, shard, offset, predicted,
     probability, target, target_probability, map_min, map_max, map_mean, peak_row, peak_col,
-    and predicted_name/target_name when the classes have names); errors: {path, shard, error}
-    per skipped file. The same rows are in DIR/index.jsonl and DIR/errors.jsonl, for
+    map_scale, and predicted_name/target_name when the classes have names); errors: {path,
+    shard, error} per skipped file. The same rows are in DIR/index.jsonl and DIR/errors.jsonl, for
     `pandas.read_json(path, lines=True)`."""
 
     out: Path
@@ -28,7 +28,8 @@ class Sweep:
     _rows: dict[str, int] = field(default_factory=dict, repr=False)
 
     def map(self, key: int | str) -> np.ndarray:
-        """The float16 (H, W) map of index row `key`, or of the image with that path."""
+        """The float32 (H, W) map of index row `key`, or of the image with that path (its stored
+        float16 values times the row's map_scale)."""
         if isinstance(key, str):
             if not self._rows:
                 self._rows.update((row["path"], i) for i, row in enumerate(self.index))
@@ -36,7 +37,8 @@ class Sweep:
                 raise KeyError(f"{key!r} is not in the sweep's index")
             key = self._rows[key]
         row = self.index[key]
-        return np.array(np.load(shard_path(self.out, row["shard"], ".npy"), mmap_mode="r")[row["offset"]])
+        stored = np.load(shard_path(self.out, row["shard"], ".npy"), mmap_mode="r")[row["offset"]]
+        return stored.astype(np.float32) * np.float32(row["map_scale"])
 
 
 def load_sweep(out: str | os.PathLike) -> Sweep:

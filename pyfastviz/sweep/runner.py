@@ -3,6 +3,7 @@ one process per device under torchrun."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -34,6 +35,7 @@ OPTIONS = {  # per method: its options and their defaults
     "gradient": {"samples": 0, "noise": 0.15, "seed": 0},
     "guided": {},
 }
+NOT_FINITE = "its map is not finite (NaN or inf in the model's output or gradient)"
 POSITIONS_PER_PASS = 16  # occlusion: window positions of every image of a batch per forward pass
 
 
@@ -76,7 +78,8 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
 
     data: a folder (recursive) or a text file of image paths; images are taken in sorted path
     order, shard k = images [k * shard_size, (k + 1) * shard_size), each shard computed in
-    batches of batch_size and written as one float16 (n, H, W) .npy plus its index rows.
+    batches of batch_size and written as one float16 (n, H, W) .npy plus its index rows (each map
+    stored divided by its row's power-of-two map_scale, so tiny values keep their precision).
     method: "occlusion" (options window=16, stride=8, score="prob", baseline=0.0),
     "gradient" (samples=0 i.e. vanilla, else SmoothGrad with noise=0.15, seed=0), "guided".
     model: a load_model name (with weights=), a LoadedModel, or an nn.Module with
@@ -84,10 +87,10 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
     optionally classes= (names).
     target: None or "predicted" (each image's top class), a class index or name for every
     image, or a pathlib.Path to a label file of `relative/path<TAB>class` lines.
-    Unreadable, empty or truncated files, images the label file lacks and images that
-    preprocess gives another size than the first one go to the error list. Rerunning the same
-    call resumes after a crash; other options, or images added, removed or replaced by a file
-    of another size, against the same `out` raise ValueError. batch_size and device may change
+    Unreadable, empty or truncated files, images the label file lacks, images that
+    preprocess gives another size than the first one, and maps with NaN or inf go to the error
+    list. Rerunning the same call resumes after a crash; other options, or images added,
+    removed or replaced by a file of another size, against the same `out` raise ValueError. batch_size and device may change
     on resume (maps then equal to rounding): SmoothGrad draws each image's noise on the CPU,
     seeded by (seed, its position in the sorted list).
     Under torchrun each rank (NCCL on its GPU, gloo on the CPU) maps every world-th shard of
@@ -218,7 +221,8 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
             "weights_sha256": manifest.weights_fingerprint(net), "preprocess": _describe(preprocess),
             "classes_sha256": None if classes is None else manifest.fingerprint(classes),
             "shard_size": shard_size, **_noise_entry(method, options), "images": len(paths),
-            "images_sha256": manifest.fingerprint(plan.with_file_sizes(base, paths)), "maps": "float16"},
+            "images_sha256": manifest.fingerprint(plan.with_file_sizes(base, paths)),
+            "maps": "float16 / map_scale"},
             bool(store.done_shards(out)))
         store.remove_partial(out)
         done = store.done_shards(out)
@@ -341,18 +345,22 @@ def _run_shards(group, net, images: SweepImages, classes, method, options, targe
             wanted = good if not isinstance(targets, list) else [i for i in good if targets[i] is not None]
             errors += [{"path": paths[i], "shard": shard, "error": "no class for it in the label file"}
                        for i in good if i not in wanted]
+            finite = []
             if wanted:
                 tick = time.perf_counter()
                 x = x[[good.index(i) for i in wanted]] if len(wanted) < len(good) else x
                 batch_maps, batch_rows = _explain(net, x.to(group.device, dtype, non_blocking=True), wanted, method,
                                                   options, _batch_targets(targets, wanted), classes, show)
                 compute += time.perf_counter() - tick
+                finite = [j for j, row in enumerate(batch_rows) if math.isfinite(row["map_min"] + row["map_max"])]
+                errors += [{"path": paths[wanted[j]], "shard": shard, "error": NOT_FINITE}
+                           for j in range(len(wanted)) if j not in finite]
                 offset = sum(len(m) for m in maps)
-                maps.append(batch_maps)
-                rows += [{"path": paths[i], "shard": shard, "offset": offset + j, **row}
-                         for j, (i, row) in enumerate(zip(wanted, batch_rows))]
+                maps.append(batch_maps[finite])
+                rows += [{"path": paths[wanted[j]], "shard": shard, "offset": offset + k, **batch_rows[j]}
+                         for k, j in enumerate(finite)]
             bar.update(len(good) + len(bad))
-            failed += len(bad) + len(good) - len(wanted)
+            failed += len(bad) + len(good) - len(finite)
             bar.set_postfix(errors=failed, refresh=False)
             if end:
                 if pending is not None:
@@ -373,7 +381,8 @@ def _batch_targets(targets, positions: list[int]):
 
 def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str, options: dict, target, classes,
              show: bool):
-    """-> (maps (B, H, W) float16 numpy, one index row per image without its path/shard/offset).
+    """-> (maps (B, H, W) float16 numpy, each divided by its row's map_scale, one index row per image
+    without its path/shard/offset).
     positions: the images' places in the sorted list; show: occlusion's own progress bar."""
     with evaluation_mode(net), torch.no_grad():
         probs = net(x).float().softmax(1)
@@ -388,19 +397,28 @@ def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str,
         maps = saliency(net, x, chosen, progress=False)
     else:
         maps = guided_backprop(net, x, chosen, reduce="abs_max")
-    stored = maps.detach().half()
-    flat = stored.float().flatten(1)  # the index describes the maps as stored
+    stored, scale = _to_float16(maps.detach().float())
+    flat = (stored.float() * scale[:, None, None]).flatten(1)  # the index describes the maps as stored
     peak = flat.argmax(1)
     columns = {"predicted": predicted, "probability": probability, "target": chosen,
                "target_probability": probs.gather(1, chosen[:, None])[:, 0], "map_min": flat.amin(1),
                "map_max": flat.amax(1), "map_mean": flat.mean(1), "peak_row": peak // stored.shape[2],
-               "peak_col": peak % stored.shape[2]}
+               "peak_col": peak % stored.shape[2], "map_scale": scale}
     columns = {name: value.cpu().tolist() for name, value in columns.items()}
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     if classes is not None:
         for row in rows:
             row["predicted_name"], row["target_name"] = classes[row["predicted"]], classes[row["target"]]
     return stored.cpu().numpy(), rows
+
+
+def _to_float16(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """maps (B, H, W) float32 -> (maps / scale as float16, scale (B,)), scale the power of two that
+    brings each map's largest magnitude into [0.5, 1): float16 then keeps 11 significant bits of a
+    map whatever its size, where unscaled values below 6e-8 would round to 0 (1 for an all-zero map)."""
+    largest = maps.flatten(1).abs().amax(1)
+    scale = torch.where(largest > 0, torch.ldexp(torch.ones_like(largest), torch.frexp(largest).exponent), 1.0)
+    return (maps / scale[:, None, None]).half(), scale
 
 
 def _image_seeds(seed: int, positions: list[int]) -> list[int]:

@@ -1,7 +1,8 @@
 """Crash-safe files of a sweep folder.
 
     DIR/manifest.json               options and image list (manifest.py)
-    DIR/shards/000007.npy           float16 maps (n, H, W) of shard 7's readable images, in order
+    DIR/shards/000007.npy           float16 maps (n, H, W) of shard 7's readable images, in order,
+                                    each divided by its index row's map_scale
     DIR/shards/000007.json          {"rows": [index rows], "errors": [error rows]}: shard 7 is done
     DIR/index.jsonl, errors.jsonl   every shard's rows merged in order: the sweep is done
 

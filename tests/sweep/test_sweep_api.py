@@ -63,17 +63,57 @@ def test_index_maps_and_errors(data, tmp_path, method):
         probs = TinyNet()(torch.stack([PREPROCESS(pyfastviz.models.load_image(root / p)) for p in paths])).softmax(1)
     for i, row in enumerate(result.index):
         heat = result.map(row["path"])
-        assert heat.dtype == np.float16 and heat.shape == (32, 32)
+        assert heat.dtype == np.float32 and heat.shape == (32, 32)
         torch.testing.assert_close(torch.from_numpy(heat).float(), expected[i], atol=1e-3 * expected.abs().max(),
                                    rtol=1e-2)
         assert row["predicted"] == row["target"] == int(probs[i].argmax())
         assert row["probability"] == pytest.approx(float(probs[i].max()), abs=1e-6)
         assert row["predicted_name"] == CLASSES[row["predicted"]]
-        stored = heat.astype(np.float32)  # the statistics describe the map as stored
+        stored = heat  # the statistics describe the map as stored
         assert (row["map_min"], row["map_max"]) == (stored.min(), stored.max())
         assert row["map_mean"] == pytest.approx(float(stored.mean()), rel=1e-6)
         assert divmod(int(stored.argmax()), 32) == (row["peak_row"], row["peak_col"])
     np.testing.assert_array_equal(result.map(3), result.map(result.index[3]["path"]))
+
+
+def test_tiny_maps_keep_their_precision(data, tmp_path):
+    """Gradients of 1e-9 logits lie below float16's smallest value: each map is stored scaled."""
+    root, _ = data
+    net = TinyNet()
+    with torch.no_grad():
+        net.head.weight.mul_(1e-9)
+    run(root, tmp_path / "out", method="gradient", model=net)
+    result = load_sweep(tmp_path / "out")
+    paths = [row["path"] for row in result.index]
+    x = torch.stack([PREPROCESS(pyfastviz.models.load_image(root / p)) for p in paths])
+    expected = pyfastviz.saliency(net, x, progress=False)
+    assert 0 < expected.abs().max() < 1e-8
+    for i, path in enumerate(paths):
+        torch.testing.assert_close(torch.from_numpy(result.map(path)), expected[i], rtol=1e-3,
+                                   atol=1e-3 * float(expected[i].abs().max()))
+        assert result.index[i]["map_max"] == pytest.approx(float(expected[i].max()), rel=1e-3)
+
+
+class NaNForBrightCorner(TinyNet):
+    """TinyNet whose output is NaN, and so its gradient, for images whose top-left pixel is bright."""
+
+    def forward(self, x):
+        bright = x[:, 0, 0, 0] > 0
+        return super().forward(x * torch.where(bright, float("nan"), 1.0)[:, None, None, None])
+
+
+def test_maps_with_nan_go_to_the_errors(data, tmp_path):
+    root, bad = data
+    run(root, tmp_path / "out", method="gradient", model=NaNForBrightCorner())
+    result = load_sweep(tmp_path / "out")
+    images = sorted(p for p in list_images(root)[1] if p not in bad)
+    bright = [p for p in images if PREPROCESS(pyfastviz.models.load_image(root / p))[0, 0, 0] > 0]
+    assert 0 < len(bright) < len(images)
+    assert sorted(e["path"] for e in result.errors if "not finite" in e["error"]) == bright
+    assert [row["path"] for row in result.index] == [p for p in images if p not in bright]
+    assert all(np.isfinite(result.map(row["path"])).all() for row in result.index)
+    assert [row["offset"] for row in result.index if row["shard"] == 0] == list(range(
+        sum(row["shard"] == 0 for row in result.index)))
 
 
 def test_rerun_changes_nothing_and_other_options_are_refused(data, tmp_path):
