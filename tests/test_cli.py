@@ -212,9 +212,10 @@ def test_quiet_turns_the_progress_bars_off(cat, tmp_path, monkeypatch, module, f
 
     monkeypatch.setattr(importlib.import_module(f"pyfastviz.cli.{module}"), function, record_progress)
     command = [str(cat) if word == "CAT" else word for word in command]
+    out = tmp_path / ("out.png" if module == "style" else "out")  # the style commands write one file
     for quiet in ([], ["--quiet"]):
         with pytest.raises(Stop):
-            main([*command, *quiet, "--out", str(tmp_path / "out.png")])
+            main([*command, *quiet, "--out", str(out)])
     assert shown == [True, False]
 
 
@@ -387,12 +388,13 @@ def test_train_style_then_stylize(cat, tmp_path, capsys):
     flower, brick = tmp_path / "flower.png", tmp_path / "brick.png"
     sample_image("flower").save(flower)
     sample_image("brick").save(brick)
-    single, multi = tmp_path / "flower.safetensors", tmp_path / "two.safetensors"
+    single, multi = tmp_path / "flower.pth", tmp_path / "two.safetensors"
     assert main(["train-style", str(flower), "--size", "32", "--steps", "2", "--batch-size", "1",
                  "--device", "cpu", "--out", str(single)]) == 0
     assert main(["train-style", str(flower), str(brick), "--size", "32", "--steps", "2", "--batch-size", "2",
                  "--device", "cpu", "--out", str(multi)]) == 0
     assert "perceptual loss " in capsys.readouterr().out
+    assert "in1.weight" in torch.load(single, weights_only=True)  # a .pth name: pytorch/examples' state_dict
     assert main(["stylize", str(single), str(cat), "--out", str(tmp_path / "a")]) == 0
     assert main(["stylize", str(multi), str(cat), "--style", "0.5", "0.5", "--out", str(tmp_path / "b")]) == 0
     assert main(["stylize", str(multi), str(cat), "--style", "1", "--out", str(tmp_path / "c")]) == 0
@@ -478,6 +480,23 @@ def test_an_out_folder_that_is_a_file_is_refused(cat, tmp_path, capsys):
     (tmp_path / "taken").write_text("mine")
     assert main(["invert", str(cat), "--out", str(tmp_path / "taken")]) == 2
     assert "is a file: give a folder" in cli_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["invert"], ["classvis", "goldfish"], ["sweep"], ["demo"],
+                                     ["stylize", "net.safetensors"]])
+def test_an_out_folder_named_like_a_picture_or_empty_is_refused(cat, tmp_path, capsys, command):
+    inputs = {"classvis": [], "demo": [], "sweep": [str(tmp_path)]}.get(command[0], [str(cat)])
+    arguments = [*command, *inputs]
+    assert main([*arguments, "--out", str(tmp_path / "result.PNG")]) == 2
+    assert "names a file, but this command writes a folder of PNGs" in cli_error_line(capsys)
+    assert main([*arguments, "--out", " "]) == 2
+    assert "--out must not be empty" in cli_error_line(capsys)
+    assert not (tmp_path / "result.PNG").exists()
+
+
+def test_an_out_file_may_not_be_empty(cat, capsys):
+    assert main(["texture", str(cat), "--out", ""]) == 2
+    assert "--out must not be empty" in cli_error_line(capsys)
 
 
 def test_layers_lists_names_types_and_every_call_shape(capsys):

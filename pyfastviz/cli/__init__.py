@@ -20,7 +20,7 @@ import warnings
 
 from pyfastviz import __version__
 from pyfastviz.cli import ascent, explain, inspect, style
-from pyfastviz.cli.common import device, device_option, model_options, quiet_option
+from pyfastviz.cli.common import device, device_option, model_options, output_folder, quiet_option
 from pyfastviz.report import run_demo
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    index = run_demo(args.out, full=args.full, model_name=args.model, style_image=args.style_image,
+    index = run_demo(output_folder(args.out), full=args.full, model_name=args.model, style_image=args.style_image,
                      weights_path=args.weights, progress=not args.quiet, device=device(args.device))
     print(f"Gallery written to {index}")
 

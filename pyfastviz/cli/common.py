@@ -12,6 +12,8 @@ import torch
 
 from pyfastviz.models import available_models, find_layer, load_image, load_model
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
 
 def model_options(sub: argparse.ArgumentParser, flag: str = "--model", weights_flag: str | None = "--weights",
                   what: str = "model") -> None:
@@ -109,7 +111,7 @@ def image_files(names: list[str], out_name: str, outputs: Sequence[str]) -> tupl
 def output_file(name: str, suffix: str | None = None, flag: str = "--out") -> Path:
     """--out FILE checked before any work: not a folder, ending in `suffix` when given, in a
     folder that exists or can be made."""
-    path = Path(name)
+    path = _non_empty(name, flag)
     if suffix is not None and path.suffix.lower() != suffix:
         raise ValueError(f"{flag} {name!r} must be a {suffix} file name")
     if path.is_dir():
@@ -119,12 +121,21 @@ def output_file(name: str, suffix: str | None = None, flag: str = "--out") -> Pa
 
 
 def output_folder(name: str, flag: str = "--out") -> Path:
-    """--out DIR checked before any work: a folder, or a path where one can be made."""
-    path = Path(name)
+    """--out DIR checked before any work: a folder, or a path where one can be made whose name
+    does not end like a picture file's (the command writes several files into it)."""
+    path = _non_empty(name, flag)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {name!r} is a file: give a folder")
+    if not path.exists() and path.suffix.lower() in PICTURE_SUFFIXES:
+        raise ValueError(f"{flag} {name!r} names a file, but this command writes a folder of PNGs: give a folder")
     _check_parents(path, name, flag)
     return path
+
+
+def _non_empty(name: str, flag: str) -> Path:
+    if not name.strip():
+        raise ValueError(f"{flag} must not be empty")
+    return Path(name)
 
 
 def _check_parents(path: Path, name: str, flag: str) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from pyfastviz.cli.common import at_least, class_index, device, device_option, image_files, model_options, quiet_option
+from pyfastviz.cli.common import (at_least, class_index, device, device_option, image_files, model_options,
+                                  output_folder, quiet_option)
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import gradient_to_pil, load_image, load_model, saliency_overlay, saliency_to_pil, save_png, to_pil
 from pyfastviz.occlusion import occlusion
@@ -136,12 +137,13 @@ def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     target = Path(args.target) if Path(args.target).is_file() else args.target  # sweep reads a class index too
     where = None if args.device is None else device(args.device)  # None: sweep's per-rank default
-    summary = sweep(args.data, args.out, method=args.method, model=args.model, weights=args.weights,
+    out = output_folder(args.out)
+    summary = sweep(args.data, out, method=args.method, model=args.model, weights=args.weights,
                     target=target, window=args.window, stride=args.stride, score=args.score,
                     samples=args.smoothgrad, shard_size=args.shard_size, batch_size=args.batch_size,
                     workers=args.workers, device=where, progress=not args.quiet)
     if summary.rank == 0:
         print(summary)
-        print(Path(args.out) / "index.jsonl")
+        print(out / "index.jsonl")
         if summary.images and not summary.mapped:
-            raise ValueError(f"no image could be mapped: see {Path(args.out) / 'errors.jsonl'}")
+            raise ValueError(f"no image could be mapped: see {out / 'errors.jsonl'}")

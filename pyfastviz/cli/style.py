@@ -52,7 +52,8 @@ def add_commands(commands) -> None:
     train = commands.add_parser("train-style", help="train a fast neural style network (Johnson et al.)",
                                 description="Train a feed-forward network to paint images in the style of STYLE "
                                             "(several STYLEs: one network with a scale and shift per style, "
-                                            "Dumoulin et al.) and save it to MODEL (safetensors).")
+                                            "Dumoulin et al.) and save it to MODEL (safetensors; a .pth, .pt or "
+                                            ".model name: the plain state_dict pytorch/examples saves).")
     train.add_argument("styles", nargs="+", metavar="STYLE", help="style image files")
     train.add_argument("--content", metavar="DIR",
                        help="folder of content images (default: random crops of the bundled sample photos)")
@@ -67,7 +68,7 @@ def add_commands(commands) -> None:
     device_option(train)
     model_options(train, "--loss-model", "--loss-weights", "loss network")
     quiet_option(train)
-    train.add_argument("--out", required=True, metavar="MODEL", help="output network file (.safetensors)")
+    train.add_argument("--out", required=True, metavar="MODEL", help="output network file: .safetensors, or .pth for a plain state_dict")
     train.set_defaults(run=_train_style)
 
     styl = commands.add_parser("stylize", help="paint images with a trained fast style network",

@@ -18,16 +18,20 @@ from .files import read_tensors, write_atomic, write_tensors
 from .network import TransformerNet
 
 FORMATS = ("pyfastviz", "state_dict")
+TORCH_SAVE_SUFFIXES = (".pth", ".pt", ".model")
 _RUNNING_STATS = re.compile(r"in\d+\.(running_mean|running_var|num_batches_tracked)$")
 
 
-def save_style_network(network: TransformerNet, path: str | os.PathLike, *, format: str = "pyfastviz") -> Path:
+def save_style_network(network: TransformerNet, path: str | os.PathLike, *, format: str | None = None) -> Path:
     """Writes network's weights to path atomically, creating its folder (see files.write_atomic).
     format: "pyfastviz" (weights and style count, safetensors when importable) or "state_dict"
     (torch.save of the plain state_dict, as pytorch/examples saves; loads there too when
-    single-style). Returns the path."""
+    single-style); None: "state_dict" for a path ending in .pth, .pt or .model (torch.save's
+    names), else "pyfastviz". Returns the path."""
     if not isinstance(network, TransformerNet):
         raise TypeError(f"network must be a pyfastviz.fast_style.TransformerNet, got {type(network).__name__}")
+    if format is None:
+        format = "state_dict" if Path(path).suffix.lower() in TORCH_SAVE_SUFFIXES else "pyfastviz"
     check_choice(format, "format", FORMATS)
     if format == "pyfastviz":
         return write_tensors(path, network.state_dict(), {"kind": "style network", "num_styles": network.num_styles})

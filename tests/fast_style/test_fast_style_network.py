@@ -133,6 +133,16 @@ def test_state_dict_format_loads_into_pytorch_examples(tmp_path):
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("name, plain", [("net.pth", True), ("net.PT", True), ("net.model", True),
+                                         ("net.safetensors", False), ("net.bin", False)])
+def test_the_file_name_picks_the_format(tmp_path, name, plain):
+    path = save_style_network(TransformerNet(), tmp_path / name)
+    assert (path.read_bytes()[:4] == b"PK\x03\x04") == plain  # torch.save's zip, else safetensors
+    if plain:
+        ExamplesTransformerNet().load_state_dict(torch.load(path, weights_only=True))
+    assert load_style_network(path).num_styles is None
+
+
 def _saved(net, tmp_path):
     torch.save(net.state_dict(), tmp_path / "net.pth")
     return tmp_path / "net.pth"
