@@ -100,7 +100,7 @@ class ContentSampler:
         self.sources = [pil_to_tensor(item) if isinstance(item, Image.Image) else Path(item) for item in images]
         if not checked:
             paths = [source for source in self.sources if isinstance(source, Path)]
-            for path in tqdm(paths, desc="checking images", disable=not progress, leave=False):
+            for path in tqdm(paths, desc="checking images", disable=not (progress and paths), leave=False):
                 _check_readable(path)
         self.size, self.seed = size, seed
 

@@ -64,6 +64,8 @@ def test_content_sampler_shows_progress_while_checking_a_folder(tmp_path, capsys
     ContentSampler(tmp_path, 16, 0, progress=True)
     assert "checking images" in capsys.readouterr().err
     ContentSampler(tmp_path, 16, 0)
+    ContentSampler(None, 16, 0, progress=True)  # the sample photos: no files to check, no bar
+    ContentSampler([pil()], 16, 0, progress=True)
     assert capsys.readouterr().err == ""
 
 
