@@ -499,6 +499,13 @@ def test_an_out_file_may_not_be_empty(cat, capsys):
     assert "--out must not be empty" in cli_error_line(capsys)
 
 
+@pytest.mark.parametrize("name", ["cpu", "cpu:0", "cpu:1"])
+def test_a_cpu_device_with_an_index_is_the_cpu(name):
+    from pyfastviz.cli.common import device
+
+    assert device(name) == torch.device("cpu")
+
+
 def test_layers_lists_names_types_and_every_call_shape(capsys):
     assert main(["layers"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -63,6 +63,8 @@ def device(name: str | None) -> torch.device:
         raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if chosen.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {name!r}: pyfastviz runs on cpu or cuda[:N]")
+    if chosen.type == "cpu":
+        return torch.device("cpu")  # torch has one CPU device: cpu:1 is the same memory as cpu
     count = torch.cuda.device_count()
     if chosen.type == "cuda" and chosen.index is None and count == 0:
         raise ValueError(f"--device {name} needs a CUDA GPU, and torch sees none")

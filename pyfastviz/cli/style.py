@@ -137,7 +137,9 @@ def _train_style(args: argparse.Namespace) -> None:
                          device=where, progress=not args.quiet)
     history = result.history
     if history["total"]:
-        print(f"perceptual loss {history['total'][0]:.3f} -> {history['total'][-1]:.3f} over {len(history['total'])} steps")
+        steps = len(history["total"])
+        print(f"perceptual loss {history['total'][0]:.3f} -> {history['total'][-1]:.3f} over {steps} "
+              f"step{'s' if steps > 1 else ''}")
     print(save_style_network(result.network, out))
 
 
