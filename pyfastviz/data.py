@@ -48,7 +48,7 @@ class ImageFolder(Dataset):
         self.root, self.preprocess = root, preprocess
         self.paths: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
-        for path in tqdm(candidates, desc="checking images", disable=not progress, leave=False):
+        for path in tqdm(candidates, desc="checking images", disable=not (progress and candidates), leave=False):
             try:
                 if path.stat().st_size == 0:
                     raise ValueError("empty file (0 bytes)")

@@ -506,6 +506,14 @@ def test_a_cpu_device_with_an_index_is_the_cpu(name):
     assert device(name) == torch.device("cpu")
 
 
+def test_empty_image_folders_are_named_without_an_empty_bar(cat, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "map.png")]) == 2
+    assert "found 0" in cli_error_line(capsys)  # one line: no "checking images: 0it" bar before it
+    assert main(["train-style", str(cat), "--content", str(tmp_path / "empty"), "--out", str(tmp_path / "n.pth")]) == 2
+    assert f"--content {str(tmp_path / 'empty')!r} holds no readable image files" in cli_error_line(capsys)
+
+
 def test_layers_lists_names_types_and_every_call_shape(capsys):
     assert main(["layers"]) == 0
     lines = capsys.readouterr().out.splitlines()

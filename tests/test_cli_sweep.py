@@ -65,6 +65,10 @@ def test_a_sweep_that_maps_nothing_fails_and_an_image_is_no_list_file(photos, tm
     assert "is not a folder, nor a list file of image paths" in cli_error_line(capsys)
 
 
-def test_sweep_missing_data(tmp_path, capsys):
+def test_sweep_missing_or_empty_data_is_named_as_on_the_command_line(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
-    assert "neither a folder of images nor a list file" in cli_error_line(capsys)
+    assert f"error: DATA {str(tmp_path / 'nothing')!r} is neither a folder of images nor a list file" in \
+        cli_error_line(capsys)
+    (tmp_path / "empty").mkdir()
+    assert main(["sweep", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert f"error: DATA {str(tmp_path / 'empty')!r} holds no image files" in cli_error_line(capsys)

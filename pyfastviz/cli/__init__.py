@@ -84,16 +84,25 @@ def in_flags(message: str, parser: argparse.ArgumentParser, command: str) -> str
     """An error of the library as the command line says it: the keywords of the command's
     options (`steps=100`, a message's first word `style`) become their flags (`--steps 100`),
     and so do the keywords a command maps to a flag of another name (its `keyword_flags`
-    default, e.g. sweep's samples -> --smoothgrad)."""
+    default, e.g. sweep's samples -> --smoothgrad); a positional argument's `data=` becomes
+    its metavar (`DATA `)."""
     sub = subcommands(parser)[command]
     flags = {action.dest: action.option_strings[-1] for action in sub._actions
              if action.option_strings and action.option_strings[-1].startswith("--")}
     flags.update(sub.get_default("keyword_flags") or {})
     for keyword, flag in flags.items():
-        message = re.sub(rf"(?<![\w.-]){keyword}= ?", f"{flag} ", message)
+        message = _keyword_as(keyword, flag, message)
         if message.startswith(f"{keyword} "):
             message = flag + message[len(keyword):]
+    for action in sub._actions:
+        if not action.option_strings and isinstance(action.metavar, str):
+            message = _keyword_as(action.dest, action.metavar, message)
     return message
+
+
+def _keyword_as(keyword: str, name: str, message: str) -> str:
+    """`keyword=value` and `keyword= value` in message as `name value`."""
+    return re.sub(rf"(?<![\w.-]){keyword}= ?", f"{name} ", message)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

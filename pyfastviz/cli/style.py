@@ -69,7 +69,7 @@ def add_commands(commands) -> None:
     model_options(train, "--loss-model", "--loss-weights", "loss network")
     quiet_option(train)
     train.add_argument("--out", required=True, metavar="MODEL", help="output network file: .safetensors, or .pth for a plain state_dict")
-    train.set_defaults(run=_train_style)
+    train.set_defaults(run=_train_style, keyword_flags={"content_images": "--content"})  # for cli.in_flags
 
     styl = commands.add_parser("stylize", help="paint images with a trained fast style network",
                                description="Write <stem>_stylized.png per image, at the image's own size.")

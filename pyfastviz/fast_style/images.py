@@ -90,6 +90,8 @@ class ContentSampler:
             images = ImageFolder(images, progress=progress)
         checked = isinstance(images, ImageFolder)  # its files were opened when it was built
         if checked:
+            if not images.paths:
+                raise ValueError(f"content_images={str(images.root)!r} holds no readable image files")
             images = list(images.paths)
         if not isinstance(images, (list, tuple)) or not images:
             raise ValueError("content_images must be None, a folder, or a non-empty list of PIL images or paths, "
