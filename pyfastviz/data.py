@@ -22,8 +22,26 @@ def _image_extensions() -> set[str]:
             if format_ in Image.OPEN or format_ == "MPO"}
 
 
+def find_image_files(root: Path, suffixes: set[str] | None = None) -> list[Path]:
+    """The files under folder `root` whose suffix (lower case) is in `suffixes` (default: every
+    one PIL can open), sorted by path: folder links followed (each real folder once), hidden
+    files and folders (names starting with '.', such as .ipynb_checkpoints) left out."""
+    suffixes = _image_extensions() if suffixes is None else suffixes
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # sorted: one walk order
+        found += [Path(folder, name) for name in names if not name.startswith(".")
+                  and os.path.splitext(name)[1].lower() in suffixes and os.path.isfile(os.path.join(folder, name))]
+    return sorted(found)
+
+
 class ImageFolder(Dataset):
-    """Every image file under `root` (recursively, sorted by path) as RGB.
+    """Every image file under `root` (recursively, sorted by path; see find_image_files) as RGB.
 
     extensions: suffixes to consider (e.g. [".jpg", ".png"]); default: all PIL can open.
     Each candidate is decoded once when the dataset is built (progress: a bar meanwhile);
@@ -42,9 +60,8 @@ class ImageFolder(Dataset):
                             f"got {type(preprocess).__name__}")
         if isinstance(extensions, str):
             raise TypeError("extensions must be a list of suffixes such as ['.jpg', '.png'], not a string")
-        suffixes = _image_extensions() if extensions is None else {
-            (e if e.startswith(".") else "." + e).lower() for e in extensions}
-        candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        suffixes = None if extensions is None else {(e if e.startswith(".") else "." + e).lower() for e in extensions}
+        candidates = find_image_files(root, suffixes)
         self.root, self.preprocess = root, preprocess
         self.paths: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pyfastviz.data import ImageFolder, image_loader
+from pyfastviz.data import ImageFolder, find_image_files, image_loader
 from pyfastviz.models import sample_image
 from pyfastviz.models.zoo import Preprocess
 
@@ -104,3 +104,19 @@ def test_checking_shows_a_progress_bar_unless_silenced(folder, capsys):
     with pytest.warns(RuntimeWarning):
         ImageFolder(folder, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_hidden_entries_are_left_out_and_folder_links_followed_once(tmp_path):
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for folder in (data / "a", data / ".ipynb_checkpoints", elsewhere):
+        folder.mkdir(parents=True)
+    picture = sample_image("coffee").resize((8, 8))
+    for path in (data / "a" / "x.png", data / ".ipynb_checkpoints" / "x.png", data / "a" / "._x.png",
+                 elsewhere / "y.png"):
+        picture.save(path, format="PNG")
+    (data / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (data / "zlinked").symlink_to(elsewhere, target_is_directory=True)  # a second way to the same folder
+    (data / "a" / "loop").symlink_to(data, target_is_directory=True)  # a link back up the tree
+    found = [p.relative_to(data).as_posix() for p in find_image_files(data)]
+    assert found == ["a/x.png", "linked/y.png"]
+    assert [p.relative_to(data).as_posix() for p in ImageFolder(data, progress=False).paths] == found

@@ -7,20 +7,19 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from pyfastviz.data import _image_extensions
+from pyfastviz.data import find_image_files
 
 
 def list_images(data: str | os.PathLike) -> tuple[Path, list[str]]:
     """(base folder, image paths relative to it as POSIX strings, sorted).
 
-    data: a folder, searched recursively for every file PIL can open, or a text file with one
-    image path per line (relative to the file's folder, or absolute; '#' lines are comments).
+    data: a folder, searched recursively for every file PIL can open (find_image_files: links
+    followed, hidden files and folders left out), or a text file with one image path per line
+    (relative to the file's folder, or absolute; '#' lines are comments).
     """
     source = Path(data)
     if source.is_dir():
-        suffixes = _image_extensions()
-        found = (p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-        return source, sorted(p.relative_to(source).as_posix() for p in found)
+        return source, sorted(p.relative_to(source).as_posix() for p in find_image_files(source))
     if source.is_file():
         try:
             text = source.read_text(encoding="utf-8-sig")

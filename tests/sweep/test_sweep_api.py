@@ -452,3 +452,14 @@ def test_summary_rate_and_occlusion_progress(data, tmp_path, capsys):
                                                         ).endswith(", 4.0 images/s")
     run(data[0], tmp_path / "out", progress=True)
     assert re.search(r"(^|\r)occlusion: .*pos", capsys.readouterr().err)  # its own bar, under the sweep's
+
+
+def test_hidden_folders_are_not_swept_and_linked_ones_are(tmp_path):
+    data = tmp_path / "data"
+    (data / ".thumbnails").mkdir(parents=True)
+    (tmp_path / "more").mkdir()
+    picture = pyfastviz.models.sample_image("coffee").resize((8, 8))
+    for path in (data / "a.png", data / ".thumbnails" / "a.png", tmp_path / "more" / "b.png"):
+        picture.save(path)
+    (data / "more").symlink_to(tmp_path / "more", target_is_directory=True)
+    assert list_images(data) == (data, ["a.png", "more/b.png"])
