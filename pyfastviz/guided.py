@@ -1,7 +1,8 @@
 """Guided backprop (Springenberg et al. 2015) for a class or any intermediate unit.
 
 Every ReLU-family activation the forward pass calls (nn.ReLU/ReLU6 modules, in-place or
-not, and F.relu, torch.relu, x.relu_(), F.relu6, F.hardtanh(x, 0, t)) runs as the
+not, and F.relu, torch.relu, x.relu_(), F.relu6, F.hardtanh(x, 0, t), and clamps with floor 0:
+torch.clamp(x, 0[, t]), x.clamp(min=0), x.clamp_min_(0), ...) runs as the
 guided_relu op (in-place calls as guided_relu_, still in place), caught with a
 TorchFunctionMode; the model itself is not modified.
 Guided backprop is defined for ReLU-family units only: SiLU, GELU, Hardswish, ELU and
@@ -28,21 +29,33 @@ from pyfastviz.saliency import gradient_maps
 
 @dataclass(frozen=True)
 class _ReluCall:
-    """How to read (input, upper bound, in-place) from one ReLU-family function's arguments."""
+    """How to read (input, upper bound, in-place) from one ReLU-family function's arguments;
+    a clamp (bounds: its floor and ceiling arguments' names and defaults) is one only when its
+    floor is the number 0 and its ceiling none or a number > 0."""
 
     params: tuple[str, ...]
     upper: float | None = None
     inplace: bool | None = None  # None: read it from the `inplace` argument
+    bounds: tuple[str, str, float | None, float | None] | None = None
 
     def bind(self, args, kwargs):
         values = dict(zip(self.params, args), **kwargs)
         upper = self.upper
-        if "max_val" in self.params:  # hardtanh is a clamped ReLU only when its floor is 0
-            low, upper = values.get("min_val", -1.0), values.get("max_val", 1.0)
-            if low != 0 or not upper > 0:
+        if self.bounds is not None:
+            floor, ceiling, floor_default, ceiling_default = self.bounds
+            low, upper = values.get(floor, floor_default), values.get(ceiling, ceiling_default)
+            if not (_is_number(low) and low == 0 and (upper is None or _is_number(upper) and upper > 0)):
                 return None
         inplace = self.inplace if self.inplace is not None else bool(values.get("inplace", False))
         return values[self.params[0]], upper, inplace
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_HARDTANH = ("min_val", "max_val", -1.0, 1.0)
+_CLAMP = ("min", "max", None, None)
 
 
 _RELU_FAMILY = {
@@ -53,8 +66,16 @@ _RELU_FAMILY = {
     torch.Tensor.relu: _ReluCall(("self",), inplace=False),
     torch.Tensor.relu_: _ReluCall(("self",), inplace=True),
     F.relu6: _ReluCall(("input", "inplace"), upper=6.0),
-    F.hardtanh: _ReluCall(("input", "min_val", "max_val", "inplace")),
-    F.hardtanh_: _ReluCall(("input", "min_val", "max_val"), inplace=True),
+    F.hardtanh: _ReluCall(("input", "min_val", "max_val", "inplace"), bounds=_HARDTANH),
+    F.hardtanh_: _ReluCall(("input", "min_val", "max_val"), inplace=True, bounds=_HARDTANH),
+    **{clamp: _ReluCall(("input", "min", "max"), inplace=False, bounds=_CLAMP)
+       for clamp in (torch.clamp, torch.clip, torch.clamp_min)},
+    **{clamp: _ReluCall(("input", "min", "max"), inplace=True, bounds=_CLAMP)
+       for clamp in (torch.clamp_, torch.clip_, torch.clamp_min_)},
+    **{clamp: _ReluCall(("self", "min", "max"), inplace=False, bounds=_CLAMP)
+       for clamp in (torch.Tensor.clamp, torch.Tensor.clip, torch.Tensor.clamp_min)},
+    **{clamp: _ReluCall(("self", "min", "max"), inplace=True, bounds=_CLAMP)
+       for clamp in (torch.Tensor.clamp_, torch.Tensor.clip_, torch.Tensor.clamp_min_)},
 }
 
 _UNGUIDED = {F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.selu, F.celu, F.leaky_relu, F.softplus,

@@ -36,6 +36,26 @@ def test_functional_relus_are_guided_like_their_module_twin(images):
     assert not torch.allclose(ours, plain, atol=1e-4)
 
 
+class ClampReLUNet(FunctionalReLUNet):
+    """FunctionalReLUNet with its ReLUs written as clamps, plus clamps that are no ReLU."""
+
+    def forward(self, x):
+        x = torch.clamp(self.conv1(x), 0).clamp(max=50.0)  # the second clamp has no floor: not a ReLU
+        x = self.conv2(x).clamp(min=0).clone().clamp_(min=-100.0)
+        x = self.bn(x).clamp_min_(0)
+        x = torch.clip(self.conv3(x), 0, 6.0)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_clamps_with_floor_zero_are_guided_as_relus(images):
+    clamped = ClampReLUNet().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = guided_backprop(clamped, images, 2)
+    torch.testing.assert_close(ours, guided_backprop_hooks(ModuleReLUNet(clamped).eval(), images, 2), atol=1e-7,
+                               rtol=0)
+
+
 def test_reference_and_native_backends_agree(images):
     model = FunctionalReLUNet().eval()
     assert torch.equal(guided_backprop(model, images, 1, backend="native"),
