@@ -165,6 +165,49 @@ def test_features_keep_float64_and_widen_16_bit(net, images, dtype, expected):
             assert torch.equal(features, F.relu6(model.conv3(x)).mean((2, 3)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_float32_loader_batches_take_the_model_dtype(net, images, dtype):
+    model = copy.deepcopy(net).to(dtype)
+    loader = [(images[:3], torch.arange(3)), (images[3:], torch.arange(3, 5))]  # as image_loader yields them
+    assert torch.equal(extract_features(model, loader, progress=False),
+                       extract_features(model, images.to(dtype), progress=False))
+
+
+class ClassifierFirst(nn.Module):
+    """Its classifier is defined before a body whose squeeze-and-excitation gate is an nn.Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Linear(8, 3)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        self.gate = nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.body(x)
+        x = x * torch.sigmoid(self.gate(x.mean((2, 3))))[:, :, None, None]
+        return self.classifier(x.mean((2, 3)))
+
+
+def test_penultimate_features_are_the_input_of_the_linear_that_runs_last(images):
+    model = ClassifierFirst().eval()
+    with torch.no_grad():
+        x = model.body(images)
+        expected = (x * torch.sigmoid(model.gate(x.mean((2, 3))))[:, :, None, None]).mean((2, 3))
+    torch.testing.assert_close(extract_features(model, images, progress=False), expected)
+
+
+def test_hooks_fire_in_a_compiled_model_that_has_already_run(net, images):
+    compiled = torch.compile(net, backend="eager")
+    with torch.no_grad():
+        compiled(images)  # once run, compiled code no longer checks for hooks added later
+    torch.testing.assert_close(activations(compiled, images, "_orig_mod.conv2"), activations(net, images, "conv2"))
+    torch.testing.assert_close(extract_features(compiled, images, progress=False),
+                               extract_features(net, images, progress=False))
+    ours = top_patches(compiled, images, "_orig_mod.conv2", channel=1, k=2, progress=False)
+    eager = top_patches(net, images, "conv2", channel=1, k=2, progress=False)
+    assert [(p.index, p.row, p.col, p.value) for p in ours] == [(p.index, p.row, p.col, p.value) for p in eager]
+
+
 def test_named_layer_features_are_pooled(net, images):
     pooled = extract_features(net, images, layer="conv2", progress=False)
     torch.testing.assert_close(pooled, activations(net, images, "conv2").mean((2, 3)))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from functools import partial
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_images, check_model, widened
+from pyfastviz._inputs import check_images, check_model, input_dtype, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, layer_names
+from pyfastviz.models.layers import eager_hooks
 
 def _batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
     """(N, C, H, W) tensor -> its slices; a loader -> its batches (the first item of tuple batches)."""
@@ -26,19 +29,31 @@ def _batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
 
 
 def _last_linear_input(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """The input of the model's last nn.Linear during model(batch), (B, D); its hook is always removed."""
+    """The input, (B, D), of the nn.Linear that runs last in model(batch) (the classifier, also
+    when an earlier-defined module such as a squeeze-and-excitation block holds Linears too);
+    the hooks are always removed."""
     linears = layer_names(model, nn.Linear)
     if not linears:
         raise ValueError(f"model ({type(model).__name__}) has no nn.Linear: pass layer= to pool a named layer")
-    inputs = []
-    handle = model.get_submodule(linears[-1]).register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+    calls, latest = Counter(), {}
+
+    def record(name, module, args):
+        calls[name] += 1
+        latest.update(name=name, input=args[0])
+
+    handles = [model.get_submodule(name).register_forward_pre_hook(partial(record, name)) for name in linears]
     try:
-        model(batch)
+        with eager_hooks(model):
+            model(batch)
     finally:
-        handle.remove()
-    if len(inputs) != 1:
-        raise ValueError(f"the last nn.Linear ({linears[-1]!r}) ran {len(inputs)} times per forward; pass layer=")
-    return inputs[0].flatten(1)
+        for handle in handles:
+            handle.remove()
+    if not latest:
+        raise ValueError(f"no nn.Linear of the model ({type(model).__name__}) ran in its forward pass; pass layer=")
+    if calls[latest["name"]] != 1:
+        raise ValueError(f"the last nn.Linear to run ({latest['name']!r}) ran {calls[latest['name']]} times per "
+                         "forward; pass layer=")
+    return latest["input"].flatten(1)
 
 
 def extract_features(model: nn.Module, images_or_loader, layer: str | None = None, batch_size: int = 32,
@@ -47,9 +62,12 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
     are moved (default: the model's device).
 
     images_or_loader: preprocessed (N, C, H, W), or an iterable of such batches (e.g.
-    data.image_loader; (images, ...) tuples are fine). layer=None: the input of the last
-    nn.Linear (the penultimate features); else `layer`'s output, global-average-pooled. The
-    model runs in eval mode, without gradients, and is left as found.
+    data.image_loader; (images, ...) tuples are fine), moved to the model's dtype.
+    layer=None: the input of the nn.Linear that runs last (the penultimate features); else
+    `layer`'s output, read as (N, C, *spatial) and averaged over *spatial (a layer with
+    channels last, (N, H, W, C) as inside ConvNeXt blocks, would be averaged over W and C:
+    pick one whose output is channels first). The model runs in eval mode, without
+    gradients, and is left as found.
     """
     check_model(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -62,7 +80,7 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
         batches = _batches(images_or_loader, batch_size)
         total = len(batches) if isinstance(batches, tuple) else getattr(images_or_loader, "__len__", lambda: None)()
         for batch in tqdm(batches, total=total, desc="features", disable=not progress, leave=False):
-            batch = check_images(batch.to(device), model)
+            batch = check_images(batch.to(device, input_dtype(model) if batch.is_floating_point() else None), model)
             if layer is None:
                 out = _last_linear_input(model, batch)
             else:

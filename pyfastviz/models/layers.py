@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Sequence
 
 import torch
@@ -24,6 +25,18 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     close = nested[:5] or difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.6)
     hint = f"; close names: {', '.join(map(repr, close))}" if close else "; see layer_names(model)"
     raise ValueError(f"layer={name!r} is not a module of {type(model).__name__}{hint}")
+
+
+@contextmanager
+def eager_hooks(model: nn.Module) -> Iterator[None]:
+    """Within it, a model with torch.compile'd parts (torch.compile(model), module.compile())
+    runs them eagerly, so that forward hooks added after it was compiled fire (once it has
+    run, compiled code no longer checks for new hooks); other models are left alone."""
+    if any(hasattr(m, "_orig_mod") or getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()):
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    else:
+        yield
 
 
 def layer_names(model: nn.Module, kind: type | tuple[type, ...] | None = None) -> list[str]:
@@ -58,15 +71,18 @@ class ActivationTap:
 
     With `detach=False` the outputs keep their autograd graph (for objectives on layers).
     Tensor outputs are recorded as copies, so an in-place op after the layer (torchvision's
-    Conv2d -> ReLU(inplace=True)) does not change them.
+    Conv2d -> ReLU(inplace=True)) does not change them. A torch.compile'd model runs eagerly
+    inside the block (eager_hooks).
     """
 
     def __init__(self, model: nn.Module, names: str | Sequence[str], detach: bool = True):
         names = [names] if isinstance(names, str) or not isinstance(names, Iterable) else list(dict.fromkeys(names))
+        self._model = model
         self._modules = {name: find_layer(model, name) for name in names}
         self._detach = detach
         self._outputs: dict[str, list] = {name: [] for name in names}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._eager = ExitStack()
 
     def _hook(self, name: str):
         def record(module, inputs, output):
@@ -83,6 +99,7 @@ class ActivationTap:
         try:
             for name, module in self._modules.items():
                 self._handles.append(module.register_forward_hook(self._hook(name)))
+            self._eager.enter_context(eager_hooks(self._model))
         except BaseException:
             self._remove()
             raise
@@ -95,6 +112,7 @@ class ActivationTap:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._eager.close()
 
     def clear(self) -> None:
         """Forget every recorded output."""
@@ -139,7 +157,8 @@ def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
 
     handle = module.register_forward_hook(hook)
     try:
-        model(x)
+        with eager_hooks(model):
+            model(x)
     except _StopForward:
         pass
     finally:
