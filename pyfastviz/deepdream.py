@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_count, check_images, check_model, check_positive, pixel_range
+from pyfastviz._inputs import check_count, check_images, check_model, check_positive, pixel_range, widened
 from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output, preprocess_of
 
@@ -39,8 +39,9 @@ class DeepDreamResult:
 
 
 def layer_energy(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
-    """mean(activation^2) of `layer` per image, (N,), with the graph (what DeepDream raises)."""
-    return layer_output(model, layer, images).flatten(1).pow(2).mean(1)
+    """mean(activation^2) of `layer` per image, (N,), in float32 at least, with the graph (what
+    DeepDream raises)."""
+    return widened(layer_output(model, layer, images)).flatten(1).pow(2).mean(1)
 
 
 def octave_sizes(height: int, width: int, octaves: int, octave_scale: float) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_images, check_model
+from pyfastviz._inputs import check_images, check_model, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import Preprocess, check_layer_once, find_layer, layer_output, preprocess_of
 from pyfastviz.optimize import L2, ClampRange, OptimizationResult, TotalVariation, optimize_images
@@ -26,7 +26,9 @@ def _weight(value, name: str) -> float:
 
 
 def relative_feature_error(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||features - target||^2 / ||target||^2 per image: (N,)."""
+    """||features - target||^2 / ||target||^2 per image: (N,), summed in float32 at least (the
+    squares of an fp16 layer's features overflow its 65504)."""
+    features, target = widened(features), widened(target)
     difference = (features - target).flatten(1).pow(2).sum(1)
     return difference / target.flatten(1).pow(2).sum(1).clamp_min(1e-12)
 

@@ -46,6 +46,19 @@ def test_small_model_error_falls_and_model_untouched():
     assert (result.history[-1] > result.history[0]).all()
 
 
+def test_fp16_features_whose_squares_overflow_fp16_are_inverted():
+    torch.manual_seed(0)
+    model = FunctionalReLUNet()
+    with torch.no_grad():
+        model.conv2.weight.mul_(100)
+    model = model.half()
+    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)).half()
+    with torch.no_grad():
+        assert layer_output(model, "conv2", images).float().pow(2).sum() > torch.finfo(torch.float16).max
+    result = invert_features(model, images, "conv2", steps=10, lr=0.05, progress=False, preprocess=Preprocess(32))
+    assert torch.isfinite(result.history).all() and result.history[-1, 0] > result.history[0, 0]
+
+
 def test_seeded_noise_start_is_reproducible():
     model, images = FunctionalReLUNet(), torch.randn(1, 3, 16, 16)
     run = lambda: invert_features(model, images, "conv1", steps=2, seed=3, progress=False).images
