@@ -14,8 +14,8 @@ from pyfastviz.models import load_image
 
 class SweepImages(Dataset):
     """Item i: (i, preprocess(image i) -> tensor (C, H, W), None), or (i, None, reason) for a file
-    that is missing, empty, truncated or not an image, or that preprocess gives another size
-    than `size` (None: any)."""
+    that is missing, empty, truncated or not an image, on which preprocess fails or gives no
+    floating-point tensor, NaN or inf, or another size than `size` (None: any)."""
 
     def __init__(self, base: Path, paths: list[str], preprocess: Callable, size: tuple[int, ...] | None = None):
         self.base, self.paths, self.preprocess, self.size = base, paths, preprocess, size
@@ -28,9 +28,19 @@ class SweepImages(Dataset):
         try:
             if path.stat().st_size == 0:
                 raise ValueError("empty file (0 bytes)")
-            x = self.preprocess(load_image(path))
+            image = load_image(path)
         except (OSError, ValueError) as err:
             return i, None, str(err)
+        try:
+            x = self.preprocess(image)
+        except Exception as err:  # noqa: BLE001 - the user's preprocess failing on one image skips that image
+            return i, None, f"preprocess failed on it: {type(err).__name__}: {err}"
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return i, None, (f"preprocess returned {type(x).__name__}"
+                             f"{' of ' + str(x.dtype) if isinstance(x, torch.Tensor) else ''}, not a floating-point "
+                             "(C, H, W) tensor")
+        if not torch.isfinite(x).all():
+            return i, None, "preprocess gave it NaN or inf values"
         if self.size is not None and tuple(x.shape) != self.size:
             return i, None, (f"preprocess gave it size {tuple(x.shape)}, not {self.size} as for the first image: "
                              "it must return one size (e.g. add a CenterCrop)")

@@ -28,10 +28,21 @@ def weights_fingerprint(model: nn.Module) -> str:
     """sha256 hex of the model's parameters and buffers (names, dtypes, shapes, bytes)."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.view(-1).view(dtype=torch.uint8).numpy().tobytes())
+        _add_tensor(digest, name, tensor)
     return digest.hexdigest()
+
+
+def tensor_fingerprint(tensor: torch.Tensor) -> str:
+    """sha256 hex of a tensor's dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    _add_tensor(digest, "", tensor)
+    return digest.hexdigest()
+
+
+def _add_tensor(digest, name: str, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+    digest.update(tensor.view(-1).view(dtype=torch.uint8).numpy().tobytes())
 
 
 def write_or_check(out: Path, manifest: dict, has_results: bool) -> None:
@@ -62,5 +73,5 @@ def _difference(key: str, old, new) -> str:
     if key.endswith("sha256"):
         return f"{key.removesuffix('_sha256')} differ"
     if old is None:
-        return f"{key}={new!r} now, not recorded there (an older pyfastviz made it)"
+        return f"{key}={new!r} now, not recorded there"
     return f"{key}={old!r} there, {new!r} now"

@@ -38,7 +38,7 @@ class Sweep:
             key = self._rows[key]
         row = self.index[key]
         stored = np.load(shard_path(self.out, row["shard"], ".npy"), mmap_mode="r")[row["offset"]]
-        return stored.astype(np.float32) * np.float32(row["map_scale"])
+        return (stored.astype(np.float64) * row.get("map_scale", 1.0)).astype(np.float32)  # no map_scale: made before maps were scaled
 
 
 def load_sweep(out: str | os.PathLike) -> Sweep:

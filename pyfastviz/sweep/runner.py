@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model, input_dtype
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model, input_dtype, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.guided import guided_backprop
 from pyfastviz.models import LoadedModel, load_model
@@ -35,7 +35,7 @@ OPTIONS = {  # per method: its options and their defaults
     "gradient": {"samples": 0, "noise": 0.15, "seed": 0},
     "guided": {},
 }
-NOT_FINITE = "its map is not finite (NaN or inf in the model's output or gradient)"
+NOT_FINITE = "the model's output or its map is not finite (NaN or inf)"
 POSITIONS_PER_PASS = 16  # occlusion: window positions of every image of a batch per forward pass
 
 
@@ -212,13 +212,17 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
             raise ValueError(f"data={str(data)!r} holds no image files")
         first = _first_image(base, paths, preprocess)
         size = None if first is None else tuple(first.shape)
-        count = len(classes) if classes is not None or first is None else _class_count(net, first, group.device)
-        spec, targets = _targets(target, paths, classes, count)
+        count = None if first is None else _class_count(net, first, group.device)
+        if classes is not None and count is not None and len(classes) != count:
+            raise ValueError(f"classes has {len(classes)} names but the model gives {count} outputs")
+        spec, targets = _targets(target, paths, classes, count if classes is None else len(classes))
         if size is not None:
             _check_options(method, options, size)
         manifest.write_or_check(out, {
             "method": method, **options, "target": spec, "model": type(net).__name__,
+            "model_structure_sha256": manifest.fingerprint([_describe(net)]),
             "weights_sha256": manifest.weights_fingerprint(net), "preprocess": _describe(preprocess),
+            "preprocessed_first_image_sha256": None if first is None else manifest.tensor_fingerprint(first),
             "classes_sha256": None if classes is None else manifest.fingerprint(classes),
             "shard_size": shard_size, **_noise_entry(method, options), "images": len(paths),
             "images_sha256": manifest.fingerprint(plan.with_file_sizes(base, paths)),
@@ -308,10 +312,11 @@ def _check_label_coverage(target, paths: list[str], per_image: list[int | None])
                       f"(first: {missing[0]!r}); they go to the error list", stacklevel=5)
 
 
-def _describe(preprocess) -> str:
-    """preprocess as the manifest records it: its repr (a dataclass's or torchvision transforms'
-    settings; a function's name) on one line, without memory addresses, which change from run to run."""
-    return " ".join(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(preprocess)).split())
+def _describe(thing) -> str:
+    """A preprocess or model as the manifest records it: its repr (a dataclass's or torchvision
+    transforms' settings, a function's name; a model's modules) on one line, without memory
+    addresses, which change from run to run."""
+    return " ".join(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(thing)).split())
 
 
 def _check_options(method: str, options: dict, size: tuple[int, ...]) -> None:
@@ -352,7 +357,7 @@ def _run_shards(group, net, images: SweepImages, classes, method, options, targe
                 batch_maps, batch_rows = _explain(net, x.to(group.device, dtype, non_blocking=True), wanted, method,
                                                   options, _batch_targets(targets, wanted), classes, show)
                 compute += time.perf_counter() - tick
-                finite = [j for j, row in enumerate(batch_rows) if math.isfinite(row["map_min"] + row["map_max"])]
+                finite = [j for j, row in enumerate(batch_rows) if _is_finite(row)]
                 errors += [{"path": paths[wanted[j]], "shard": shard, "error": NOT_FINITE}
                            for j in range(len(wanted)) if j not in finite]
                 offset = sum(len(m) for m in maps)
@@ -373,6 +378,11 @@ def _run_shards(group, net, images: SweepImages, classes, method, options, targe
     return time.perf_counter() - start, compute
 
 
+def _is_finite(row: dict) -> bool:
+    """Whether an index row's probabilities and map are finite."""
+    return all(math.isfinite(row[key]) for key in ("probability", "target_probability", "map_min", "map_max"))
+
+
 def _batch_targets(targets, positions: list[int]):
     if targets is None or isinstance(targets, int):
         return targets
@@ -385,7 +395,7 @@ def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str,
     without its path/shard/offset).
     positions: the images' places in the sorted list; show: occlusion's own progress bar."""
     with evaluation_mode(net), torch.no_grad():
-        probs = net(x).float().softmax(1)
+        probs = widened(net(x)).softmax(1)
     probability, predicted = probs.max(1)
     chosen = predicted if target is None else torch.as_tensor(target, device=x.device).expand(len(x))
     if method == "occlusion":
@@ -397,8 +407,8 @@ def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str,
         maps = saliency(net, x, chosen, progress=False)
     else:
         maps = guided_backprop(net, x, chosen, reduce="abs_max")
-    stored, scale = _to_float16(maps.detach().float())
-    flat = (stored.float() * scale[:, None, None]).flatten(1)  # the index describes the maps as stored
+    stored, scale = _to_float16(maps.detach())
+    flat = (stored.double() * scale[:, None, None]).flatten(1)  # the index describes the maps as stored
     peak = flat.argmax(1)
     columns = {"predicted": predicted, "probability": probability, "target": chosen,
                "target_probability": probs.gather(1, chosen[:, None])[:, 0], "map_min": flat.amin(1),
@@ -413,9 +423,11 @@ def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str,
 
 
 def _to_float16(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """maps (B, H, W) float32 -> (maps / scale as float16, scale (B,)), scale the power of two that
+    """maps (B, H, W) -> (maps / scale as float16, scale (B,) float64), scale the power of two that
     brings each map's largest magnitude into [0.5, 1): float16 then keeps 11 significant bits of a
-    map whatever its size, where unscaled values below 6e-8 would round to 0 (1 for an all-zero map)."""
+    map whatever its size, where unscaled values below 6e-8 would round to 0 (1 for an all-zero
+    map; float64, as the index records it, so that maps beyond float32's 2^127 scale too)."""
+    maps = maps.double()
     largest = maps.flatten(1).abs().amax(1)
     scale = torch.where(largest > 0, torch.ldexp(torch.ones_like(largest), torch.frexp(largest).exponent), 1.0)
     return (maps / scale[:, None, None]).half(), scale

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -193,7 +194,7 @@ def test_an_older_smoothgrad_sweep_is_refused(data, tmp_path):
     del old["noise_draws"]
     path.write_text(json.dumps({**old, "batch_size": 3}))  # as pyfastviz wrote it with one noise draw per batch
     with pytest.raises(ValueError, match=r"batch_size=3 there, None now; noise_draws='per image.*' now, not "
-                                         r"recorded there \(an older pyfastviz made it\)"):
+                                         r"recorded there\)"):
         run(root, tmp_path / "out", **smooth)
 
 
@@ -463,3 +464,119 @@ def test_hidden_folders_are_not_swept_and_linked_ones_are(tmp_path):
         picture.save(path)
     (data / "more").symlink_to(tmp_path / "more", target_is_directory=True)
     assert list_images(data) == (data, ["a.png", "more/b.png"])
+
+
+class StandardisePerImage:
+    """PREPROCESS, then each channel divided by its own spread: 0/0 = NaN for a flat image."""
+
+    def __call__(self, image):
+        x = PREPROCESS(image)
+        return (x - x.mean((1, 2), keepdim=True)) / x.std((1, 2), keepdim=True)
+
+
+class RefuseWide:
+    """PREPROCESS, but it raises on images wider than 50 px."""
+
+    def __call__(self, image):
+        if image.width > 50:
+            raise RuntimeError("too wide for me")
+        return PREPROCESS(image)
+
+
+@pytest.mark.parametrize("preprocess, reason", [(StandardisePerImage(), "preprocess gave it NaN or inf values"),
+                                                (RefuseWide(), "preprocess failed on it: RuntimeError: too wide"),
+                                                (lambda image: image, "preprocess returned Image, not a")])
+def test_images_preprocess_fails_on_go_to_the_errors(tmp_path, preprocess, reason):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    make_folder(data, 6)
+    Image.new("RGB", (60, 40), (128, 128, 128)).save(data / "part0" / "flat.png")
+    summary = run(data, tmp_path / "out", method="gradient", preprocess=preprocess)
+    result = load_sweep(tmp_path / "out")
+    failed = [e["path"] for e in result.errors if e["error"].startswith(reason)]
+    assert failed and summary.mapped + summary.errors == summary.images == 10
+    if isinstance(preprocess, StandardisePerImage):
+        assert failed == ["part0/flat.png"]
+
+
+class Overflowing(TinyNet):
+    """TinyNet whose logits overflow float32 to inf (its softmax and gradients: NaN)."""
+
+    def forward(self, x):
+        return super().forward(x) * 1e38 * 1e38
+
+
+def test_a_model_whose_output_overflows_sends_its_images_to_the_errors(data, tmp_path):
+    root, bad = data
+    summary = run(root, tmp_path / "out", method="gradient", model=Overflowing())
+    result = load_sweep(tmp_path / "out")
+    assert summary.mapped == 0 and sorted(e["path"] for e in result.errors if "not finite" in e["error"]) == \
+        sorted(set(list_images(root)[1]) - set(bad))
+    assert "NaN" not in (tmp_path / "out" / "index.jsonl").read_text()
+
+
+def test_maps_whose_scale_lies_beyond_float32_are_kept(data, tmp_path):
+    """Maps of about 2e38 < float32's largest 3.4e38 need the scale 2^128, which only float64 holds."""
+    root, _ = data
+    net = TinyNet().double()
+    with torch.no_grad():
+        net.head.weight.mul_(4e41)
+        net.head.bias.zero_()
+    run(root, tmp_path / "out", method="gradient", model=net, target=0)
+    result = load_sweep(tmp_path / "out")
+    assert len(result.index) == N and 2.0**128 in {row["map_scale"] for row in result.index}
+    paths = [row["path"] for row in result.index]
+    x = torch.stack([PREPROCESS(pyfastviz.models.load_image(root / p)) for p in paths]).double()
+    expected = pyfastviz.saliency(net, x, 0, progress=False)
+    for i, path in enumerate(paths):
+        torch.testing.assert_close(torch.from_numpy(result.map(path)).double(), expected[i], rtol=1e-3,
+                                   atol=1e-3 * float(expected[i].abs().max()))
+
+
+def test_classes_that_do_not_fit_the_model_are_refused_before_anything_is_written(data, tmp_path):
+    root, _ = data
+    with pytest.raises(ValueError, match="classes has 2 names but the model gives 5 outputs"):
+        run(root, tmp_path / "out", classes=["a", "b"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_unreadable_files_with_a_module_and_no_classes(tmp_path):
+    (tmp_path / "bad").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "bad" / name).write_bytes(b"not an image")
+    summary = run(tmp_path / "bad", tmp_path / "out", classes=None)
+    assert (summary.mapped, summary.errors) == (0, 2)
+
+
+class TanhNet(TinyNet):
+    """TinyNet's weights, its ReLUs replaced by Tanh: the same state_dict, another model."""
+
+    def __init__(self):
+        super().__init__()
+        self.features[1], self.features[3] = torch.nn.Tanh(), torch.nn.Tanh()
+
+
+def test_another_model_structure_or_preprocess_behaviour_is_refused(data, tmp_path):
+    root, _ = data
+    run(root, tmp_path / "out")
+    assert TanhNet().state_dict().keys() == TinyNet().state_dict().keys()
+    with pytest.raises(ValueError, match="model_structure differ"):
+        run(root, tmp_path / "out", model=TanhNet())
+    factor = [1.0]
+    run(root, tmp_path / "closure", preprocess=lambda image: PREPROCESS(image) * factor[0])
+    factor[0] = 2.0  # the same function, another behaviour
+    with pytest.raises(ValueError, match="preprocessed_first_image differ"):
+        run(root, tmp_path / "closure", preprocess=lambda image: PREPROCESS(image) * factor[0])
+
+
+def test_maps_of_a_sweep_from_before_map_scale_are_read_unscaled(data, tmp_path):
+    root, _ = data
+    run(root, tmp_path / "out")
+    result = load_sweep(tmp_path / "out")
+    row = dict(result.index[0])
+    scale = row.pop("map_scale")
+    stored = np.load(tmp_path / "out" / "shards" / "000000.npy")[row["offset"]]
+    old = replace(result, index=[row])
+    np.testing.assert_array_equal(old.map(0), stored.astype(np.float32))
+    np.testing.assert_array_equal(result.map(0), stored.astype(np.float32) * np.float32(scale))
