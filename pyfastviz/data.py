@@ -24,19 +24,30 @@ def _image_extensions() -> set[str]:
 
 def find_image_files(root: Path, suffixes: set[str] | None = None) -> list[Path]:
     """The files under folder `root` whose suffix (lower case) is in `suffixes` (default: every
-    one PIL can open), sorted by path: folder links followed (each real folder once), hidden
-    files and folders (names starting with '.', such as .ipynb_checkpoints) left out."""
+    one PIL can open), sorted by path. Hidden files and folders (names starting with '.', such
+    as .ipynb_checkpoints) are left out; folder links are followed after the real tree, each
+    real folder listed once, under its real path where it has one; a folder that cannot be
+    read is warned about."""
     suffixes = _image_extensions() if suffixes is None else suffixes
-    found, seen = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # a link back up the tree, or a second link to one folder
-            subfolders.clear()
+    found, seen, links = [], set(), [Path(root)]
+
+    def unreadable(error: OSError) -> None:
+        warnings.warn(f"cannot read folder {error.filename!r} ({error.strerror}): its images are left out",
+                      RuntimeWarning, stacklevel=4)
+
+    while links:  # the real tree under root first, then each linked folder not seen yet
+        top = links.pop(0)
+        if os.path.realpath(top) in seen:
             continue
-        seen.add(real)
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # sorted: one walk order
-        found += [Path(folder, name) for name in names if not name.startswith(".")
-                  and os.path.splitext(name)[1].lower() in suffixes and os.path.isfile(os.path.join(folder, name))]
+        for folder, subfolders, names in os.walk(top, onerror=unreadable):
+            seen.add(os.path.realpath(folder))
+            visible = sorted(name for name in subfolders if not name.startswith("."))
+            linked = [name for name in visible if os.path.islink(os.path.join(folder, name))]
+            links += [Path(folder, name) for name in linked]
+            subfolders[:] = [name for name in visible if name not in linked  # nor one a link has listed
+                             and os.path.realpath(os.path.join(folder, name)) not in seen]
+            found += [Path(folder, name) for name in names if not name.startswith(".")
+                      and os.path.splitext(name)[1].lower() in suffixes and os.path.isfile(os.path.join(folder, name))]
     return sorted(found)
 
 

@@ -72,3 +72,14 @@ def test_sweep_missing_or_empty_data_is_named_as_on_the_command_line(tmp_path, c
     (tmp_path / "empty").mkdir()
     assert main(["sweep", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     assert f"error: DATA {str(tmp_path / 'empty')!r} holds no image files" in cli_error_line(capsys)
+
+
+def test_target_reads_a_label_file_only_when_it_is_one(photos, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "predicted").write_text("not a label file")  # the default's name, taken by a file
+    out = ["--method", "gradient", "--quiet", "--workers", "0", "--out"]
+    assert main(["sweep", str(photos), *out, str(tmp_path / "maps")]) == 0
+    assert load_sweep(tmp_path / "maps").manifest["target"] == "predicted"
+    capsys.readouterr()
+    assert main(["sweep", str(photos), "--target", "lables.tsv", *out, str(tmp_path / "other")]) == 2
+    assert "--target 'lables.tsv': no such label file" in cli_error_line(capsys)

@@ -120,3 +120,35 @@ def test_hidden_entries_are_left_out_and_folder_links_followed_once(tmp_path):
     found = [p.relative_to(data).as_posix() for p in find_image_files(data)]
     assert found == ["a/x.png", "linked/y.png"]
     assert [p.relative_to(data).as_posix() for p in ImageFolder(data, progress=False).paths] == found
+
+
+def test_a_linked_folder_keeps_its_real_path_and_is_listed_once(tmp_path):
+    picture = sample_image("coffee").resize((8, 8))
+    for folder in (tmp_path / "data" / "sub" / "deeper", tmp_path / "outside" / "inner"):
+        folder.mkdir(parents=True)
+    picture.save(tmp_path / "data" / "sub" / "deeper" / "a.png")
+    picture.save(tmp_path / "outside" / "inner" / "b.png")
+    (tmp_path / "data" / "alink").symlink_to(tmp_path / "data" / "sub")  # sorts before its real folder
+    (tmp_path / "data" / "inner_link").symlink_to(tmp_path / "outside" / "inner")  # listed by the next link too
+    (tmp_path / "data" / "outer_link").symlink_to(tmp_path / "outside")
+    found = [p.relative_to(tmp_path / "data").as_posix() for p in find_image_files(tmp_path / "data")]
+    assert found == ["inner_link/b.png", "sub/deeper/a.png"]
+
+
+def test_an_unreadable_folder_is_warned_about(tmp_path, monkeypatch):
+    import os
+
+    for name in ("open", "locked"):
+        (tmp_path / name).mkdir()
+        sample_image("coffee").resize((8, 8)).save(tmp_path / name / "a.png")
+    scandir = os.scandir
+
+    def refuse_locked(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    with pytest.warns(RuntimeWarning, match=r"cannot read folder '.*locked' \(Permission denied\)"):
+        found = find_image_files(tmp_path)
+    assert found == [tmp_path / "open" / "a.png"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -134,8 +135,24 @@ def _explain_images(args: argparse.Namespace, method: str, explain) -> None:
         print(save_png(saliency_overlay(photo, heat), out / f"{path.stem}_{method}_overlay.png"))
 
 
+LABEL_FILE_SUFFIXES = (".tsv", ".txt", ".csv", ".lst")
+
+
+def _sweep_target(text: str):
+    """--target as sweep's target=: "predicted" as it is (never a file of that name), an existing
+    file as a label file (pathlib.Path), else a class name or index (sweep reads digits too)."""
+    if text == "predicted":
+        return text
+    path = Path(text)
+    if path.is_file():
+        return path
+    if path.suffix.lower() in LABEL_FILE_SUFFIXES or os.sep in text:
+        raise ValueError(f"--target {text!r}: no such label file")
+    return text
+
+
 def _sweep(args: argparse.Namespace) -> None:
-    target = Path(args.target) if Path(args.target).is_file() else args.target  # sweep reads a class index too
+    target = _sweep_target(args.target)
     where = None if args.device is None else device(args.device)  # None: sweep's per-rank default
     out = output_folder(args.out)
     summary = sweep(args.data, out, method=args.method, model=args.model, weights=args.weights,

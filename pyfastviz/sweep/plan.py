@@ -28,9 +28,11 @@ def list_images(data: str | os.PathLike) -> tuple[Path, list[str]]:
                              "path a line): give the folder that holds the images") from None
         lines = (line.strip() for line in text.splitlines())
         paths = sorted(Path(line).as_posix() for line in lines if line and not line.startswith("#"))
-        repeated = next((a for a, b in zip(paths, paths[1:]) if a == b), None)
+        files = sorted((os.path.normpath(source.parent.absolute() / path), path) for path in paths)
+        repeated = next(((a, b) for (file_a, a), (file_b, b) in zip(files, files[1:]) if file_a == file_b), None)
         if repeated is not None:
-            raise ValueError(f"data={str(data)!r} lists {repeated!r} more than once")
+            twice = repr(repeated[0]) + ("" if repeated[0] == repeated[1] else f" (also as {repeated[1]!r})")
+            raise ValueError(f"data={str(data)!r} lists {twice} more than once")
         return source.parent, paths
     raise ValueError(f"data={str(data)!r} is neither a folder of images nor a list file of image paths")
 
@@ -82,7 +84,12 @@ def read_label_file(path: str | os.PathLike, class_index: Callable[[str], int]) 
         if not sep or not image.strip():
             raise ValueError(f"label file {str(path)!r}, line {number}: expected 'path<TAB>class', got {line!r}")
         try:
-            labels[Path(image.strip()).as_posix()] = class_index(cls.strip())
+            cls = class_index(cls.strip())
         except ValueError as err:
             raise ValueError(f"label file {str(path)!r}, line {number}: {err}") from None
+        image = Path(image.strip()).as_posix()
+        if labels.get(image, cls) != cls:
+            raise ValueError(f"label file {str(path)!r}, line {number}: {image!r} has class {labels[image]} on an "
+                             f"earlier line, {cls} here")
+        labels[image] = cls
     return labels

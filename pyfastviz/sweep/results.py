@@ -27,9 +27,15 @@ class Sweep:
     errors: list[dict]
     _rows: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def map(self, key: int | str) -> np.ndarray:
+    def __repr__(self) -> str:  # not the whole index, which may hold millions of rows
+        return (f"Sweep({str(self.out)!r}: method={self.manifest.get('method')!r}, {len(self.index)} mapped, "
+                f"{len(self.errors)} errors)")
+
+    def map(self, key: int | str | os.PathLike) -> np.ndarray:
         """The float32 (H, W) map of index row `key`, or of the image with that path (its stored
         float16 values times the row's map_scale)."""
+        if isinstance(key, os.PathLike):
+            key = Path(key).as_posix()
         if isinstance(key, str):
             if not self._rows:
                 self._rows.update((row["path"], i) for i, row in enumerate(self.index))
@@ -38,7 +44,8 @@ class Sweep:
             key = self._rows[key]
         row = self.index[key]
         stored = np.load(shard_path(self.out, row["shard"], ".npy"), mmap_mode="r")[row["offset"]]
-        return (stored.astype(np.float64) * row.get("map_scale", 1.0)).astype(np.float32)  # no map_scale: made before maps were scaled
+        scale = row.get("map_scale", 1.0)  # none: a sweep made before maps were scaled
+        return (stored.astype(np.float64) * scale).astype(np.float32)
 
 
 def load_sweep(out: str | os.PathLike) -> Sweep:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,11 @@ def atomic_write(path: Path, data: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a failed write or fsync (disk full, file too large) names no file
+            raise OSError(err.errno, f"{err.strerror} (writing {path})") from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -61,8 +67,16 @@ def write_shard(out: Path, shard: int, maps: np.ndarray | None, rows: list[dict]
 
 def done_shards(out: Path) -> set[int]:
     """Shards whose rows file exists."""
+    return set(_numbered(out, ".json"))
+
+
+def _numbered(out: Path, suffix: str) -> dict[int, Path]:
+    """{shard: path} of the shard files NNNNNN<suffix> (other files, such as a copy or macOS's
+    ._000001.json, are not the sweep's and are left alone)."""
     folder = out / SHARDS
-    return {int(p.stem) for p in folder.glob("*.json")} if folder.is_dir() else set()
+    if not folder.is_dir():
+        return {}
+    return {int(p.stem): p for p in folder.glob(f"*{suffix}") if re.fullmatch(r"\d{6,}", p.stem)}
 
 
 def remove_partial(out: Path) -> None:
@@ -72,8 +86,8 @@ def remove_partial(out: Path) -> None:
     done = done_shards(out)
     for path in [*out.glob("*.tmp"), *folder.glob("*.tmp")]:
         path.unlink()
-    for path in folder.glob("*.npy"):
-        if int(path.stem) not in done:
+    for shard, path in _numbered(out, ".npy").items():
+        if shard not in done:
             path.unlink()
 
 

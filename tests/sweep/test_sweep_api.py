@@ -580,3 +580,54 @@ def test_maps_of_a_sweep_from_before_map_scale_are_read_unscaled(data, tmp_path)
     old = replace(result, index=[row])
     np.testing.assert_array_equal(old.map(0), stored.astype(np.float32))
     np.testing.assert_array_equal(result.map(0), stored.astype(np.float32) * np.float32(scale))
+
+
+def test_a_label_file_giving_one_image_two_classes_is_refused(data, tmp_path):
+    root, _ = data
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("part0/img000.png\t1\npart0/img003.jpg\t2\npart0/img000.png\t1\npart0/img000.png\t4\n")
+    with pytest.raises(ValueError, match=r"line 4: 'part0/img000.png' has class 1 on an earlier line, 4 here"):
+        run(root, tmp_path / "out", target=labels)
+
+
+def test_a_list_file_naming_one_image_two_ways_is_refused(data, tmp_path):
+    root, _ = data
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{root / 'part0' / 'img000.png'}\n{os.path.relpath(root / 'part0' / 'img000.png', tmp_path)}\n")
+    with pytest.raises(ValueError, match=r"lists '.*img000.png' \(also as '.*img000.png'\) more than once"):
+        run(listing, tmp_path / "out")
+
+
+def test_stray_files_in_the_shards_folder_are_left_alone(data, tmp_path):
+    root, _ = data
+    run(root, tmp_path / "whole")
+    out = tmp_path / "out"
+    run(root, out)
+    shards = out / "shards"
+    for stray in ("._000001.json", "000001 (copy).json", "notes.npy"):
+        (shards / stray).write_bytes((shards / "000001.json").read_bytes())
+    (shards / "000002.json").unlink()  # as after a crash
+    (out / "index.jsonl").unlink()
+    assert run(root, out).resumed == N + 3 - 4
+    assert {name: data for name, data in files(out).items() if "copy" not in name and "._" not in name
+            and "notes" not in name} == files(tmp_path / "whole")
+
+
+def test_results_by_path_object_and_a_short_repr(data, tmp_path):
+    from pathlib import PurePosixPath
+
+    root, _ = data
+    run(root, tmp_path / "out")
+    result = load_sweep(tmp_path / "out")
+    np.testing.assert_array_equal(result.map(PurePosixPath("part0/img000.png")), result.map("part0/img000.png"))
+    assert repr(result) == f"Sweep({str(tmp_path / 'out')!r}: method='occlusion', {N} mapped, 3 errors)"
+
+
+def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device \(writing .*shard.json\)"):
+        store.atomic_write(tmp_path / "shard.json", b"{}")
+    assert list(tmp_path.iterdir()) == []
