@@ -21,6 +21,7 @@ from pyfastviz._inputs import (
     check_positive,
     pixel_range,
     resolve_targets,
+    widened,
 )
 from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.models import Preprocess, preprocess_of
@@ -70,7 +71,9 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
     preprocess = preprocess if preprocess is not None else preprocess_of(model, images.shape[-1])
     low, high = pixel_range(preprocess, images)
     low, high = torch.minimum(low, images), torch.maximum(high, images)  # pixels outside stay: |change| <= epsilon
-    std = torch.tensor(preprocess.std, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    wide = widened(images)  # delta and the image it makes are computed in float32 at least
+    low, high = widened(low), widened(high)
+    std = torch.tensor(preprocess.std, dtype=wide.dtype, device=images.device).view(3, 1, 1)
     targeted = target is not None
     with evaluation_mode(model), gradients_enabled():
         images = usable_for_autograd(images)
@@ -84,10 +87,10 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
         else:
             classes = _one_class_per_image(label, count, "label")
         classes = classes.to(images.device)
-        delta = torch.zeros_like(images)  # pixel units
+        delta = torch.zeros_like(wide)  # pixel units
         taken = torch.zeros(count, dtype=torch.int64, device=images.device)
         for step in tqdm(range(steps + 1), desc="fooling images", disable=not progress, leave=False):
-            x = (images + delta / std).clamp(low, high).detach().requires_grad_(True)
+            x = _within_budget(images, (wide + delta / std).clamp(low, high)).requires_grad_(True)
             logits = check_logits(model(x), classes)
             predictions = logits.argmax(1)
             success = predictions == classes if targeted else predictions != classes
@@ -100,14 +103,24 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
                 move = step_size * grad.sign()
             else:
                 move = step_size * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            active = (~success).to(images.dtype).view(-1, 1, 1, 1)
-            delta = _project(delta + active * move, epsilon, norm)
+            active = (~success).to(delta.dtype).view(-1, 1, 1, 1)
+            delta = _project(delta + active * move.to(delta.dtype), epsilon, norm)
             taken += (~success).to(torch.int64)
     x = x.detach()
-    perturbation = (x - images) * std
+    perturbation = (widened(x) - wide) * std
     return AdversarialResult(images=x, perturbation=perturbation, linf=perturbation.flatten(1).abs().amax(1),
                              l2=perturbation.flatten(1).norm(dim=1), steps=taken, success=success,
                              predictions=predictions)
+
+
+def _within_budget(images: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+    """`wanted` (float32 or wider) in images' dtype, each element rounded toward its image where
+    rounding moved it further away: no change exceeds the one asked for, so the perturbation
+    stays inside the budget in fp16 and bf16 too."""
+    x = wanted.to(images.dtype)
+    wide = widened(images)
+    overshoot = (widened(x) - wide).abs() > (wanted - wide).abs()
+    return torch.where(overshoot, torch.nextafter(x, images), x).detach()
 
 
 def _one_class_per_image(classes, count: int, name: str) -> torch.Tensor:

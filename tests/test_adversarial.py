@@ -61,6 +61,23 @@ def test_l2_budget_and_untargeted_flip_on_a_tiny_model():
     assert result.success.any()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("norm, epsilon", [("linf", 8 / 255), ("l2", 0.5)])
+def test_16_bit_models_keep_the_perturbation_inside_the_budget(dtype, norm, epsilon):
+    """Images rounded to bf16/fp16 after each step may land further out than the step asked."""
+    torch.manual_seed(0)
+    model = FunctionalReLUNet().to(dtype)
+    images = Preprocess(16).normalize(torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
+    images = images.to(dtype)
+    result = fooling_images(model, images, 3, epsilon=epsilon, norm=norm, steps=20, preprocess=Preprocess(16),
+                            progress=False)
+    std = torch.tensor(Preprocess(16).std, dtype=torch.float64).view(3, 1, 1)
+    change = ((result.images.double() - images.double()) * std).flatten(1)
+    size = change.abs().amax(1) if norm == "linf" else change.norm(dim=1)
+    assert (size <= epsilon * (1 + 1e-6)).all() and size.max() > 0.5 * epsilon
+    torch.testing.assert_close(result.linf.double(), change.abs().amax(1), rtol=1e-6, atol=0)
+
+
 def test_model_untouched_after_error():
     model = FunctionalReLUNet().train()
     before = model_state(model)
