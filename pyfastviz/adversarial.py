@@ -71,7 +71,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
     preprocess = preprocess if preprocess is not None else preprocess_of(model, images.shape[-1])
     low, high = pixel_range(preprocess, images)
     low, high = torch.minimum(low, images), torch.maximum(high, images)  # pixels outside stay: |change| <= epsilon
-    wide = widened(images)  # delta and the image it makes are computed in float32 at least
+    wide = widened(images.detach())  # delta and the image it makes are computed in float32 at least
     low, high = widened(low), widened(high)
     std = torch.tensor(preprocess.std, dtype=wide.dtype, device=images.device).view(3, 1, 1)
     targeted = target is not None

@@ -78,6 +78,12 @@ def test_16_bit_models_keep_the_perturbation_inside_the_budget(dtype, norm, epsi
     torch.testing.assert_close(result.linf.double(), change.abs().amax(1), rtol=1e-6, atol=0)
 
 
+def test_results_carry_no_graph_of_an_input_that_requires_grad():
+    images = torch.randn(2, 3, 16, 16, requires_grad=True)
+    result = fooling_images(FunctionalReLUNet(), images, 1, steps=2, preprocess=Preprocess(16), progress=False)
+    assert not any(t.requires_grad for t in (result.images, result.perturbation, result.linf, result.l2))
+
+
 def test_model_untouched_after_error():
     model = FunctionalReLUNet().train()
     before = model_state(model)

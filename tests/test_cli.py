@@ -264,7 +264,7 @@ def test_filters_of_a_named_layer_and_channel(tmp_path, capsys, args, size):
 @pytest.mark.parametrize("args, message", [
     (["--layer", "_blocks.1._projct_conv"], "--layer '_blocks.1._projct_conv' is not a module"),
     (["--layer", "_blocks.1"], "--layer '_blocks.1' is a MBConvBlock, not an nn.Conv2d"),
-    (["--layer", "_blocks.1._project_conv"], "96 input channels; pass --channel C"),
+    (["--layer", "_blocks.1._project_conv"], "error: the filters have 96 input channels; pass --channel C"),
     (["--layer", "_blocks.1._project_conv", "--channel", "96"], "--channel 96 is not an input channel in [0, 96)"),
     (["--channel", "-1"], "--channel -1 is not an input channel in [0, 3)"),
 ])

@@ -73,6 +73,10 @@ def test_deeper_filters_per_input_channel(net):
         filter_grid(net, "bn")
     with pytest.raises(ValueError, match="weights must have shape"):
         filters_image(torch.zeros(3, 3, 3))
+    with pytest.raises(ValueError, match="channel=True is not an input channel"):
+        filter_grid(net, "conv2", channel=True)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        filters_image(torch.full((2, 3, 3, 3), float("nan")))
 
 
 # ---- activations
@@ -237,6 +241,31 @@ def test_torch_pca_matches_sklearn():
     assert coords.shape == (300, 3) and ratio.shape == (3,)
     signs = (coords * ref_coords).sum(0).sign()
     torch.testing.assert_close(coords * signs, ref_coords, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(400, 60), (30, 200)], ids=["N>D", "N<D"])
+def test_torch_pca_is_exact_on_a_flat_spectrum(shape, monkeypatch):
+    """Random features have nearly equal variances in every direction, where a randomised PCA
+    mixes components; the eigendecomposition matches sklearn's full SVD. Beyond EXACT_PCA_SIZE
+    the randomised one runs (forced here), still within its stated looseness."""
+    from pyfastviz.inspect import embedding
+
+    features = torch.randn(*shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64).relu()
+    ref_coords, ref_ratio = pca(features, k=4, backend="sklearn")
+    coords, ratio = pca(features, k=4)
+    torch.testing.assert_close(ratio, ref_ratio, rtol=1e-5, atol=0)
+    torch.testing.assert_close(coords * (coords * ref_coords).sum(0).sign(), ref_coords, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(embedding, "EXACT_PCA_SIZE", 10)
+    approximate_ratio = pca(features, k=4)[1]
+    assert (approximate_ratio <= ref_ratio * (1 + 1e-5)).all() and approximate_ratio.sum() > 0.8 * ref_ratio.sum()
+
+
+def test_pca_needs_two_rows_and_embeddings_carry_no_graph():
+    with pytest.raises(ValueError, match="PCA needs at least 2 feature rows, got N=1"):
+        pca(torch.randn(1, 5))
+    features = torch.randn(12, 5, requires_grad=True)
+    distances, _ = nearest_neighbours(features, k=2)
+    assert not distances.requires_grad and not pca(features)[0].requires_grad
 
 
 def test_torch_pca_is_deterministic_and_leaves_the_global_rng_alone():

@@ -113,6 +113,23 @@ def test_rows_float32_cannot_tell_apart_are_searched_in_float64(metric, all_vs_a
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("all_vs_all", [False, True])
+def test_rows_float64_cannot_tell_apart_are_compared_with_every_row(metric, all_vs_all, monkeypatch):
+    """Rows 1e-7 apart around a point of norm 16, relative to which float64's rounding of
+    |q|^2 + |b|^2 - 2 q.b is as large as the distances: only the row differences rank them."""
+    generator = torch.Generator().manual_seed(9)
+    features = 1 + 1e-7 * torch.randn(150, 256, generator=generator, dtype=torch.float64)
+    queries = None if all_vs_all else 1 + 1e-7 * torch.randn(6, 256, generator=generator, dtype=torch.float64)
+    exhaustive = []
+    every_row = neighbours_module._every_row
+    monkeypatch.setattr(neighbours_module, "_every_row", lambda q, *args: exhaustive.append(len(q)) or every_row(q, *args))
+    distances, indices = nearest_neighbours(features, queries, k=3, metric=metric, batch_size=64)
+    expected_d, expected_i = brute_force(features, queries, 3, metric)
+    assert exhaustive and torch.equal(indices, expected_i)
+    torch.testing.assert_close(distances, expected_d, atol=0, rtol=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_duplicate_rows_are_each_others_nearest(metric):
     generator = torch.Generator().manual_seed(5)
     features = torch.randn(200, 24, generator=generator).repeat(2, 1)  # row i == row i + 200

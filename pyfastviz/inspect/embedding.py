@@ -14,19 +14,24 @@ from pyfastviz.models import image_grid
 from .features import _check_features
 
 BACKENDS = ("torch", "sklearn")
+EXACT_PCA_SIZE = 4096  # min(N, D) up to which the torch backend's PCA is an exact eigendecomposition
 
 
 def pca(features: torch.Tensor, k: int = 2, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
     """Principal components of features (N, D), centred.
 
-    backend "torch": torch.pca_lowrank on the features' device (seeded: the same result every call);
-    "sklearn": scikit-learn's PCA.
+    backend "torch": on the features' device, exact (an eigendecomposition of the D x D covariance
+    or the N x N Gram matrix, float64) up to min(N, D) = EXACT_PCA_SIZE, beyond it torch.pca_lowrank
+    (randomised, seeded: the same result every call; its ratios may run low where the spectrum
+    is flat); "sklearn": scikit-learn's PCA.
     Each component's sign makes its largest loading positive. Returns (coords (N, k),
     explained_variance_ratio (k,)), float32 on the features' device.
     """
     features = _check_features(features, "features")
     check_choice(backend, "backend", BACKENDS)
     n, d = features.shape
+    if n < 2:
+        raise ValueError(f"PCA needs at least 2 feature rows, got N={n}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(n, d):
         raise ValueError(f"k must be an int in [1, min(N, D) = {min(n, d)}], got {k!r}")
     x = features.detach().to(torch.promote_types(features.dtype, torch.float32))
@@ -38,15 +43,32 @@ def pca(features: torch.Tensor, k: int = 2, backend: str = "torch") -> tuple[tor
         components = torch.from_numpy(fitted.components_).to(x)
         ratio = torch.from_numpy(fitted.explained_variance_ratio_).to(x)
     else:
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # its random projection: seeded, the global RNG untouched
-            torch.manual_seed(0)
-            _, s, v = torch.pca_lowrank(x, q=min(k + 10, n, d), center=False, niter=6)
-        components = v[:, :k].T
-        ratio = s[:k] ** 2 / (x * x).sum().clamp_min(torch.finfo(x.dtype).tiny)
+        components, variances = (_exact_components if min(n, d) <= EXACT_PCA_SIZE else _randomised_components)(x, k)
+        ratio = variances / x.double().square().sum().clamp_min(torch.finfo(torch.float64).tiny)
     signs = components.gather(1, components.abs().argmax(1, keepdim=True)).sign()
     components = components * torch.where(signs == 0, 1, signs)
     return (x @ components.T).float(), ratio.float()
+
+
+def _exact_components(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top k principal directions (k, D) of centred x (N, D), in x's dtype, and their summed
+    squares (k,), float64: eigenvectors of x^T x, or of x x^T mapped through x^T when N < D."""
+    wide = x.double()
+    n, d = wide.shape
+    values, vectors = torch.linalg.eigh(wide.T @ wide if d <= n else wide @ wide.T)  # ascending
+    values, vectors = values[-k:].flip(0).clamp_min(0), vectors[:, -k:].flip(1)
+    if d > n:  # v = x^T u / |x^T u| for the Gram matrix's eigenvectors u
+        vectors = torch.nn.functional.normalize(wide.T @ vectors, dim=0, eps=torch.finfo(torch.float64).tiny)
+    return vectors.T.to(x.dtype), values
+
+
+def _randomised_components(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """As _exact_components, from torch.pca_lowrank (seeded, the global RNG untouched)."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        _, s, v = torch.pca_lowrank(x, q=min(k + 10, *x.shape), center=False, niter=6)
+    return v[:, :k].T, s[:k].double() ** 2
 
 
 def tsne(features: torch.Tensor, k: int = 2, perplexity: float = 30.0, seed: int = 0) -> torch.Tensor:

@@ -104,4 +104,4 @@ def _check_features(x, name: str) -> torch.Tensor:
     bad_rows = suspects[(~torch.isfinite(x[suspects])).any(1)]
     if len(bad_rows):
         raise ValueError(f"{name} has NaN or inf in {len(bad_rows)} row(s), first rows {bad_rows[:5].tolist()}")
-    return x
+    return x.detach()

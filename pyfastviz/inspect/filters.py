@@ -34,12 +34,14 @@ def filters_image(weights: torch.Tensor, channel: int | None = None, scale: int 
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive int, got {scale!r}")
     w = weights.detach().float().cpu()
+    if not torch.isfinite(w).all():
+        raise ValueError("the filter weights contain NaN or infinite values")
     if channel is not None:
-        if not isinstance(channel, int) or not 0 <= channel < w.shape[1]:
+        if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < w.shape[1]:
             raise ValueError(f"channel={channel!r} is not an input channel in [0, {w.shape[1]})")
         w = w[:, channel : channel + 1]
     elif w.shape[1] not in (1, 3):
-        raise ValueError(f"weights have {w.shape[1]} input channels; pass channel= to show one of them")
+        raise ValueError(f"the filters have {w.shape[1]} input channels; pass channel= to show one of them")
     low = w.amin(dim=(1, 2, 3), keepdim=True)
     span = (w.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-12)
     pixels = ((w - low) / span * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)

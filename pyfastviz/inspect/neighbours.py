@@ -4,7 +4,9 @@ Candidates come from float32 blocks (fast on every GPU, where float64 may run 32
 k + SPARE_CANDIDATES per query; their distances are then taken in float64 from the row
 differences. A query's result is certified exact when no row outside its candidates can be
 nearer than its k-th, given float32's worst-case rounding error; the few queries it cannot
-certify (e.g. many equidistant rows) are searched again in float64 blocks.
+certify (e.g. many equidistant rows) are searched again in float64 blocks, certified the same
+way, and those float64 cannot certify either (distances that vanish beside the rows' norms)
+against every row's exact distance.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ def _matmul_input_roundoff(device: torch.device) -> float:
     return _MATMUL_INPUT_ROUNDOFF.get(setting, _MATMUL_INPUT_ROUNDOFF["bf16"])
 
 
-def _float32_error_bound(queries: torch.Tensor, largest_row_norm: float, dim: int) -> torch.Tensor:
-    """(Q,) bounds on |float32 score - exact score| for each query (Q, D), float64, against any
-    row: beta (|q| + max|b|)^2, beta covering the rounding of normalisation, inputs and the
-    D-term sums (worst case, any summation order)."""
-    u = _FLOAT32_UNIT_ROUNDOFF
-    beta = 2 * _matmul_input_roundoff(queries.device) + 1.01 * (3 * dim + 16) * u
+def _error_bound(queries: torch.Tensor, largest_row_norm: float, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """(Q,) bounds on |score in dtype - exact score| for each query (Q, D), float64, against any
+    row: beta (|q| + max|b|)^2, beta covering the rounding of normalisation, the matmul's inputs
+    (float32: TF32/bf16 per torch's settings) and the D-term sums (worst case, any order)."""
+    unit = _FLOAT32_UNIT_ROUNDOFF if dtype == torch.float32 else 2.0 ** -53
+    inputs = _matmul_input_roundoff(queries.device) if dtype == torch.float32 else 0.0
+    beta = 2 * inputs + 1.01 * (3 * dim + 16) * unit
     return beta * (queries.norm(dim=1) + largest_row_norm) ** 2
 
 
@@ -112,27 +115,51 @@ def _search(queries: torch.Tensor, features: torch.Tensor, count: int, metric: s
 
 
 def _block_neighbours(queries: torch.Tensor, features: torch.Tensor, k: int, metric: str, batch_size: int,
-                      own_rows: torch.Tensor | None, largest_norm: float | None
+                      own_rows: torch.Tensor | None, largest_norm: float, float32_holds: bool
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k smallest exact scores (Q, k), float64, and rows (Q, k) of one block of queries.
-    largest_norm: the features' largest row norm, None where float32 cannot hold their scale."""
+    """The k smallest exact scores (Q, k), float64, and rows (Q, k) of one block of queries:
+    candidates from float32 (where float32_holds the rows' scale), then float64, for the queries
+    the previous pass cannot certify, then every row's exact score for those left (rows whose
+    distances vanish beside their norms). largest_norm: the features' largest row norm (1: cosine)."""
     exact_queries = _prepared(queries, metric, torch.float64)
     available = features.shape[0] - (own_rows is not None)
     candidates = min(k + SPARE_CANDIDATES, available)
-    if largest_norm is None:
-        scores, rows = _search(exact_queries, features, candidates, metric, batch_size, own_rows, exact_queries)[1:]
-        return scores[:, :k], rows[:, :k]
-    approximate, scores, rows = _search(_prepared(queries, metric, torch.float32), features, candidates, metric,
-                                        batch_size, own_rows, exact_queries)
-    if candidates < available:
-        bound = _float32_error_bound(exact_queries, largest_norm, features.shape[1])
-        # a row outside the candidates scored >= approximate[:, -1] in float32, so >= that - bound exactly
-        uncertain = ((approximate[:, -1].double() - bound) < scores[:, k - 1]).nonzero().flatten()
-        if len(uncertain):
-            again = _search(exact_queries[uncertain], features, candidates, metric, batch_size,
-                            None if own_rows is None else own_rows[uncertain], exact_queries[uncertain])
-            scores[uncertain], rows[uncertain] = again[1:]
+    scores = torch.empty((queries.shape[0], candidates), dtype=torch.float64, device=queries.device)
+    rows = torch.empty((queries.shape[0], candidates), dtype=torch.long, device=queries.device)
+    uncertain = torch.arange(queries.shape[0], device=queries.device)
+    for dtype in (torch.float32, torch.float64) if float32_holds else (torch.float64,):
+        mine = None if own_rows is None else own_rows[uncertain]
+        approximate, scores[uncertain], rows[uncertain] = _search(
+            _prepared(queries[uncertain], metric, dtype), features, candidates, metric, batch_size, mine,
+            exact_queries[uncertain])
+        if candidates == available:
+            return scores[:, :k], rows[:, :k]
+        # a row outside the candidates scored >= approximate[:, -1] in dtype, so >= that - bound exactly
+        bound = _error_bound(exact_queries[uncertain], largest_norm, features.shape[1], dtype)
+        uncertain = uncertain[(approximate[:, -1].double() - bound) < scores[uncertain, k - 1]]
+        if not len(uncertain):
+            return scores[:, :k], rows[:, :k]
+    mine = None if own_rows is None else own_rows[uncertain]
+    scores[uncertain], rows[uncertain] = _every_row(exact_queries[uncertain], features, candidates, metric,
+                                                    batch_size, mine)
     return scores[:, :k], rows[:, :k]
+
+
+def _every_row(queries: torch.Tensor, features: torch.Tensor, count: int, metric: str, batch_size: int,
+               own_rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `count` smallest exact scores of queries (Q, D), _prepared in float64, against every
+    row of features, from the row differences (slow; for the few queries no bound certifies)."""
+    best_scores = torch.full((queries.shape[0], count), float("inf"), dtype=torch.float64, device=queries.device)
+    best_rows = torch.full((queries.shape[0], count), -1, dtype=torch.long, device=queries.device)
+    for start in range(0, features.shape[0], batch_size):
+        block = torch.arange(start, min(start + batch_size, features.shape[0]), device=queries.device)
+        block = block.expand(queries.shape[0], -1)
+        scores, rows = _exact_scores(queries, features, block, metric)
+        if own_rows is not None:
+            scores = scores.masked_fill(rows == own_rows[:, None], float("inf"))
+        best_scores, picked = torch.cat([best_scores, scores], 1).topk(count, dim=1, largest=False, sorted=True)
+        best_rows = torch.cat([best_rows, rows], 1).gather(1, picked)
+    return best_scores, best_rows
 
 
 def _largest_norm(rows: torch.Tensor, batch_size: int) -> float | None:
@@ -148,14 +175,16 @@ def _largest_norm(rows: torch.Tensor, batch_size: int) -> float | None:
     return largest.item() * (1 + 2.0 ** -10)  # above the float32 rounding of the norms
 
 
-def _float32_scale(features: torch.Tensor, queries: torch.Tensor | None, metric: str, batch_size: int
-                   ) -> float | None:
-    """The largest row norm that the float32 error bound assumes (1: cosine's unit rows), or None
-    where float32 cannot hold the rows of features or queries (None: the features themselves)."""
-    largest = [_largest_norm(rows, batch_size) for rows in (features, queries) if rows is not None]
-    if None in largest:
-        return None
-    return 1.0 if metric == "cosine" else largest[0]
+def _row_scale(features: torch.Tensor, queries: torch.Tensor | None, metric: str, batch_size: int
+               ) -> tuple[float, bool]:
+    """(the largest row norm the error bounds assume (1: cosine's unit rows), whether float32
+    holds the rows of features and queries (None: the features themselves))."""
+    holds = all(_largest_norm(rows, batch_size) is not None for rows in (features, queries) if rows is not None)
+    if metric == "cosine":
+        return 1.0, holds
+    largest = max(torch.linalg.vector_norm(features[start : start + batch_size], dim=1, dtype=torch.float64).max()
+                  for start in range(0, features.shape[0], batch_size))
+    return largest.item() * (1 + 2.0 ** -40), holds
 
 
 def nearest_neighbours(features: torch.Tensor, queries: torch.Tensor | None = None, k: int = 5,
@@ -167,7 +196,8 @@ def nearest_neighbours(features: torch.Tensor, queries: torch.Tensor | None = No
     "cosine" (1 - cosine similarity) or "l2". Exact: candidates from float32 (batch_size x
     batch_size) blocks on the features' device, never an N x N matrix, their distances then taken
     in float64 from the row differences; a query whose candidates float32's rounding could have
-    missed a neighbour among is searched again in float64. Q may be 0. Returns (distances (Q, k)
+    missed a neighbour among is searched again in float64, and if float64's could have too,
+    against every row's exact distance. Q may be 0. Returns (distances (Q, k)
     in the features' dtype, at least float32; indices (Q, k)).
     """
     features = _check_features(features, "features")
@@ -181,13 +211,14 @@ def nearest_neighbours(features: torch.Tensor, queries: torch.Tensor | None = No
         raise ValueError(f"k must be an int in [1, {available}] ({features.shape[0]} features"
                          f"{', self excluded' if all_vs_all else ''}), got {k!r}")
     check_count(batch_size, "batch_size")
-    largest_norm = _float32_scale(features, None if all_vs_all else queries, metric, batch_size)
+    largest_norm, float32_holds = _row_scale(features, None if all_vs_all else queries, metric, batch_size)
     out_scores = [torch.empty((0, k), dtype=torch.float64, device=features.device)]
     out_rows = [torch.empty((0, k), dtype=torch.long, device=features.device)]
     for start in tqdm(range(0, queries.shape[0], batch_size), desc="neighbours", disable=not progress, leave=False):
         block = queries[start : start + batch_size]
         own_rows = torch.arange(start, start + block.shape[0], device=features.device) if all_vs_all else None
-        scores, rows = _block_neighbours(block, features, k, metric, batch_size, own_rows, largest_norm)
+        scores, rows = _block_neighbours(block, features, k, metric, batch_size, own_rows, largest_norm,
+                                         float32_holds)
         out_scores.append(scores)
         out_rows.append(rows)
     scores = torch.cat(out_scores)
