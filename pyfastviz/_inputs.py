@@ -16,25 +16,25 @@ def check_model(model) -> nn.Module:
     return model
 
 
-def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
-    """images: a floating-point (N, C, H, W) batch of finite values, on the model's device and of
-    its parameters' dtype (any dtype under autocast)."""
+def check_images(images, model: nn.Module | None = None, name: str = "images") -> torch.Tensor:
+    """images (called `name` in errors): a floating-point (N, C, H, W) batch of finite values, on
+    the model's device and of its parameters' dtype (any dtype under autocast)."""
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
-        hint = " (add a batch dimension with images[None])" if images.dim() == 3 else ""
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}{hint}")
+        hint = f" (add a batch dimension with {name}[None])" if images.dim() == 3 else ""
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(images.shape)}{hint}")
     if not images.is_floating_point():
-        raise TypeError(f"images must be floating point (normalised as the model expects), got {images.dtype}")
+        raise TypeError(f"{name} must be floating point (normalised as the model expects), got {images.dtype}")
     parameter = next(model.parameters(), None) if model is not None else None
     if parameter is not None and parameter.device != images.device:
-        raise ValueError(f"images are on {images.device} but the model is on {parameter.device}")
+        raise ValueError(f"{name} are on {images.device} but the model is on {parameter.device}")
     if parameter is not None and parameter.is_floating_point() and parameter.dtype != images.dtype \
             and not torch.is_autocast_enabled(images.device.type):
-        raise TypeError(f"images are {images.dtype} but the model's parameters are {parameter.dtype}: convert "
-                        f"one to the other (e.g. images.to({parameter.dtype}))")
+        raise TypeError(f"{name} are {images.dtype} but the model's parameters are {parameter.dtype}: convert "
+                        f"one to the other (e.g. {name}.to({parameter.dtype}))")
     if images.numel() and not torch.isfinite(images).all():
-        raise ValueError("images contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values")
     return images
 
 

@@ -1,5 +1,6 @@
 """Occlusion saliency: equal to a brute-force loop and to Captum; the cat's quadrant lights up."""
 
+import copy
 import importlib
 
 import pytest
@@ -361,6 +362,46 @@ class TestCaptumAdapterEqualsCaptum:
         (ours,) = Occlusion(scaled_logits(net)).attribute((x,), **kwargs)
         (theirs,) = captum_attr.Occlusion(scaled_logits(net)).attribute((x,), **kwargs)
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+    def test_float64_inputs_give_float32_as_captum_returns(self, net):
+        model = copy.deepcopy(net).double()
+        x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+        kwargs = dict(sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=1)
+        ours, theirs = Occlusion(model).attribute(x, **kwargs), captum_attr.Occlusion(model).attribute(x, **kwargs)
+        assert ours.dtype == theirs.dtype == torch.float32
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+    def test_noise_tunnel_wraps_it_as_it_wraps_captums(self, net):
+        x = torch.randn(2, 3, 8, 8)
+        ours, theirs = Occlusion(net), captum_attr.Occlusion(net)
+        for attribute in ("multiplies_by_inputs", "has_convergence_delta", "get_name"):
+            mine, captums = getattr(ours, attribute), getattr(theirs, attribute)
+            assert (mine() if callable(mine) else mine) == (captums() if callable(captums) else captums)
+        kwargs = dict(nt_type="smoothgrad", nt_samples=3, stdevs=0.1, sliding_window_shapes=(3, 4, 4),
+                      strides=(3, 2, 2), target=1)
+        torch.manual_seed(0)
+        smoothed = captum_attr.NoiseTunnel(ours).attribute(x, **kwargs)
+        torch.manual_seed(0)
+        torch.testing.assert_close(smoothed, captum_attr.NoiseTunnel(theirs).attribute(x, **kwargs), atol=1e-6,
+                                   rtol=0)
+
+
+def test_captum_adapter_refuses_outputs_and_windows_it_cannot_map(net):
+    x = torch.randn(2, 3, 8, 8)
+    window = dict(sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2))
+    with pytest.raises(ValueError, match="sliding_window_shapes has 2 windows but there is one input tensor"):
+        Occlusion(net).attribute(x, sliding_window_shapes=((3, 4, 4), (3, 2, 2)), target=1)
+    with pytest.raises(ValueError, match=r"forward_func must return one output per example, \(2, ...\) .* got \(1,\)"):
+        Occlusion(lambda images: net(images).sum()[None]).attribute(x, target=0, **window)
+    with pytest.raises(ValueError, match="forward_func must return one output per example.* got float"):
+        Occlusion(lambda images: 1.0).attribute(x, **window)
+    with pytest.raises(ValueError, match=r"one value per example \(N,\).*pass target=None"):
+        Occlusion(lambda images: net(images)[:, 0]).attribute(x, target=3, **window)
+    with pytest.raises(ValueError, match=r"inputs must be one \(N, C, H, W\) tensor"):
+        Occlusion(net).attribute(torch.randn(2, 3, 8), sliding_window_shapes=(3, 4), target=1)
+    with pytest.raises(ValueError, match="inputs contains NaN"):
+        Occlusion(net).attribute(torch.full((1, 3, 8, 8), float("nan")), target=1, **window)
 
 
 def test_captum_adapter_repeats_tensor_forward_args_per_perturbation(net):
