@@ -5,6 +5,7 @@ import numbers
 import operator
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -93,10 +94,12 @@ def check_logits(outputs, classes: torch.Tensor | None = None) -> torch.Tensor:
     """A model's outputs as (N, classes) logits; a clear error for a tuple, a dict or maps, and
     for `classes` (class indices, any shape) that are not among its classes."""
     if not isinstance(outputs, torch.Tensor):
-        raise TypeError(f"target= needs a model that returns an (N, classes) logits tensor, got a "
-                        f"{type(outputs).__name__}: wrap the model to return the logits, or use layer=")
+        raise TypeError(f"a class target (given, or the predicted class) needs a model that returns an (N, classes) "
+                        f"logits tensor, got a {type(outputs).__name__}: wrap the model to return the logits, or "
+                        "use layer=")
     if outputs.dim() != 2:
-        raise ValueError(f"target= needs a model that returns (N, classes) logits, got shape {tuple(outputs.shape)}")
+        raise ValueError(f"a class target (given, or the predicted class) needs a model that returns (N, classes) "
+                         f"logits, got shape {tuple(outputs.shape)}")
     if classes is not None and classes.numel() and classes.max() >= outputs.shape[1]:
         raise ValueError(f"target {classes.max().item()} is out of range: the model has {outputs.shape[1]} classes")
     return outputs
@@ -105,9 +108,11 @@ def check_logits(outputs, classes: torch.Tensor | None = None) -> torch.Tensor:
 def resolve_targets(target, batch: int) -> tuple[torch.Tensor, bool]:
     """Class indices as a (N, K) int64 tensor, and whether the caller asked for K per image.
 
-    target: an int (every image), a list/1-D tensor of N ints, or a list of lists /
+    target: an int (every image), a list/1-D tensor (or numpy array) of N ints, or a list of lists /
     (N, K) tensor for K classes per image. The upper bound is checked against the logits.
     """
+    if isinstance(target, np.ndarray):
+        target = torch.from_numpy(target)
     if isinstance(target, bool) or not isinstance(target, (numbers.Integral, Sequence, torch.Tensor)):
         raise TypeError(f"target must be an int, a list of ints or an integer tensor, got {type(target).__name__}")
     if isinstance(target, torch.Tensor):

@@ -8,7 +8,8 @@ TorchFunctionMode; the model itself is not modified.
 Guided backprop is defined for ReLU-family units only: SiLU, GELU, Hardswish, ELU and
 the like, and sigmoid, hardsigmoid and tanh gates, pass their ordinary gradient, with a
 warning (or an error when strict=True).
-Models compiled with torch.jit/torch.compile bypass the mode.
+torch.compile'd models are guided too (their code is traced under the mode); TorchScript
+models run outside Python, bypass it, and are refused.
 """
 
 import warnings

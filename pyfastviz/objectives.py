@@ -6,6 +6,7 @@ N images it was built for (SmoothGrad stacks noisy copies of the batch).
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,6 +19,7 @@ class ClassObjective:
 
     def __init__(self, indices: torch.Tensor):
         self.indices = indices
+        self.count = indices.shape[1]
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         logits = check_logits(model(x), self.indices)
@@ -33,9 +35,15 @@ class PredictedClassObjective:
     """The logit of each image's predicted class, read from the same forward pass: scores (B, 1).
     For a pass over the images themselves, not noisy copies (whose argmax may differ)."""
 
+    count = 1
+
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         logits = check_logits(model(x))
         return logits.gather(1, logits.detach().argmax(1, keepdim=True))
+
+    def for_images(self, rows: slice) -> "PredictedClassObjective":
+        """The objective of images[rows]: each image's own prediction."""
+        return self
 
 
 class UnitObjective:
@@ -43,6 +51,7 @@ class UnitObjective:
 
     def __init__(self, layer: str, channels: list[int] | None, neuron: tuple[int, int, int] | None):
         self.layer, self.channels, self.neuron = layer, channels, neuron
+        self.count = 1 if channels is None else len(channels)
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with ActivationTap(model, self.layer, detach=False) as tap:
@@ -95,6 +104,8 @@ def build_objective(model: nn.Module, images: torch.Tensor, target, layer: str |
     if (channel is None) == (neuron is None):
         raise ValueError(f"layer={layer!r} needs exactly one of channel= (int or list) or neuron=(channel, row, col)")
     if neuron is not None:
+        if isinstance(neuron, (torch.Tensor, np.ndarray)) and neuron.ndim == 1:
+            neuron = neuron.tolist()
         try:
             position = tuple(check_index(i, "neuron") for i in neuron) if isinstance(neuron, Sequence) else ()
         except TypeError:

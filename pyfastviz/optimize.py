@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._random import seeded_generator
-from pyfastviz._inputs import check_choice, check_count, check_images, check_model, check_positive
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_images, check_model, check_positive
 from pyfastviz._state import evaluation_mode, gradients_enabled
 from pyfastviz.models import preprocess_of
 from pyfastviz.parameterization import FourierImage
@@ -39,23 +39,21 @@ class Regularizer:
 
 
 class L2(Regularizer):
-    """Loss term weight * mean of x^2 over (C, H, W): pulls pixels to the mean colour."""
+    """Loss term weight * mean of x^2 over (C, H, W): pulls pixels to the mean colour (weight 0: off)."""
 
     def __init__(self, weight: float = 1e-2):
-        check_positive(weight, "weight")
-        self.weight = weight
+        self.weight = check_fraction(weight, "weight")
 
     def penalty(self, x):
         return self.weight * x.pow(2).flatten(1).mean(1)
 
 
 class TotalVariation(Regularizer):
-    """Loss term weight * mean over pixels of (dx^2 + dy^2)^(beta / 2) (Mahendran & Vedaldi 2015)."""
+    """Loss term weight * mean over pixels of (dx^2 + dy^2)^(beta / 2) (Mahendran & Vedaldi 2015;
+    weight 0: off)."""
 
     def __init__(self, weight: float = 1e-2, beta: float = 2.0):
-        check_positive(weight, "weight")
-        check_positive(beta, "beta")
-        self.weight, self.beta = weight, beta
+        self.weight, self.beta = check_fraction(weight, "weight"), check_positive(beta, "beta")
 
     def penalty(self, x):
         dx = x[..., :-1, 1:] - x[..., :-1, :-1]
@@ -66,14 +64,14 @@ class TotalVariation(Regularizer):
 
 
 class Jitter(Regularizer):
-    """Rolls the batch by a random (dy, dx) in [-pixels, pixels] before each forward pass.
+    """Rolls the batch by a random (dy, dx) in [-pixels, pixels] before each forward pass (0: off).
 
     torch.roll is differentiable, so the gradient reaching the image is un-shifted.
     """
 
     def __init__(self, pixels: int = 4):
-        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
-            raise ValueError(f"pixels must be an int >= 1, got {pixels!r}")
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+            raise ValueError(f"pixels must be an int >= 0, got {pixels!r}")
         self.pixels = pixels
         self.last_shift: tuple[int, int] = (0, 0)
 
@@ -97,14 +95,14 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 class Blur(Regularizer):
-    """Gaussian blur of the image with `sigma` px every `every` steps (removes high frequencies)."""
+    """Gaussian blur of the image with `sigma` px every `every` steps (removes high frequencies;
+    sigma 0: off)."""
 
     def __init__(self, sigma: float = 0.5, every: int = 4):
-        check_positive(sigma, "sigma")
-        self.sigma, self.every = sigma, check_count(every, "every")
+        self.sigma, self.every = check_fraction(sigma, "sigma"), check_count(every, "every")
 
     def project(self, x, grad, step):
-        if (step + 1) % self.every == 0:
+        if self.sigma > 0 and (step + 1) % self.every == 0:
             x.copy_(gaussian_blur(x, self.sigma))
 
 

@@ -8,13 +8,15 @@ image (e.g. the top-5 classes) come from one forward and one batched backward pa
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyfastviz._random import seeded_generator
+from pyfastviz._random import check_seed, seeded_generator
 from pyfastviz._inputs import check_choice, check_count, check_fraction, check_images, check_index, check_model, widened
 from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
+from pyfastviz.models.layers import run_eagerly
 from pyfastviz.objectives import build_objective
 
 REDUCTIONS = ("abs_max", "energy", "none")
@@ -37,8 +39,8 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, layer: str 
     mass and 0.55-0.59 of the energy mass. abs_max stays the default: energy is in squared units
     and underflows float16 on small models.
     samples > 0: SmoothGrad, the mean gradient of `samples` copies with Gaussian noise of
-    std noise * (max - min) of each image; batch_size caps images per forward pass
-    (default 8 on the CPU, 64 on a GPU). seed: an int (one generator on the images' device, fast;
+    std noise * (max - min) of each image. batch_size caps images per forward pass (default: all
+    of them without SmoothGrad; 8 on the CPU, 64 on a GPU with it). seed: an int (one generator on the images' device, fast;
     the same maps again for the same batch_size and device), None (seeded from torch's global
     RNG), or N ints, one per image, each image's noise then
     drawn on the CPU from its own generator: its map depends on neither its batch nor the device.
@@ -58,16 +60,21 @@ def gradient_maps(model, images, target, *, layer, channel, neuron, reduce, samp
     check_choice(reduce, "reduce", REDUCTIONS)
     samples = check_count(samples, "samples", 0)
     noise = check_fraction(noise, "noise (a fraction of each image's value range)")
-    seed = check_seed(seed, images.shape[0])
-    batch_size = (64 if images.is_cuda else 8) if batch_size is None else check_count(batch_size, "batch_size")
+    seed = check_seeds(seed, images.shape[0])
+    if batch_size is not None:
+        check_count(batch_size, "batch_size")
     with evaluation_mode(model), gradients_enabled():
         images = usable_for_autograd(images)
         objective, multi = build_objective(model, images, target, layer, channel, neuron, predict_in_pass=samples == 0)
         if images.shape[0] == 0:
-            grads = images.new_empty((0, 1, *images.shape[1:]))
+            grads = images.new_empty((0, objective.count, *images.shape[1:]))
         elif samples == 0:
-            grads = input_gradients(model, objective, images)
+            step = batch_size or images.shape[0]
+            grads = torch.cat([input_gradients(model, objective.for_images(slice(begin, begin + step)),
+                                               images[begin:begin + step])
+                               for begin in range(0, images.shape[0], step)])
         else:
+            batch_size = batch_size or (64 if images.is_cuda else 8)
             grads = smoothgrad(model, objective, images, samples, noise, seed, batch_size, progress)
     if reduce == "abs_max":
         maps = grads.abs().amax(dim=2)
@@ -84,13 +91,14 @@ def input_gradients(model: nn.Module, objective, x: torch.Tensor) -> torch.Tenso
     K > 1 uses one batched backward pass (is_grads_batched) over one forward pass.
     """
     x = x.detach().requires_grad_(True)
-    scores = objective(model, x)
-    count = scores.shape[1]
-    if count == 1:
-        (grad,) = torch.autograd.grad(scores.sum(), x)
+    if objective.count == 1:
+        (grad,) = torch.autograd.grad(objective(model, x).sum(), x)
         return grad[:, None]
-    one_hot = torch.eye(count, dtype=scores.dtype, device=scores.device)[:, None, :].expand(count, *scores.shape)
-    (grads,) = torch.autograd.grad(scores, x, one_hot, is_grads_batched=True)
+    with run_eagerly(model):  # a torch.compile'd backward cannot be batched
+        scores = objective(model, x)
+        one_hot = torch.eye(objective.count, dtype=scores.dtype, device=scores.device)[:, None, :]
+        (grads,) = torch.autograd.grad(scores, x, one_hot.expand(objective.count, *scores.shape),
+                                       is_grads_batched=True)
     return grads.movedim(0, 1)
 
 
@@ -120,11 +128,12 @@ def smoothgrad(model, objective, images, samples, noise, seed, batch_size, progr
     return torch.cat(means)
 
 
-def check_seed(seed, count: int) -> int | list[int] | None:
-    """seed as None, an int, or a list of `count` ints in [0, 2^64); a TypeError/ValueError naming it otherwise."""
+def check_seeds(seed, count: int) -> int | list[int] | None:
+    """seed as None, an int (check_seed), or a list of `count` ints in [0, 2^64); a
+    TypeError/ValueError naming it otherwise."""
     if seed is None or isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return seed
-    if isinstance(seed, torch.Tensor) and seed.ndim == 1:
+        return check_seed(seed)
+    if isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim == 1:
         seed = seed.tolist()
     if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
         raise TypeError(f"seed must be None, an int, or one int per image, got {type(seed).__name__}")

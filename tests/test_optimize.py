@@ -139,12 +139,27 @@ def test_optimize_bad_arguments(kwargs, error, match):
 
 
 @pytest.mark.parametrize("build, match", [
-    (lambda: Blur(sigma=0), "sigma"), (lambda: Blur(every=0), "every"), (lambda: Jitter(0), "pixels"),
+    (lambda: Blur(sigma=-1), "sigma"), (lambda: Blur(every=0), "every"), (lambda: Jitter(-1), "pixels"),
     (lambda: ClipNorm(100), "percentile"), (lambda: L2(-1), "weight"), (lambda: TotalVariation(beta=0), "beta"),
+    (lambda: TotalVariation(weight=float("nan")), "weight"),
 ])
 def test_regularizer_bad_arguments(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_regularizers_of_strength_zero_change_nothing():
+    """A sweep over strengths starts at 0: each regulariser then leaves the run as without it."""
+    net = FunctionalReLUNet()
+
+    def run(regularizers):
+        return optimize_images(net, ClassObjective(torch.tensor([[1]])),
+                               torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), steps=5,
+                               regularizers=regularizers, seed=0, progress=False).images
+
+    plain = run([])
+    for off in (L2(0), TotalVariation(0), Blur(sigma=0, every=1), Jitter(0), ClipNorm(0), ClipContribution(0)):
+        assert torch.equal(run([off]), plain), off
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -104,6 +104,7 @@ def test_one_seed_per_image_makes_each_map_independent_of_its_batch():
     ([1, 2, 2.5], TypeError, "each of seed's values must be an int"),
     ("123", TypeError, "seed must be None, an int, or one int per image, got str"),
     (1.5, TypeError, "seed must be None, an int, or one int per image, got float"),
+    (2**64, ValueError, r"seed must be an int in \[-2\^63, 2\^64\), got 18446744073709551616"),
 ])
 def test_bad_seeds_are_refused(seed, error, message):
     with pytest.raises(error, match=message):
@@ -127,8 +128,36 @@ def test_numpy_and_tensor_indices_count_as_ints():
     model = FunctionalReLUNet().eval()
     images = torch.randn(2, 3, 12, 12)
     assert torch.equal(saliency(model, images, np.int64(2)), saliency(model, images, 2))
+    assert torch.equal(saliency(model, images, np.array([[1, 2], [3, 0]])), saliency(model, images, [[1, 2], [3, 0]]))
     assert torch.equal(saliency(model, images, layer="conv2", channel=torch.tensor(1)),
                        saliency(model, images, layer="conv2", channel=1))
+    assert torch.equal(saliency(model, images, layer="conv2", neuron=torch.tensor([1, 2, 3])),
+                       saliency(model, images, layer="conv2", neuron=(1, 2, 3)))
+    assert torch.equal(saliency(model, images, 1, samples=2, seed=np.int64(3), progress=False),
+                       saliency(model, images, 1, samples=2, seed=3, progress=False))
+
+
+def test_vanilla_gradients_take_at_most_batch_size_images_per_pass():
+    model = FunctionalReLUNet().eval()
+    images = torch.randn(5, 3, 12, 12)
+    rows = []
+    handle = model.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    try:
+        for target in (None, [[0, 1]] * 5):
+            rows.clear()
+            chunked = saliency(model, images, target, batch_size=2, progress=False)
+            assert rows == [2, 2, 1]
+            torch.testing.assert_close(chunked, saliency(model, images, target, progress=False))
+    finally:
+        handle.remove()
+
+
+def test_several_targets_on_a_compiled_model_that_has_run():
+    model = FunctionalReLUNet().eval()
+    images = torch.randn(2, 3, 12, 12)
+    compiled = torch.compile(model)  # inductor: its backward has out= ops, which vmap cannot batch
+    compiled(images)
+    torch.testing.assert_close(saliency(compiled, images, [[0, 1], [2, 3]]), saliency(model, images, [[0, 1], [2, 3]]))
 
 
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
@@ -161,6 +190,9 @@ def test_smoothgrad_runs_at_most_batch_size_images_per_pass():
 
 def test_empty_batch():
     assert saliency(linear_model(), torch.empty(0, 3, 5, 6), 1).shape == (0, 5, 6)
+    assert saliency(linear_model(), torch.empty(0, 3, 5, 6), torch.empty(0, 3, dtype=torch.long)).shape == (0, 3, 5, 6)
+    assert saliency(FunctionalReLUNet(), torch.empty(0, 3, 12, 12), layer="conv2", channel=[1, 2]).shape == \
+        (0, 2, 12, 12)
 
 
 def test_model_left_exactly_as_found_also_after_errors():

@@ -29,6 +29,7 @@ def add_commands(commands) -> None:
                           "(default: %(default)s)")
     sal.add_argument("--smoothgrad", type=at_least(0), default=0, metavar="N",
                      help="average the gradient over N noisy copies (SmoothGrad; --method gradient only)")
+    sal.add_argument("--seed", type=int, default=0, help="SmoothGrad's noise (default: %(default)s)")
     sal.set_defaults(run=_saliency)
 
     occ = _explain_command(commands, "occlusion", "occlusion maps of image files (Zeiler & Fergus)",
@@ -90,7 +91,7 @@ def _saliency(args: argparse.Namespace) -> None:
 
     def explain(model, x, cls):
         if args.method == "gradient":
-            heat = saliency(model.net, x, cls, samples=args.smoothgrad, progress=not args.quiet)[0]
+            heat = saliency(model.net, x, cls, samples=args.smoothgrad, seed=args.seed, progress=not args.quiet)[0]
             return heat, saliency_to_pil(heat)
         grad = guided_backprop(model.net, x, cls)[0]
         return grad.abs().amax(dim=0), gradient_to_pil(grad)

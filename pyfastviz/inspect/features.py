@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from pyfastviz._inputs import check_images, check_model, input_dtype, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, layer_names
-from pyfastviz.models.layers import eager_hooks
+from pyfastviz.models.layers import run_eagerly
 
 def _batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
     """(N, C, H, W) tensor -> its slices; a loader -> its batches (the first item of tuple batches)."""
@@ -43,7 +43,7 @@ def _last_linear_input(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
     handles = [model.get_submodule(name).register_forward_pre_hook(partial(record, name)) for name in linears]
     try:
-        with eager_hooks(model):
+        with run_eagerly(model):
             model(batch)
     finally:
         for handle in handles:

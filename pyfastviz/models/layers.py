@@ -28,10 +28,11 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 @contextmanager
-def eager_hooks(model: nn.Module) -> Iterator[None]:
+def run_eagerly(model: nn.Module) -> Iterator[None]:
     """Within it, a model with torch.compile'd parts (torch.compile(model), module.compile())
     runs them eagerly, so that forward hooks added after it was compiled fire (once it has
-    run, compiled code no longer checks for new hooks); other models are left alone."""
+    run, compiled code no longer checks for new hooks) and its backward can be batched
+    (vmap has no rule for a compiled backward's out= ops); other models are left alone."""
     if any(hasattr(m, "_orig_mod") or getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()):
         with torch.compiler.set_stance("force_eager"):
             yield
@@ -72,7 +73,7 @@ class ActivationTap:
     With `detach=False` the outputs keep their autograd graph (for objectives on layers).
     Tensor outputs are recorded as copies, so an in-place op after the layer (torchvision's
     Conv2d -> ReLU(inplace=True)) does not change them. A torch.compile'd model runs eagerly
-    inside the block (eager_hooks).
+    inside the block (run_eagerly).
     """
 
     def __init__(self, model: nn.Module, names: str | Sequence[str], detach: bool = True):
@@ -99,7 +100,7 @@ class ActivationTap:
         try:
             for name, module in self._modules.items():
                 self._handles.append(module.register_forward_hook(self._hook(name)))
-            self._eager.enter_context(eager_hooks(self._model))
+            self._eager.enter_context(run_eagerly(self._model))
         except BaseException:
             self._remove()
             raise
@@ -157,7 +158,7 @@ def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
 
     handle = module.register_forward_hook(hook)
     try:
-        with eager_hooks(model):
+        with run_eagerly(model):
             model(x)
     except _StopForward:
         pass

@@ -10,7 +10,7 @@ from torch import nn
 
 from pyfastviz._inputs import check_choice, check_model, input_dtype
 from pyfastviz._state import evaluation_mode
-from pyfastviz.models.layers import eager_hooks
+from pyfastviz.models.layers import run_eagerly
 from pyfastviz.style.solver import LBFGS_HISTORY, OPTIMIZERS
 
 PROBE_SIDE = 64  # the largest probe input side: larger ones only cost time
@@ -104,7 +104,7 @@ def _memory_model(model, batch, optimizer, probe: tuple[int, int]) -> tuple[floa
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(record) for m in leaves]
     try:
-        with evaluation_mode(model), torch.no_grad(), eager_hooks(model):
+        with evaluation_mode(model), torch.no_grad(), run_eagerly(model):
             model(torch.zeros(1, 3, *probe, device=device, dtype=dtype))
     finally:
         for handle in handles:
