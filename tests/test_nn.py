@@ -216,3 +216,8 @@ def test_conditional_blend_stays_fp32_under_autocast(monkeypatch):
     assert weight.dtype == bias.dtype == torch.float32
     torch.testing.assert_close(weight, blend @ module.weight, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(bias, blend @ module.bias, rtol=1e-6, atol=1e-6)
+
+
+def test_eps_zero_is_taken_as_torch_takes_it():
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pnn.InstanceNorm2d(3, eps=0)(x), nn.InstanceNorm2d(3, eps=0)(x))

@@ -11,6 +11,8 @@ register_fake + register_autograd), so the op composes with autograd, torch.comp
 torch.library.opcheck.
 """
 
+import math
+
 import torch
 
 from pyfastviz.ops import reference
@@ -61,8 +63,9 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
             raise ValueError(f"{name} must have shape ({c},) or ({n}, {c}), got {tuple(param.shape)}")
         if param.device != x.device:
             raise ValueError(f"{name} must be on x's device ({x.device}), got {param.device}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(f"eps must be a finite number >= 0 (as torch's instance norm takes), got {eps!r}")
+    eps = float(eps)
     if not isinstance(relu, bool):
         raise TypeError(f"relu must be a bool, got {relu!r}")
     if backend not in BACKENDS:
