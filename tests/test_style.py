@@ -164,6 +164,27 @@ def test_small_contents_run_at_one_scale(net):
     assert result.image.shape == (1, 3, 12, 40)
 
 
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_images_one_pixel_high_or_wide_have_a_finite_loss(optimizer):
+    """Total variation along a side of 1 pixel is 0, not the NaN mean of no differences (which
+    made every loss NaN, also at tv_weight=0, and broke L-BFGS's line search)."""
+    from pyfastviz.style import total_variation
+
+    assert torch.equal(total_variation(torch.rand(2, 3, 1, 1)), torch.zeros(2))
+    row = torch.rand(1, 3, 1, 5)
+    assert torch.equal(total_variation(row), (row[..., 1:] - row[..., :-1]).pow(2).mean()[None])
+    torch.manual_seed(0)
+    padded = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU())
+    for content in (pixels(1, 3, 1, 16), pixels(1, 3, 16, 1)):
+        result = style_transfer(padded, content, pixels(1, 3, 8, 8), style_layers=["1", "3"], content_layer="3",
+                                steps=3, optimizer=optimizer, tv_weight=0.0, progress=False, preprocess=PRE)
+        assert all(np.isfinite(result.history["total"]))
+    texture = texture_synthesis(padded, pixels(1, 3, 8, 8), size=1, layers=["1", "3"], steps=2, progress=False,
+                                preprocess=PRE)
+    assert texture.image.shape == (1, 3, 1, 1) and all(np.isfinite(texture.history["style"]))
+
+
 def test_preserve_color_result_is_not_tied_to_the_content(net):
     content = pixels(1, 3, 24, 24).requires_grad_(True)
     result = run(net, content, pixels(1, 3, 24, 24, seed=1), preserve_color=True)

@@ -220,7 +220,8 @@ def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """(N,) mean squared difference of horizontally and vertically adjacent pixels."""
-    dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
-    dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).mean(1)
-    return dx + dy
+    """(N,) mean squared difference of horizontally and vertically adjacent pixels (0 along a
+    side of 1 pixel, which has no neighbours)."""
+    dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1)
+    dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1)
+    return sum(d.mean(1) if d.shape[1] else x.new_zeros(x.shape[0]) for d in (dx, dy))
