@@ -556,6 +556,22 @@ def test_an_output_never_overwrites_an_input_image(cat, tmp_path, capsys):
     assert victim.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", [["texture", "PHOTO"], ["style", "CAT", "PHOTO"], ["style", "PHOTO", "CAT"],
+                                     ["train-style", "PHOTO"]])
+def test_a_one_file_output_never_overwrites_an_input(cat, tmp_path, capsys, command):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), "red").save(photo)
+    before = photo.read_bytes()
+    arguments = [{"CAT": str(cat), "PHOTO": str(photo)}.get(word, word) for word in command]
+    for out in (photo, tmp_path / "." / "photo.png"):  # the same file by another path too
+        assert main([*arguments, "--out", str(out)]) == 2
+        assert "is one of the command's input files" in cli_error_line(capsys)
+    assert photo.read_bytes() == before
+    if command[0] == "train-style":  # a network file is no picture
+        assert main([*arguments, "--out", str(tmp_path / "network.png")]) == 2
+        assert "names a picture: a network file ends in .safetensors" in cli_error_line(capsys)
+
+
 @pytest.mark.parametrize("module, command, out", [
     ("explain", ["saliency", "CAT"], "sub"),
     ("style", ["texture", "CAT"], "sub/texture.png"),

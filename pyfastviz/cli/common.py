@@ -110,14 +110,16 @@ def image_files(names: list[str], out_name: str, outputs: Sequence[str]) -> tupl
     return paths, out
 
 
-def output_file(name: str, suffix: str | None = None, flag: str = "--out") -> Path:
+def output_file(name: str, suffix: str | None = None, flag: str = "--out", inputs: Sequence[str] = ()) -> Path:
     """--out FILE checked before any work: not a folder, ending in `suffix` when given, in a
-    folder that exists or can be made."""
+    folder that exists or can be made, and none of the command's `inputs` files."""
     path = _non_empty(name, flag)
     if suffix is not None and path.suffix.lower() != suffix:
         raise ValueError(f"{flag} {name!r} must be a {suffix} file name")
     if path.is_dir():
         raise ValueError(f"{flag} {name!r} is a folder: give a file name")
+    if path.resolve() in {Path(i).resolve() for i in inputs}:
+        raise ValueError(f"{flag} {name!r} is one of the command's input files: it would be overwritten")
     _check_parents(path, name, flag)
     return path
 

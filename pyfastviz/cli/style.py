@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 from contextlib import contextmanager
+from pathlib import Path
 
-from pyfastviz.cli.common import at_least, device, device_option, image_files, model_options, output_file, quiet_option
+from pyfastviz.cli.common import (PICTURE_SUFFIXES, at_least, device, device_option, image_files, model_options,
+                                  output_file, quiet_option)
 from pyfastviz.fast_style import load_style_network, save_style_network, stylize, train_style
 from pyfastviz.models import load_image, load_model, save_png, to_pil
 from pyfastviz.style import image_input, style_transfer, texture_synthesis
@@ -102,7 +104,7 @@ def _size_must_fit():
 
 
 def _texture(args: argparse.Namespace) -> None:
-    out = output_file(args.out, ".png")
+    out = output_file(args.out, ".png", inputs=[args.image])
     example = load_image(args.image)
     model, to_input = _gram_model(args)
     with _size_must_fit():
@@ -113,7 +115,7 @@ def _texture(args: argparse.Namespace) -> None:
 
 
 def _style(args: argparse.Namespace) -> None:
-    out = output_file(args.out, ".png")
+    out = output_file(args.out, ".png", inputs=[args.content, *args.styles])
     content, styles = load_image(args.content), [load_image(p) for p in args.styles]
     model, to_input = _gram_model(args)
     with _size_must_fit():
@@ -127,7 +129,10 @@ def _style(args: argparse.Namespace) -> None:
 
 
 def _train_style(args: argparse.Namespace) -> None:
-    out = output_file(args.out)
+    out = output_file(args.out, inputs=args.styles)
+    if out.suffix.lower() in PICTURE_SUFFIXES:
+        raise ValueError(f"--out {args.out!r} names a picture: a network file ends in .safetensors (or .pth for "
+                         "a plain state_dict)")
     styles = [load_image(p) for p in args.styles]
     where = device(args.device)
     loss_model = load_model(args.loss_model, weights_path=args.loss_weights, device=where).net
