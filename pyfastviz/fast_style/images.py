@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pyfastviz._fingerprints import lines_sha256, tensors_sha256
 from pyfastviz.data import ImageFolder
 from pyfastviz.models import load_image, sample_image
 from pyfastviz.models.images import to_rgb
@@ -108,6 +109,12 @@ class ContentSampler:
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    def fingerprint(self) -> str:
+        """sha256 hex of the content images: each file's name and size, each given image's pixels
+        (a resumed run must draw from the same images)."""
+        return lines_sha256(f"{source.name}\t{source.stat().st_size}" if isinstance(source, Path)
+                            else tensors_sha256([("", source)]) for source in self.sources)
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         """(batch_size, 3, size, size) float32 pixels in [0, 255] for training step `step`."""

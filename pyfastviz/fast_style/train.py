@@ -3,7 +3,6 @@ Adam on the perceptual loss of a frozen loss network, with resumable checkpoints
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pyfastviz._fingerprints import tensors_sha256, weights_sha256
 from pyfastviz._inputs import check_model
 from pyfastviz._state import gradients_enabled
 from pyfastviz.models import Preprocess, load_model, preprocess_of
@@ -101,9 +101,10 @@ def train_style(style_images, content_images=None, *, loss_model: torch.nn.Modul
     config = {"num_styles": num_styles, "multi_style": multi, "size": size, "style_size": style_size,
               "batch_size": batch_size, "lr": lr, "content_weight": content_weight, "style_weight": style_weight,
               "tv_weight": tv_weight, "content_layer": content_layer, "style_layers": style_layers, "seed": seed,
-              "loss_model": type(loss_model).__name__, "content_images": len(sampler),
+              "loss_model": type(loss_model).__name__, "loss_model_sha256": weights_sha256(loss_model),
+              "content_images": len(sampler), "content_sha256": sampler.fingerprint(),
               "loss_normalization": [[float(v) for v in preprocess.mean], [float(v) for v in preprocess.std]],
-              "styles_sha256": _sha256(styles)}
+              "styles_sha256": tensors_sha256((str(i), style) for i, style in enumerate(styles))}
     config = json.loads(json.dumps(config))  # as checkpoints store it (lists, not tuples); fails before any work
 
     with torch.random.fork_rng(devices=[]):
@@ -156,11 +157,6 @@ def train_step(network: TransformerNet, optimizer: torch.optim.Optimizer, loss: 
     total.mean().backward()
     optimizer.step()
     return torch.stack([parts["content"].mean(), parts["style"].mean(), parts["tv"].mean(), total.mean()]).detach()
-
-
-def _sha256(styles: list[torch.Tensor]) -> str:
-    """Hex digest of the style images' pixels (tells styles apart when resuming)."""
-    return hashlib.sha256(b"".join(s.numpy().tobytes() for s in styles)).hexdigest()
 
 
 def _flush(records: list[torch.Tensor], history: dict[str, list[float]]) -> None:

@@ -3,46 +3,13 @@ the same folder must ask for the same, else it is refused rather than mixing res
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-
-import torch
-from torch import nn
 
 from pyfastviz.sweep.store import atomic_write
 
 NAME = "manifest.json"
 FORMAT = 1
-
-
-def fingerprint(lines) -> str:
-    """sha256 hex of text lines (one per line, UTF-8; a file name's undecodable bytes as they were)."""
-    digest = hashlib.sha256()
-    for line in lines:
-        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
-    return digest.hexdigest()
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """sha256 hex of the model's parameters and buffers (names, dtypes, shapes, bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        _add_tensor(digest, name, tensor)
-    return digest.hexdigest()
-
-
-def tensor_fingerprint(tensor: torch.Tensor) -> str:
-    """sha256 hex of a tensor's dtype, shape and bytes."""
-    digest = hashlib.sha256()
-    _add_tensor(digest, "", tensor)
-    return digest.hexdigest()
-
-
-def _add_tensor(digest, name: str, tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().cpu().contiguous()
-    digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-    digest.update(tensor.view(-1).view(dtype=torch.uint8).numpy().tobytes())
 
 
 def write_or_check(out: Path, manifest: dict, has_results: bool) -> None:

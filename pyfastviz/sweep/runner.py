@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyfastviz._fingerprints import lines_sha256, tensors_sha256, weights_sha256
 from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model, input_dtype, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.guided import guided_backprop
@@ -220,12 +221,12 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
             _check_options(method, options, size)
         manifest.write_or_check(out, {
             "method": method, **options, "target": spec, "model": type(net).__name__,
-            "model_structure_sha256": manifest.fingerprint([_describe(net)]),
-            "weights_sha256": manifest.weights_fingerprint(net), "preprocess": _describe(preprocess),
-            "preprocessed_first_image_sha256": None if first is None else manifest.tensor_fingerprint(first),
-            "classes_sha256": None if classes is None else manifest.fingerprint(classes),
+            "model_structure_sha256": lines_sha256([_describe(net)]),
+            "weights_sha256": weights_sha256(net), "preprocess": _describe(preprocess),
+            "preprocessed_first_image_sha256": None if first is None else tensors_sha256([("", first)]),
+            "classes_sha256": None if classes is None else lines_sha256(classes),
             "shard_size": shard_size, **_noise_entry(method, options), "images": len(paths),
-            "images_sha256": manifest.fingerprint(plan.with_file_sizes(base, paths)),
+            "images_sha256": lines_sha256(plan.with_file_sizes(base, paths)),
             "maps": "float16 / map_scale"},
             bool(store.done_shards(out)))
         store.remove_partial(out)
@@ -288,7 +289,7 @@ def _targets(target, paths: list[str], classes, count: int | None) -> tuple[str,
         text = Path(target).read_text(encoding="utf-8").splitlines()
         per_image = [labels.get(p) for p in paths]
         _check_label_coverage(target, paths, per_image)
-        return f"label file sha256 {manifest.fingerprint(text)}", per_image
+        return f"label file sha256 {lines_sha256(text)}", per_image
     try:
         cls = index(target)
     except TypeError:

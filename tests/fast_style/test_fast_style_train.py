@@ -2,6 +2,7 @@
 checkpoints, the loss model left as found (also on errors), argument errors, the default
 device, mixed precision on CUDA."""
 
+import copy
 import math
 import os
 import stat
@@ -115,7 +116,7 @@ def test_numpy_normalisation_is_checkpointed_and_resumed(tiny_net, tmp_path):
 
 
 def test_a_configuration_that_is_not_json_fails_before_training(tiny_net, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "_sha256", lambda styles: b"bytes")
+    monkeypatch.setattr(train_module, "tensors_sha256", lambda named: b"bytes")
     monkeypatch.setattr(train_module, "train_step", lambda *a: pytest.fail("trained before the config was checked"))
     with pytest.raises(TypeError, match="not JSON serializable"):
         tiny_train(tiny_net, checkpoint_dir=tmp_path)
@@ -142,6 +143,23 @@ def test_checkpoint_of_another_configuration_is_refused(tiny_net, tmp_path, chan
     styles = change.pop("styles", None)
     with pytest.raises(ValueError, match=f"another configuration.*{field}: checkpoint"):
         tiny_train(tiny_net, styles, steps=2, checkpoint_dir=tmp_path, **change)
+
+
+def test_checkpoint_of_other_content_images_or_loss_weights_is_refused(tiny_net, tmp_path):
+    from pyfastviz.models import sample_image
+
+    photos = [sample_image("chelsea").resize((40, 30)), sample_image("coffee").resize((40, 30))]
+    tiny_train(tiny_net, content_images=photos, steps=1, checkpoint_dir=tmp_path)
+    others = [sample_image("astronaut").resize((40, 30)), sample_image("rocket").resize((40, 30))]
+    with pytest.raises(ValueError, match="another configuration.*content_sha256: checkpoint"):
+        tiny_train(tiny_net, content_images=others, steps=2, checkpoint_dir=tmp_path)
+    halved = copy.deepcopy(tiny_net)
+    with torch.no_grad():
+        for parameter in halved.parameters():
+            parameter.mul_(0.5)
+    with pytest.raises(ValueError, match="another configuration.*loss_model_sha256: checkpoint"):
+        tiny_train(halved, content_images=photos, steps=2, checkpoint_dir=tmp_path)
+    assert len(tiny_train(tiny_net, content_images=photos, steps=2, checkpoint_dir=tmp_path).history["total"]) == 2
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign", "network", "empty"])
