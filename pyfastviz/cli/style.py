@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 from contextlib import contextmanager
-from pathlib import Path
 
 from pyfastviz.cli.common import (PICTURE_SUFFIXES, at_least, device, device_option, image_files, model_options,
                                   output_file, quiet_option)
