@@ -311,7 +311,7 @@ def test_default_layers_of_vgg_are_relu1_1_to_relu5_1_and_relu4_2(arch, style, c
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(content=torch.zeros(3, 24, 24)), ValueError, "images must have shape"),
+    (dict(content=torch.zeros(3, 24, 24)), ValueError, "content must have shape"),
     (dict(styles=torch.zeros(3, 24, 24)), ValueError, "styles must be"),
     (dict(styles="flower.png"), TypeError, "styles must be"),
     (dict(style_layers=["conv9"]), ValueError, "style_layers: layer='conv9'"),
@@ -347,6 +347,19 @@ def test_bad_texture_inputs_and_unknown_model(net):
         default_layers(net)
     with pytest.raises(TypeError, match="pass LoadedModel.net"):
         style_transfer(type("Loaded", (), {"net": net})(), pixels(1, 3, 8, 8), pixels(1, 3, 8, 8))
+
+
+def test_errors_name_what_the_user_passed(net):
+    with pytest.raises(TypeError, match="content are torch.float64"):
+        run(net, pixels(1, 3, 24, 24).double(), pixels(1, 3, 24, 24))
+    with pytest.raises(TypeError, match="styles are torch.float64"):
+        run(net, pixels(1, 3, 24, 24), pixels(1, 3, 24, 24).double())
+    with pytest.raises(ValueError, match=r"layer 'fc' gives \(1, 5\), not an \(N, C, H, W\) feature map"):
+        run(net, pixels(1, 3, 24, 24), pixels(1, 3, 24, 24), style_layers=["conv1", "fc"])
+    with pytest.raises(TypeError, match="image must be a PIL image"):
+        image_input(pixels(1, 3, 8, 8), 8, PRE)
+    with pytest.raises(ValueError, match="size must be an int or .* got 0$"):
+        texture_synthesis(net, pixels(1, 3, 24, 24), layers=LAYERS, size=0, progress=False)
 
 
 def test_texture_from_style_targets_refuses_layers(net):

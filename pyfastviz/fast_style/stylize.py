@@ -94,7 +94,7 @@ def _style_weights(network: TransformerNet, style) -> torch.Tensor | None:
     count = network.num_styles
     if count is None:
         if style is not None:
-            raise ValueError(f"style must be None for a single-style network, got {style!r}")
+            raise ValueError(f"style={style!r} picks a style, but this network has only one: leave it out")
         return None
     if style is None:
         raise ValueError(f"style is required for a {count}-style network: an index or {count} blend weights")

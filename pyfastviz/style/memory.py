@@ -117,9 +117,11 @@ def _memory_model(model, batch, optimizer, probe: tuple[int, int]) -> tuple[floa
 
 
 def check_size(size) -> tuple[int, int]:
+    """size (an int side, or (height, width)) as (height, width) ints >= 1; a ValueError naming the value given."""
+    given = size
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
     if (not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)):
-        raise ValueError(f"size must be an int or (height, width) of ints >= 1, got {size!r}")
+        raise ValueError(f"size must be an int or (height, width) of ints >= 1, got {given!r}")
     return int(size[0]), int(size[1])

@@ -72,10 +72,17 @@ def _vgg_layers(model: nn.Module) -> StyleLayers | None:
 
 
 def extract_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Outputs (N, C_l, H_l, W_l) of `layers` from one forward pass, autograd graph kept."""
+    """Outputs (N, C_l, H_l, W_l) of `layers` from one forward pass, autograd graph kept; a layer
+    whose output is no (N, C, H, W) map (a Linear's, say) is a ValueError naming it."""
     with ActivationTap(model, layers, detach=False) as tap:
         model(images)
-    return {name: tap[name] for name in layers}
+    features = {name: tap[name] for name in layers}
+    for name, output in features.items():
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ValueError(f"layer {name!r} gives {shape}, not an (N, C, H, W) feature map: pick a convolutional "
+                             "layer for the style and content losses")
+    return features
 
 
 class StyleTargets:
@@ -148,7 +155,7 @@ def style_list(styles, model) -> list[torch.Tensor]:
             raise TypeError(f"styles must contain tensors, got {type(style).__name__}")
         if style.dim() != 4 or style.shape[1] != 3:
             raise ValueError(f"styles must be (S, 3, H, W) tensors, got shape {tuple(style.shape)}")
-        check_images(style, model)
+        check_images(style, model, name="styles")
         images.extend(style.split(1))
     if not images:
         raise ValueError("styles contains no image (S = 0)")

@@ -68,7 +68,7 @@ def texture_synthesis(model: nn.Module, example, *, size: int | tuple[int, int] 
             raise ValueError("layers come from the StyleTargets; do not pass them")
         device, dtype = next(iter(example.grams.values())).device, input_dtype(model)
     else:
-        check_images(example, model)
+        check_images(example, model, name="example")
         if example.shape[0] != 1 or example.shape[1] != 3:
             raise ValueError(f"example must have shape (1, 3, h, w), got {tuple(example.shape)}")
         device, dtype = example.device, example.dtype
@@ -116,7 +116,7 @@ def style_transfer(model: nn.Module, content: torch.Tensor, styles, *, style_wei
     history runs over the levels in order, smallest first (each ends with its final loss).
     """
     check_model(model)
-    check_images(content, model)
+    check_images(content, model, name="content")
     if content.shape[1] != 3 or content.shape[0] == 0:
         raise ValueError(f"content must have shape (N >= 1, 3, H, W), got {tuple(content.shape)}")
     check_choice(init, "init", INITS)
@@ -195,6 +195,8 @@ def image_input(image: Image.Image, size: int, preprocess: Preprocess) -> torch.
     """A PIL image (any mode and shape) -> (1, 3, H, W) input normalised by `preprocess` (the
     model's: model.preprocess or preprocess_of(net)) whose longer side is `size`, aspect kept and
     nothing cropped (a content or style image at the output's scale)."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL image (load_image(path)), got {type(image).__name__}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}")
     if not isinstance(preprocess, Preprocess):

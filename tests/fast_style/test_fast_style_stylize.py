@@ -114,7 +114,7 @@ def test_pil_modes_become_rgb_as_elsewhere_in_the_library():
 
 
 @pytest.mark.parametrize("num_styles, kwargs, error, match", [
-    (None, dict(style=0), ValueError, "style must be None"),
+    (None, dict(style=0), ValueError, "picks a style, but this network has only one"),
     (2, dict(), ValueError, "style is required"),
     (2, dict(style=2), ValueError, r"style must be in \[0, 2\)"),
     (2, dict(style=[1.0, 0.0, 0.0]), ValueError, r"style must have one blend weight per style \(2\), got 3"),
