@@ -6,6 +6,8 @@ resumable, scaled out with torch.distributed (torchrun).
     store.py        atomic shard files and the merged index
     loading.py      decoding in DataLoader workers; bad files become error records
     distributed.py  the torchrun process group (NCCL on GPUs, gloo on CPUs)
+    targets.py      target=: predicted, one class, or a label file's class per image
+    maps.py         one batch's maps (scaled float16) and index rows
     runner.py       sweep(): the shard loop
     results.py      load_sweep(): the index, the errors, one image's map
 """

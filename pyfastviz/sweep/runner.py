@@ -3,11 +3,9 @@ one process per device under torchrun."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,14 +17,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyfastviz._fingerprints import lines_sha256, tensors_sha256, weights_sha256
-from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model, input_dtype, widened
+from pyfastviz._inputs import check_choice, check_count, check_fraction, check_index, check_model, input_dtype
 from pyfastviz._state import evaluation_mode
-from pyfastviz.guided import guided_backprop
 from pyfastviz.models import LoadedModel, load_model
 from pyfastviz.models.zoo import PREPROCESS_ATTRIBUTE
-from pyfastviz.occlusion import SCORES, baseline_fill, occlusion, occlusion_geometry
-from pyfastviz.saliency import saliency
+from pyfastviz.occlusion import SCORES, baseline_fill, occlusion_geometry
 from pyfastviz.sweep import manifest, plan, store
+from pyfastviz.sweep import maps as maps_of
+from pyfastviz.sweep import targets as sweep_targets
 from pyfastviz.sweep.distributed import Group, local_device, process_group
 from pyfastviz.sweep.loading import SweepImages, batch_loader
 
@@ -36,8 +34,6 @@ OPTIONS = {  # per method: its options and their defaults
     "gradient": {"samples": 0, "noise": 0.15, "seed": 0},
     "guided": {},
 }
-NOT_FINITE = "the model's output or its map is not finite (NaN or inf)"
-POSITIONS_PER_PASS = 16  # occlusion: window positions of every image of a batch per forward pass
 
 
 @dataclass(frozen=True)
@@ -216,7 +212,7 @@ def _plan_on_rank0(group: Group, data, out: Path, net, preprocess, classes, targ
         count = None if first is None else _class_count(net, first, group.device)
         if classes is not None and count is not None and len(classes) != count:
             raise ValueError(f"classes has {len(classes)} names but the model gives {count} outputs")
-        spec, targets = _targets(target, paths, classes, count if classes is None else len(classes))
+        spec, targets = sweep_targets.resolve(target, paths, classes, count if classes is None else len(classes))
         if size is not None:
             _check_options(method, options, size)
         manifest.write_or_check(out, {
@@ -263,56 +259,6 @@ def _class_count(net: nn.Module, x: torch.Tensor, device: torch.device) -> int:
         return net(x[None].to(device, input_dtype(net))).shape[1]
 
 
-def _targets(target, paths: list[str], classes, count: int | None) -> tuple[str, list[int | None] | int | None]:
-    """-> (description for the manifest, None (predicted) | one class | a class or None per image).
-    count: the model's number of classes (None: unknown), which every class is checked against."""
-    lookup = {} if classes is None else {name: i for i, name in reversed(list(enumerate(classes)))}
-
-    def index(cls) -> int:
-        if isinstance(cls, str) and cls.strip().lstrip("-").isdigit():
-            cls = int(cls)
-        if not isinstance(cls, str):
-            cls = check_index(cls, "target")
-            if cls < 0 or (count is not None and cls >= count):
-                raise ValueError(f"target class {cls} is out of range" + (f" [0, {count})" if count else ""))
-            return cls
-        if classes is None:
-            raise ValueError(f"target class {cls!r} is a name but the model's classes are unknown (pass classes=)")
-        if cls not in lookup:
-            raise ValueError(f"target class {cls!r} is not one of the model's class names")
-        return lookup[cls]
-
-    if target is None or target == "predicted":
-        return "predicted", None
-    if isinstance(target, os.PathLike):
-        labels = plan.read_label_file(target, index)
-        text = Path(target).read_text(encoding="utf-8").splitlines()
-        per_image = [labels.get(p) for p in paths]
-        _check_label_coverage(target, paths, per_image)
-        return f"label file sha256 {lines_sha256(text)}", per_image
-    try:
-        cls = index(target)
-    except TypeError:
-        raise TypeError(f"target must be None, 'predicted', a class index or name, or a pathlib.Path label file, "
-                        f"got {type(target).__name__}") from None
-    except ValueError as err:
-        if isinstance(target, str) and (Path(target).is_file() or Path(target).suffix.lower() in (".tsv", ".txt")):
-            raise ValueError(f"{err}; a label file is given as pathlib.Path({target!r})") from None
-        raise
-    return f"class {cls}", cls
-
-
-def _check_label_coverage(target, paths: list[str], per_image: list[int | None]) -> None:
-    """A ValueError when the label file names no image of the sweep, a warning when it lacks some."""
-    missing = [path for path, cls in zip(paths, per_image) if cls is None]
-    if len(missing) == len(paths):
-        raise ValueError(f"label file {str(target)!r} names none of the {len(paths)} images (e.g. {paths[0]!r}); "
-                         "its paths must be relative to the image folder (or the list file's folder)")
-    if missing:
-        warnings.warn(f"label file {str(target)!r} has no class for {len(missing)} of the {len(paths)} images "
-                      f"(first: {missing[0]!r}); they go to the error list", stacklevel=5)
-
-
 def _describe(thing) -> str:
     """A preprocess or model as the manifest records it: its repr (a dataclass's or torchvision
     transforms' settings, a function's name; a model's modules) on one line, without memory
@@ -355,11 +301,12 @@ def _run_shards(group, net, images: SweepImages, classes, method, options, targe
             if wanted:
                 tick = time.perf_counter()
                 x = x[[good.index(i) for i in wanted]] if len(wanted) < len(good) else x
-                batch_maps, batch_rows = _explain(net, x.to(group.device, dtype, non_blocking=True), wanted, method,
-                                                  options, _batch_targets(targets, wanted), classes, show)
+                batch_maps, batch_rows = maps_of.explain(net, x.to(group.device, dtype, non_blocking=True), wanted,
+                                                         method, options, maps_of.batch_targets(targets, wanted),
+                                                         classes, show)
                 compute += time.perf_counter() - tick
-                finite = [j for j, row in enumerate(batch_rows) if _is_finite(row)]
-                errors += [{"path": paths[wanted[j]], "shard": shard, "error": NOT_FINITE}
+                finite = [j for j, row in enumerate(batch_rows) if maps_of.is_finite(row)]
+                errors += [{"path": paths[wanted[j]], "shard": shard, "error": maps_of.NOT_FINITE}
                            for j in range(len(wanted)) if j not in finite]
                 offset = sum(len(m) for m in maps)
                 maps.append(batch_maps[finite])
@@ -377,64 +324,3 @@ def _run_shards(group, net, images: SweepImages, classes, method, options, targe
         if pending is not None:
             pending.result()
     return time.perf_counter() - start, compute
-
-
-def _is_finite(row: dict) -> bool:
-    """Whether an index row's probabilities and map are finite."""
-    return all(math.isfinite(row[key]) for key in ("probability", "target_probability", "map_min", "map_max"))
-
-
-def _batch_targets(targets, positions: list[int]):
-    if targets is None or isinstance(targets, int):
-        return targets
-    return torch.tensor([targets[i] for i in positions])
-
-
-def _explain(net: nn.Module, x: torch.Tensor, positions: list[int], method: str, options: dict, target, classes,
-             show: bool):
-    """-> (maps (B, H, W) float16 numpy, each divided by its row's map_scale, one index row per image
-    without its path/shard/offset).
-    positions: the images' places in the sorted list; show: occlusion's own progress bar."""
-    with evaluation_mode(net), torch.no_grad():
-        probs = widened(net(x)).softmax(1)
-    probability, predicted = probs.max(1)
-    chosen = predicted if target is None else torch.as_tensor(target, device=x.device).expand(len(x))
-    if method == "occlusion":
-        maps = occlusion(net, x, chosen, **options, batch_size=POSITIONS_PER_PASS * len(x), progress=show)
-    elif method == "gradient" and options["samples"]:
-        maps = saliency(net, x, chosen, samples=options["samples"], noise=options["noise"],
-                        seed=_image_seeds(options["seed"], positions), batch_size=len(x), progress=False)
-    elif method == "gradient":
-        maps = saliency(net, x, chosen, progress=False)
-    else:
-        maps = guided_backprop(net, x, chosen, reduce="abs_max")
-    stored, scale = _to_float16(maps.detach())
-    flat = (stored.double() * scale[:, None, None]).flatten(1)  # the index describes the maps as stored
-    peak = flat.argmax(1)
-    columns = {"predicted": predicted, "probability": probability, "target": chosen,
-               "target_probability": probs.gather(1, chosen[:, None])[:, 0], "map_min": flat.amin(1),
-               "map_max": flat.amax(1), "map_mean": flat.mean(1), "peak_row": peak // stored.shape[2],
-               "peak_col": peak % stored.shape[2], "map_scale": scale}
-    columns = {name: value.cpu().tolist() for name, value in columns.items()}
-    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
-    if classes is not None:
-        for row in rows:
-            row["predicted_name"], row["target_name"] = classes[row["predicted"]], classes[row["target"]]
-    return stored.cpu().numpy(), rows
-
-
-def _to_float16(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """maps (B, H, W) -> (maps / scale as float16, scale (B,) float64), scale the power of two that
-    brings each map's largest magnitude into [0.5, 1): float16 then keeps 11 significant bits of a
-    map whatever its size, where unscaled values below 6e-8 would round to 0 (1 for an all-zero
-    map; float64, as the index records it, so that maps beyond float32's 2^127 scale too)."""
-    maps = maps.double()
-    largest = maps.flatten(1).abs().amax(1)
-    scale = torch.where(largest > 0, torch.ldexp(torch.ones_like(largest), torch.frexp(largest).exponent), 1.0)
-    return (maps / scale[:, None, None]).half(), scale
-
-
-def _image_seeds(seed: int, positions: list[int]) -> list[int]:
-    """SmoothGrad's noise seed of each image, from (seed, its position): with one generator per
-    image (saliency's seed=list), a map depends on neither its batch nor the device."""
-    return [int(np.random.SeedSequence([seed % 2**64, i]).generate_state(1, np.uint64)[0]) for i in positions]
