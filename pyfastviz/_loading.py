@@ -13,17 +13,31 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # training scripts'
 
 def read_state_dict(path: str | os.PathLike) -> dict:
     """The state dict in `path`: a saved state dict, or one inside {"state_dict": ...} (or
-    "model_state_dict", "model"), with DataParallel's "module." prefix removed. Never unpickles
-    code; a file it cannot read raises ValueError naming the path."""
+    "model_state_dict", "model"). Never unpickles code; a file it cannot read, or that holds no
+    dict, raises ValueError naming the path."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"could not load weights from {str(path)!r} ({load_failure(err)})") from None
-    if isinstance(data, dict):
-        data = next((data[key] for key in _WRAPPER_KEYS if isinstance(data.get(key), dict)), data)
-        if data and all(isinstance(key, str) and key.startswith("module.") for key in data):
-            data = {key.removeprefix("module."): value for key, value in data.items()}
-    return data
+    if not isinstance(data, dict):
+        raise ValueError(f"could not load weights from {str(path)!r}: it holds a {type(data).__name__}, "
+                         "not a state dict")
+    return next((data[key] for key in _WRAPPER_KEYS if isinstance(data.get(key), dict)), data)
+
+
+def under_model_prefix(state: dict, expected: dict) -> dict:
+    """state's entries under the prefix that the model's own keys follow there (DataParallel's
+    "module.", torch.compile's "_orig_mod.", Lightning's "model.", ...), the prefix removed and
+    entries outside it (an EMA's "n_averaged") left out; state as it is when it holds the model's
+    keys unprefixed, or no prefix fits."""
+    first = next(iter(expected), None)
+    if first is None or first in state:
+        return state
+    for key in state:
+        prefix = key[: -len(first)] if isinstance(key, str) and key.endswith("." + first) else None
+        if prefix and all(prefix + name in state for name in expected):
+            return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+    return state
 
 
 def load_failure(err: Exception) -> str:

@@ -7,6 +7,7 @@ import difflib
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -17,7 +18,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import functional as TF
 
-from pyfastviz._loading import read_state_dict
+from pyfastviz._loading import read_state_dict, under_model_prefix
 
 from .images import to_rgb, to_unit_tensor
 
@@ -155,8 +156,8 @@ def available_models() -> list[str]:
 def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
-    state_dict = read_state_dict(path)
     expected = net.state_dict()
+    state_dict = under_model_prefix(read_state_dict(path), expected)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:  # torch's own message lists every key: kilobytes for another architecture
@@ -166,6 +167,14 @@ def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
                  f"{len(unexpected)} keys are not its ({some(unexpected)})" if unexpected else ""]
         raise ValueError(f"could not load weights from {str(path)!r} into {type(net).__name__}: "
                          f"{'; '.join(p for p in parts if p)}; are they another architecture's?")
+    reshaped = [k for k, v in expected.items() if isinstance(state_dict[k], torch.Tensor)
+                and state_dict[k].shape != v.shape]
+    if reshaped:
+        name = reshaped[0]
+        raise ValueError(f"could not load weights from {str(path)!r} into {type(net).__name__}: {name!r} is "
+                         f"{tuple(state_dict[name].shape)} there, {tuple(expected[name].shape)} here"
+                         + (" (another number of classes: load_model builds ImageNet's 1000; build the model "
+                            "yourself and load_state_dict)" if len(reshaped) <= 2 else ""))
     try:
         net.load_state_dict(state_dict, strict=True)
     except Exception as err:
@@ -200,6 +209,11 @@ def _torchvision_model(name: str, weights_path: str | os.PathLike | None) -> tup
         tuple(transforms.std),
         int(transforms.resize_size[0]),
     )
+    if weights.meta["categories"] is None:  # torchvision's vgg16 IMAGENET1K_FEATURES: the classifier is NaN
+        warnings.warn(f"{os.path.basename(weights_path)!r} holds {name}'s convolutional features only (its "
+                      "classifier weights are NaN): use it for style transfer, textures or inversion, not for "
+                      "classes", RuntimeWarning, stacklevel=3)
+        weights = weights_enum.DEFAULT
     return net, preprocess, list(weights.meta["categories"])
 
 

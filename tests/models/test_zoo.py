@@ -139,6 +139,18 @@ def test_torchvision_preprocess_equals_the_weights_transforms(tmp_path, name, mo
         torch.testing.assert_close(preprocess(image), expected_transform(image), atol=1e-6, rtol=0)
 
 
+def test_vgg16_feature_weights_load_with_a_warning(tmp_path, monkeypatch):
+    """torchvision's IMAGENET1K_FEATURES file (Gatys-style VGG16) has no class names: NaN classifier."""
+    import pyfastviz.models.zoo as zoo
+
+    monkeypatch.setattr(zoo, "_load_state_dict", lambda net, path: None)  # 528 MB of weights are not the point
+    features = torchvision.models.VGG16_Weights.IMAGENET1K_FEATURES
+    with pytest.warns(RuntimeWarning, match="convolutional features only"):
+        model = load_model("vgg16", weights_path=tmp_path / os.path.basename(features.url))
+    assert len(model.class_names) == 1000
+    assert model.preprocess.std == tuple(features.transforms().std)  # its own (Caffe-style) normalisation
+
+
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="name='vgg61'.*vgg16"):
         load_model("vgg61")
@@ -212,7 +224,11 @@ def test_an_unsafe_pickle_is_refused_without_the_advice_to_unpickle_it(tmp_path)
     lambda sd: {"state_dict": sd, "epoch": 3},
     lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}},
     lambda sd: {f"module.{k}": v for k, v in sd.items()},  # saved from DataParallel
-], ids=["state_dict", "model+module", "module"])
+    lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},  # a torch.compile'd model's
+    lambda sd: {f"module._orig_mod.{k}": v for k, v in sd.items()},  # DDP of a compiled model
+    lambda sd: {**{f"module.{k}": v for k, v in sd.items()}, "n_averaged": torch.tensor(5)},  # AveragedModel (EMA)
+    lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 1},  # Lightning
+], ids=["state_dict", "model+module", "module", "compiled", "ddp+compiled", "ema", "lightning"])
 def test_training_checkpoints_are_unwrapped(tmp_path, wrap):
     reference = torchvision.models.squeezenet1_1(weights=None)
     torch.save(wrap(reference.state_dict()), tmp_path / "checkpoint.pth")
@@ -229,6 +245,21 @@ def test_mismatched_weights_file_names_the_path_and_counts_the_keys(tmp_path):
                                          "are they another architecture's") as info:
         load_model("squeezenet1_1", weights_path=path)
     assert len(str(info.value)) < 400  # not every key
+
+
+@pytest.mark.parametrize("content", [None, torch.zeros(3), [1, 2]], ids=["None", "tensor", "list"])
+def test_a_file_holding_no_state_dict_is_refused_clearly(tmp_path, content):
+    torch.save(content, tmp_path / "odd.pth")
+    with pytest.raises(ValueError, match=f"odd.pth'.*holds a {type(content).__name__}, not a state dict"):
+        load_model("squeezenet1_1", weights_path=tmp_path / "odd.pth")
+
+
+def test_a_fine_tune_with_other_classes_is_named_in_one_line(tmp_path):
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=10).state_dict(), tmp_path / "ten.pth")
+    with pytest.raises(ValueError, match=r"'fc.weight' is \(10, 512\) there, \(1000, 512\) here \(another "
+                                         "number of classes") as info:
+        load_model("resnet18", weights_path=tmp_path / "ten.pth")
+    assert "\n" not in str(info.value)
 
 
 def test_missing_weights_file(tmp_path):
