@@ -572,6 +572,20 @@ def test_a_one_file_output_never_overwrites_an_input(cat, tmp_path, capsys, comm
         assert "names a picture: a network file ends in .safetensors" in cli_error_line(capsys)
 
 
+def test_inspect_commands_never_overwrite_an_input(photo_folder, tmp_path, capsys):
+    photo, query = tmp_path / "photo.png", photo_folder / "more" / "chelsea.png"
+    sample_image("coffee").resize((32, 32)).save(photo)
+    before = {path: path.read_bytes() for path in (photo, query)}
+    for command, out, message in (
+            (["activations", str(photo), "--layer", "_blocks.1"], photo, "is one of the command's input files"),
+            (["neighbours", str(photo_folder), "--query", str(photo)], photo, "is one of the command's input files"),
+            (["neighbours", str(photo_folder), "--query", str(photo)], query, "is a file of the image folder"),
+            (["embed", str(photo_folder)], query, "is a file of the image folder")):
+        assert main([*command, "--out", str(out)]) == 2
+        assert message in cli_error_line(capsys)
+    assert {path: path.read_bytes() for path in (photo, query)} == before
+
+
 @pytest.mark.parametrize("module, command, out", [
     ("explain", ["saliency", "CAT"], "sub"),
     ("style", ["texture", "CAT"], "sub/texture.png"),

@@ -110,9 +110,11 @@ def image_files(names: list[str], out_name: str, outputs: Sequence[str]) -> tupl
     return paths, out
 
 
-def output_file(name: str, suffix: str | None = None, flag: str = "--out", inputs: Sequence[str] = ()) -> Path:
+def output_file(name: str, suffix: str | None = None, flag: str = "--out", inputs: Sequence[str] = (),
+                input_folder: str | None = None) -> Path:
     """--out FILE checked before any work: not a folder, ending in `suffix` when given, in a
-    folder that exists or can be made, and none of the command's `inputs` files."""
+    folder that exists or can be made, and neither one of the command's `inputs` files nor an
+    existing file under its `input_folder`."""
     path = _non_empty(name, flag)
     if suffix is not None and path.suffix.lower() != suffix:
         raise ValueError(f"{flag} {name!r} must be a {suffix} file name")
@@ -120,6 +122,8 @@ def output_file(name: str, suffix: str | None = None, flag: str = "--out", input
         raise ValueError(f"{flag} {name!r} is a folder: give a file name")
     if path.resolve() in {Path(i).resolve() for i in inputs}:
         raise ValueError(f"{flag} {name!r} is one of the command's input files: it would be overwritten")
+    if input_folder is not None and path.exists() and path.resolve().is_relative_to(Path(input_folder).resolve()):
+        raise ValueError(f"{flag} {name!r} is a file of the image folder {input_folder!r}: it would be overwritten")
     _check_parents(path, name, flag)
     return path
 

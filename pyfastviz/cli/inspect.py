@@ -105,7 +105,7 @@ def _filters(args: argparse.Namespace) -> None:
 
 
 def _activations(args: argparse.Namespace) -> None:
-    out = output_file(args.out, ".png")
+    out = output_file(args.out, ".png", inputs=[args.image])
     image = load_image(args.image)
     model = load_model(args.model, weights_path=args.weights)
     check_layer(model, args.layer)
@@ -144,7 +144,7 @@ def _features(model, images_or_loader, layer: str | None, progress: bool) -> tor
 
 
 def _embed(args: argparse.Namespace) -> None:
-    out = output_file(args.out, ".png")
+    out = output_file(args.out, ".png", input_folder=args.folder)
     model, dataset = _folder(args, needed=3)
     features = _features(model, image_loader(dataset), args.layer, progress=not args.quiet)
     coords = tsne(features, perplexity=min(30.0, len(dataset) - 1)) if args.method == "tsne" else pca(features)[0]
@@ -160,7 +160,7 @@ def _thumbnail(path: Path):
 
 
 def _neighbours(args: argparse.Namespace) -> None:
-    out = output_file(args.out, ".png")
+    out = output_file(args.out, ".png", inputs=[args.query], input_folder=args.folder)
     query = load_image(args.query)
     model, dataset = _folder(args, needed=args.k, leave_out=Path(args.query).resolve())
     features = _features(model, image_loader(dataset), args.layer, progress=not args.quiet)
