@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -213,10 +214,16 @@ def gradient_to_pil(g: torch.Tensor, percentile: float = 99.0) -> Image.Image:
 
 def heatmap_overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
     """Blend the coloured (h, w) heat map, bilinearly resized to the image size, over the image:
-    (1 - alpha) * image + alpha * colours. Returns an RGB image of the image's size."""
+    (1 - alpha) * image + alpha * colours. Returns an RGB image of the image's size. A map of
+    another aspect ratio than the image (a centre crop's map over the whole photo) is warned
+    about: overlay it on the crop the model saw, to_pil(preprocess.denormalize(x))."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     heat = normalize_map(heat)
+    if abs(heat.shape[1] * image.height - heat.shape[0] * image.width) > 0.02 * heat.shape[0] * image.width:
+        warnings.warn(f"the {heat.shape[0]}x{heat.shape[1]} map is stretched over a {image.height}x{image.width} "
+                      "image of another aspect ratio: overlay it on the crop the model saw, "
+                      "to_pil(preprocess.denormalize(x))", RuntimeWarning, stacklevel=2)
     resized = F.interpolate(heat[None, None], size=(image.height, image.width), mode="bilinear", align_corners=False)
     colours = Image.fromarray(_colorize(resized[0, 0].clamp(0, 1).cpu().numpy(), cmap))
     return Image.blend(to_rgb(image), colours, alpha)

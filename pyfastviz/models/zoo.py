@@ -55,6 +55,12 @@ class Preprocess:
     resize: int | None = None
 
     def __post_init__(self):
+        for name, side in (("size", self.size), ("resize", self.resize)):
+            if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 1):
+                raise ValueError(f"Preprocess {name} must be an int >= 1, got {side!r}")
+        if self.resize is not None and self.resize < self.size:
+            raise ValueError(f"Preprocess resize={self.resize} is below size={self.size}: the centre crop would "
+                             "be padded with black (resize is the shorter side before the crop)")
         for name in ("mean", "std"):
             values = getattr(self, name)
             try:
@@ -255,9 +261,13 @@ def load_model(
 
 
 def preprocess_of(model: nn.Module, size: int | None = None) -> Preprocess:
-    """The Preprocess load_model gave `model` (at `size` when given), else ImageNet's mean/std
-    (torchvision's convention) at `size` (default 224): what a technique uses without preprocess=."""
+    """The Preprocess load_model gave `model` (at `size` when given, its resize scaled alike),
+    else ImageNet's mean/std (torchvision's convention) at `size` (default 224): what a technique
+    uses without preprocess=."""
     found = getattr(model, PREPROCESS_ATTRIBUTE, None)
     if not isinstance(found, Preprocess):
         return Preprocess(size or 224)
-    return found if size is None else replace(found, size=size)
+    if size is None:
+        return found
+    resize = None if found.resize is None else round(found.resize * size / found.size)  # the same crop ratio
+    return replace(found, size=size, resize=resize)

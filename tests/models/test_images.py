@@ -157,14 +157,16 @@ def test_gradient_to_pil():
 
 def test_heatmap_overlay_size_and_blend():
     image = Image.new("RGB", (50, 30), (0, 0, 0))
-    heat = torch.zeros(7, 7)
-    heat[3, 3] = 1.0
+    heat = torch.zeros(6, 10)
+    heat[3, 5] = 1.0
     overlay = heatmap_overlay(image, heat, alpha=0.5)
     assert overlay.size == image.size and overlay.mode == "RGB"
     assert heatmap_overlay(image, heat, alpha=0.0).tobytes() == image.tobytes()
     assert pixel(overlay, (25, 15))[0] > pixel(overlay, (0, 0))[0]  # jet: hot centre is red
     with pytest.raises(ValueError, match="alpha"):
         heatmap_overlay(image, heat, alpha=2)
+    with pytest.warns(RuntimeWarning, match="the 7x7 map is stretched over a 30x50 image"):
+        heatmap_overlay(image, torch.rand(7, 7))  # a centre crop's map over the whole photo
 
 
 @pytest.mark.parametrize("side", [1, 2, 9])
@@ -196,7 +198,7 @@ def test_saliency_to_pil_caps_outliers_so_the_map_stays_visible():
     grey = np.asarray(saliency_to_pil(heat, percentile=99.0))
     assert grey.shape == (32, 32, 3) and np.median(grey) > 60
     assert np.median(np.asarray(map_to_pil(heat, cmap="gray"))) < 5
-    assert saliency_overlay(Image.new("RGB", (50, 40)), heat).size == (50, 40)
+    assert saliency_overlay(Image.new("RGB", (48, 48)), heat).size == (48, 48)
 
 
 def test_premultiplied_la_images_are_read():

@@ -265,3 +265,15 @@ def test_a_fine_tune_with_other_classes_is_named_in_one_line(tmp_path):
 def test_missing_weights_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_model("squeezenet1_1", weights_path=tmp_path / "nope.pth")
+
+
+def test_preprocess_sides_are_checked_and_preprocess_of_keeps_the_crop_ratio():
+    from pyfastviz.models import preprocess_of
+
+    for bad in (dict(size=0), dict(size=True), dict(size=224, resize=100), dict(size=224, resize=2.5)):
+        with pytest.raises(ValueError, match="Preprocess (size|resize)"):
+            Preprocess(**bad)
+    net = torch.nn.Conv2d(3, 3, 1)
+    net.pyfastviz_preprocess = Preprocess(224, resize=256)
+    assert preprocess_of(net, 448) == Preprocess(448, resize=512)
+    assert preprocess_of(net) is net.pyfastviz_preprocess
