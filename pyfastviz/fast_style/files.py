@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
+from pyfastviz._files import write_atomic
 from pyfastviz._loading import load_failure
 
 FORMAT = "pyfastviz.fast_style/1"
@@ -36,25 +34,6 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], met
         data = _safetensors.save(cpu, metadata=header)  # bytes: save_file's own file would be owner-only
         return write_atomic(path, lambda file: file.write(data))
     return write_atomic(path, lambda file: torch.save({**header, "tensors": cpu}, file))
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Calls write(file) on a new temporary file beside path, then renames it to path; returns
-    the path. Parent folders are created; the file gets the usual permissions (0666 & ~umask);
-    its data reaches the disk before the rename (so a crash leaves the old file or the new one,
-    never a truncated one); a failed write leaves nothing behind (and an earlier file at path untouched)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same folder: the rename is atomic
-    try:
-        with open(tmp, "xb") as file:  # "x" creates it with the umask's permissions
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # after a failure; after the rename it is gone already
-    return path
 
 
 def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict | None]:

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pyfastviz._files import write_atomic
 from pyfastviz._inputs import check_choice
 
-from .files import read_tensors, write_atomic, write_tensors
+from .files import read_tensors, write_tensors
 from .network import TransformerNet
 
 FORMATS = ("pyfastviz", "state_dict")
@@ -23,7 +24,7 @@ _RUNNING_STATS = re.compile(r"in\d+\.(running_mean|running_var|num_batches_track
 
 
 def save_style_network(network: TransformerNet, path: str | os.PathLike, *, format: str | None = None) -> Path:
-    """Writes network's weights to path atomically, creating its folder (see files.write_atomic).
+    """Writes network's weights to path atomically, creating its folder (see pyfastviz._files.write_atomic).
     format: "pyfastviz" (weights and style count, safetensors when importable) or "state_dict"
     (torch.save of the plain state_dict, as pytorch/examples saves; loads there too when
     single-style); None: "state_dict" for a path ending in .pth, .pt or .model (torch.save's

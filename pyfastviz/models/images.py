@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torchvision.transforms.functional import gaussian_blur
+
+from pyfastviz._files import write_atomic
 
 SAMPLE_IMAGES = (
     "chelsea", "coffee", "astronaut", "rocket",  # skimage.data photos
@@ -249,16 +250,6 @@ def saliency_overlay(photo: Image.Image, m: torch.Tensor, percentile: float = 99
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write `image` as PNG at `path`, creating parent folders. Atomic: a temp file in the same
-    folder is renamed into place, so a failed write leaves nothing behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same folder: rename is atomic
-    try:
-        with open(tmp, "xb") as f:  # "x" creates it with the usual (umask) permissions
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write `image` as PNG at `path`, creating parent folders, atomically (see
+    pyfastviz._files.write_atomic: a failed write leaves nothing behind)."""
+    return write_atomic(path, lambda file: image.save(file, format="PNG"))

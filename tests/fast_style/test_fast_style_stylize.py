@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from pyfastviz.fast_style import ContentSampler, TransformerNet, load_style_network, save_style_network, stylize
-from pyfastviz.fast_style.files import write_atomic, write_tensors
+from pyfastviz._files import write_atomic
+from pyfastviz.fast_style.files import write_tensors
 from pyfastviz.fast_style.images import pil_to_tensor
 from tests.fast_style.tiny import pixels
 

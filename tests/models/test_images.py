@@ -184,6 +184,24 @@ def test_save_png_creates_folders_atomically(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]
 
 
+def test_save_png_takes_any_file_name_keeps_permissions_and_writes_through_links(tmp_path):
+    import os
+    import stat
+
+    long_name = tmp_path / ("x" * (os.pathconf(tmp_path, "PC_NAME_MAX") - 4) + ".png")  # the longest allowed
+    save_png(Image.new("RGB", (2, 2)), long_name)
+    assert Image.open(long_name).size == (2, 2)
+    private = tmp_path / "private.png"
+    save_png(Image.new("RGB", (2, 2)), private)
+    private.chmod(0o600)
+    save_png(Image.new("RGB", (3, 3)), private)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and Image.open(private).size == (3, 3)
+    link = tmp_path / "link.png"
+    link.symlink_to(private)
+    save_png(Image.new("RGB", (5, 5)), link)
+    assert link.is_symlink() and Image.open(private).size == (5, 5)
+
+
 def test_save_png_failure_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         save_png(Image.new("CMYK", (3, 3)), tmp_path / "bad.png")  # PNG cannot store CMYK
