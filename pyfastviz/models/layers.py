@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map_only
 
 from pyfastviz._state import evaluation_mode
 
@@ -71,8 +72,8 @@ class ActivationTap:
         tap["layer1"]  # (N, C, H, W) output of the single call
 
     With `detach=False` the outputs keep their autograd graph (for objectives on layers).
-    Tensor outputs are recorded as copies, so an in-place op after the layer (torchvision's
-    Conv2d -> ReLU(inplace=True)) does not change them. A torch.compile'd model runs eagerly
+    Tensor outputs (also inside tuples, lists and dicts) are recorded as copies, so an in-place
+    op after the layer (torchvision's Conv2d -> ReLU(inplace=True)) does not change them. A torch.compile'd model runs eagerly
     inside the block (run_eagerly).
     """
 
@@ -86,10 +87,11 @@ class ActivationTap:
         self._eager = ExitStack()
 
     def _hook(self, name: str):
-        def record(module, inputs, output):
-            if isinstance(output, torch.Tensor):  # a copy: a later in-place op (ReLU(inplace=True)) may overwrite it
-                output = output.detach().clone() if self._detach else output.clone()
-            self._outputs[name].append(output)
+        def copy(tensor: torch.Tensor) -> torch.Tensor:  # a later in-place op (ReLU(inplace=True)) may overwrite it
+            return tensor.detach().clone() if self._detach else tensor.clone()
+
+        def record(module, inputs, output):  # tensors inside tuples, lists and dicts (LSTM, attention) too
+            self._outputs[name].append(tree_map_only(torch.Tensor, copy, output))
 
         return record
 

@@ -96,3 +96,17 @@ def test_reused_module_records_every_call(default_model):
     assert tap["_conv_head"].shape == (1, 1280, 7, 7)
     with pytest.raises(ValueError, match=r"fired 2 times.*tap\.calls"):
         tap[name]
+
+
+def test_tap_copies_and_detaches_tensors_inside_tuple_outputs():
+    lstm = nn.LSTM(4, 3, batch_first=True)
+    model = nn.Sequential()
+    model.lstm = lstm
+    x = torch.randn(2, 5, 4)
+    with ActivationTap(model, "lstm") as tap:
+        output, (hidden, _) = lstm(x)
+        output.relu_()  # an in-place op after the layer
+        hidden.zero_()
+    recorded, (recorded_hidden, _) = tap["lstm"]
+    assert recorded.min() < 0 and recorded_hidden.abs().sum() > 0
+    assert not recorded.requires_grad and not recorded_hidden.requires_grad
