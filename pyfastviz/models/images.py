@@ -28,8 +28,7 @@ _WHITE = (255, 255, 255)
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = _WHITE) -> Image.Image:
     """Any PIL mode -> RGB: transparency composited on `background`; 16/32-bit and float grayscale
-    rescaled to 8 bits: floats from [0, 1], integers from [0, 65535] (what 16-bit files hold),
-    or from their own [min, max] when they fall outside it (true 32-bit data)."""
+    rescaled to 8 bits (see _to_8bit_scale)."""
     if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode.startswith("I") or image.mode == "F":
@@ -44,13 +43,18 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = _WHITE) -> Ima
 
 
 def _to_8bit_scale(a: np.ndarray, mode: str) -> np.ndarray:
-    """Grayscale values of a PIL "I*" or "F" image -> floats on the 0-255 scale."""
-    if mode == "F":
-        return a * 255.0
-    low, high = (a.min(), a.max()) if a.size else (0.0, 0.0)
-    if 0 <= low and high <= 65535:
+    """Grayscale values of a PIL "I*" or "F" image -> floats on the 0-255 scale, by the range the
+    values fit: 16-bit modes from [0, 65535]; floats within [0, 1] from it; 32-bit integers or
+    floats within [0, 255] as they are (8-bit data in a wide type), integers within [0, 65535]
+    from it; anything else from its own [min, max]."""
+    low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and 255 < high <= 65535 and low >= 0):
         return a * (255.0 / 65535.0)
-    return (a - low) * (255.0 / (high - low))  # high > low: some value is outside [0, 65535]
+    if mode == "F" and 0 <= low and high <= 1:
+        return a * 255.0
+    if 0 <= low and high <= 255:
+        return a
+    return (a - low) * (255.0 / (high - low))  # high > low: the values fall outside every range above
 
 
 def to_unit_tensor(image: Image.Image) -> torch.Tensor:

@@ -69,6 +69,18 @@ def test_load_32_bit_integers_beyond_16_bits_use_their_own_range(tmp_path):
     assert [pixel(image, (x, 0))[0] for x in range(3)] == [0, 128, 255]
 
 
+@pytest.mark.parametrize("array, mode, expected", [
+    (np.array([[0, 100, 200]], dtype=np.int32), "I", [0, 100, 200]),  # 8-bit values in a 32-bit file
+    (np.array([[0.0, 100.0, 200.0]], dtype=np.float32), "F", [0, 100, 200]),  # and in a float one
+    (np.array([[0.0, 0.5, 1.0]], dtype=np.float32), "F", [0, 128, 255]),  # floats of [0, 1]
+    (np.array([[0, 100, 200]], dtype=np.uint16), None, [0, 0, 1]),  # a dark 16-bit file stays dark
+])
+def test_load_wide_grayscale_by_the_range_its_values_fit(tmp_path, array, mode, expected):
+    Image.fromarray(array, mode=mode).save(tmp_path / "wide.tif")
+    image = load_image(tmp_path / "wide.tif")
+    assert [pixel(image, (x, 0))[0] for x in range(3)] == expected
+
+
 def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         load_image(tmp_path / "missing.png")
