@@ -156,9 +156,9 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
 
 
 def normalize_map(m: torch.Tensor) -> torch.Tensor:
-    """(H, W) finite map -> float (H, W) min-max scaled to [0, 1]; a constant map gives zeros."""
-    if m.dim() != 2:
-        raise ValueError(f"expected an (H, W) map, got shape {tuple(m.shape)}")
+    """(H, W) finite map (a tensor or numpy array) -> float (H, W) min-max scaled to [0, 1]; a
+    constant map gives zeros."""
+    m = _as_map(m)
     _check_finite(m, "map")
     m = m.detach().float()
     low, high = m.min(), m.max()
@@ -234,8 +234,22 @@ def heatmap_overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5, 
     return Image.blend(to_rgb(image), colours, alpha)
 
 
+def _as_map(m) -> torch.Tensor:
+    """m as a non-empty (H, W) tensor (numpy arrays too); a clear error otherwise."""
+    if isinstance(m, np.ndarray):
+        m = torch.from_numpy(m)
+    if not isinstance(m, torch.Tensor):
+        raise TypeError(f"a map must be an (H, W) tensor or numpy array, got {type(m).__name__}")
+    if m.dim() != 2 or m.numel() == 0:
+        raise ValueError(f"expected a non-empty (H, W) map, got shape {tuple(m.shape)}")
+    return m
+
+
 def _clip(m: torch.Tensor, percentile: float) -> torch.Tensor:
     """The map capped at its `percentile`: else a few extreme pixels take the whole colour range."""
+    m = _as_map(m)
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
     _check_finite(m, "map")
     m = m.detach().float()
     return m.clamp(max=torch.quantile(m.flatten(), percentile / 100))

@@ -160,6 +160,8 @@ def available_models() -> list[str]:
 
 
 def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
+    if os.path.isdir(path):
+        raise ValueError(f"weights_path={str(path)!r} is a folder: give the weights file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
     expected = net.state_dict()

@@ -278,3 +278,16 @@ def test_image_grid_checks_its_arguments_and_composites_on_its_background():
     assert pixel(grid, (2 + 4 + 2 + 1, 3)) == (255, 255, 255)
     grid = image_grid([tile, clear], background=(0, 0, 0))
     assert pixel(grid, (2 + 4 + 2 + 1, 3)) == (0, 0, 0)  # the transparent cell shows the grid's black
+
+
+def test_maps_may_be_numpy_and_bad_maps_or_percentiles_are_named():
+    from pyfastviz.models import saliency_to_pil
+
+    heat = np.random.default_rng(0).random((6, 6)).astype(np.float32)
+    assert map_to_pil(heat).tobytes() == map_to_pil(torch.from_numpy(heat)).tobytes()
+    with pytest.raises(ValueError, match=r"percentile must be a number in \[0, 100\], got 150"):
+        saliency_to_pil(torch.from_numpy(heat), percentile=150)
+    with pytest.raises(ValueError, match=r"non-empty \(H, W\) map, got shape \(0, 0\)"):
+        heatmap_overlay(Image.new("RGB", (4, 4)), torch.zeros(0, 0))
+    with pytest.raises(TypeError, match="a map must be an .* got list"):
+        map_to_pil([[0.0, 1.0]])

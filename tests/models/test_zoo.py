@@ -265,6 +265,8 @@ def test_a_fine_tune_with_other_classes_is_named_in_one_line(tmp_path):
 def test_missing_weights_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_model("squeezenet1_1", weights_path=tmp_path / "nope.pth")
+    with pytest.raises(ValueError, match="is a folder: give the weights file"):
+        load_model("squeezenet1_1", weights_path=tmp_path)
 
 
 def test_preprocess_sides_are_checked_and_preprocess_of_keeps_the_crop_ratio():
