@@ -93,8 +93,10 @@ def aten_instance_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch
         param = param.to(work)  # first: the gradient's sum over images in fp32
         return param.repeat(n) if param.dim() == 1 else param.reshape(n * c)
 
-    y = torch.batch_norm(x.reshape(1, n * c, h, w), per_plane(weight, 1.0), per_plane(bias, 0.0), None, None, True,
-                         0.0, eps, False).view(n, c, h, w)
+    # contiguous: ATen's CPU batch_norm backward gets a channels_last input (what x.reshape is
+    # for N = 1) with a contiguous gradient wrong
+    y = torch.batch_norm(x.contiguous().view(1, n * c, h, w), per_plane(weight, 1.0), per_plane(bias, 0.0), None,
+                         None, True, 0.0, eps, False).view(n, c, h, w)
     if relu:
         y = y.relu_()  # batch_norm's backward reads its input, not y
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):

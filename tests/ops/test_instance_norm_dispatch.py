@@ -80,12 +80,13 @@ def leaves_of(*tensors):
 @pytest.mark.parametrize("kind", ["none", "channel", "image"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
 @pytest.mark.parametrize("relu", [False, True])
-def test_aten_path_equals_the_reference(dtype, kind, layout, relu):
+@pytest.mark.parametrize("batch", [1, 2])  # one channels_last image is a view of itself as (1, N*C, H, W)
+def test_aten_path_equals_the_reference(dtype, kind, layout, relu, batch):
     """Values, gradients and memory format (fp16/bf16: statistics and affine in fp32, so equal)."""
-    x = (torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3 + 1).to(dtype)
+    x = (torch.randn(batch, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3 + 1).to(dtype)
     x = {"contiguous": x, "channels_last": x.to(memory_format=torch.channels_last),
          "transposed": x.transpose(2, 3)}[layout]
-    shape = {"none": None, "channel": (3,), "image": (2, 3)}[kind]
+    shape = {"none": None, "channel": (3,), "image": (batch, 3)}[kind]
     weight, bias = (None, None) if shape is None else (torch.randn(shape).to(dtype), torch.randn(shape).to(dtype))
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     results = []
