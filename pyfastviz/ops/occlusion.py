@@ -42,6 +42,8 @@ def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride
     check_geometry(images.shape[1:], window, stride)
     n, rows, total = images.shape[0], out.shape[0], positions(images.shape[1:], window, stride)
     count = rows // n if n else 0
+    if count > total:
+        raise ValueError(f"out holds {count} copies per image, but there are only {total} window positions")
     if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first <= total - count:
         raise ValueError(f"first must be an int in 0..{total - count} (out holds {count} of the {total} window "
                          f"positions), got {first!r}")
@@ -74,6 +76,13 @@ def _check_tensors(images: torch.Tensor, baseline: torch.Tensor, out: torch.Tens
             raise TypeError(f"{name} must have the images' dtype {images.dtype}, got {tensor.dtype}")
         if tensor.device != images.device:
             raise ValueError(f"{name} must be on the images' device {images.device}, got {tensor.device}")
+    if out.requires_grad:
+        raise ValueError("out must not require grad: it is a buffer written in place, which autograd would not "
+                         "see (pass torch.empty(...))")
+    for name, tensor in (("images", images), ("baseline", baseline)):
+        if out.numel() and tensor.numel() and out.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
+            raise ValueError(f"out shares memory with {name}: it would be read while being written; pass a "
+                             "separate buffer")
     if out.is_contiguous():
         return torch.contiguous_format
     if out.is_contiguous(memory_format=torch.channels_last):

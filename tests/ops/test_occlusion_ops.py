@@ -151,6 +151,9 @@ def test_bad_geometry_gets_a_clear_error(window, stride, message):
     (dict(baseline=torch.zeros(2, 3, 8, 8, dtype=torch.float16)), TypeError, "baseline must have the images' dtype"),
     (dict(baseline=0.5), TypeError, "baseline must be a torch.Tensor"),
     (dict(images=torch.randn(3, 8, 8)), ValueError, r"images must be \(N, C, H, W\)"),
+    (dict(out=torch.empty(10, 3, 8, 8)), ValueError, "out holds 5 copies per image, but there are only 4 window"),
+    (dict(out=torch.empty(4, 3, 8, 8, requires_grad=True)), ValueError, "out must not require grad"),
+    (dict(out=torch.empty(4, 3, 8, 8) * torch.ones(1, requires_grad=True)), ValueError, "out must not require grad"),
 ])
 def test_batch_arguments_get_clear_errors(backend, change, error, message):
     args = dict(images=torch.randn(2, 3, 8, 8), baseline=torch.zeros(2, 3, 8, 8), first=0, out=torch.empty(4, 3, 8, 8))
@@ -158,6 +161,17 @@ def test_batch_arguments_get_clear_errors(backend, change, error, message):
     with pytest.raises(error, match=message):
         ops.occlusion_batch(args["images"], args["baseline"], (3, 4, 4), (1, 4, 4), args["first"], args["out"],
                             backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_out_sharing_memory_with_an_input_is_refused(backend):
+    """The kernel would read rows of images (or baseline) it has already overwritten."""
+    out = torch.randn(6, 3, 8, 8)
+    for images, baseline in ((out[:2], torch.zeros(2, 3, 8, 8)), (torch.randn(2, 3, 8, 8), out[4:])):
+        name = "images" if images.data_ptr() == out.data_ptr() else "baseline"
+        with pytest.raises(ValueError, match=f"out shares memory with {name}"):
+            ops.occlusion_batch(images, baseline, (3, 4, 4), (1, 4, 4), 0, out[:4] if name == "baseline" else out[2:],
+                                backend=backend)
 
 
 def test_kernel_checks_layouts_and_ranges():
