@@ -61,7 +61,11 @@ def guided_relu_(x: torch.Tensor, upper: float | None = None, *, backend: str = 
     check_float_tensor(x, "x")
     check_upper(upper)
     if _native.use_native(OP_INPLACE, check_backend(backend), x):
-        return _GuidedReLUInPlace.apply(x, None if upper is None else float(upper))
+        upper = None if upper is None else float(upper)
+        if not (torch.is_grad_enabled() and x.requires_grad):  # no autograd.Function: fullgraph compiles it
+            torch.ops.pyfastviz.guided_relu_(x, upper)
+            return x
+        return _GuidedReLUInPlace.apply(x, upper)
     return x.copy_(reference.guided_relu(x, upper))
 
 

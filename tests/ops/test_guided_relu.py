@@ -171,6 +171,21 @@ def test_works_under_torch_compile():
     torch.testing.assert_close(dx, dx_eager)
 
 
+def test_the_in_place_op_compiles_fullgraph_without_gradients():
+    """Inference: an input that needs no gradient, or no_grad, takes no autograd.Function (whose
+    mark_dirty fullgraph compilation does not support)."""
+    def block(t):
+        y = t.clone()
+        ops.guided_relu_(y, 6.0, backend="native")
+        return y
+
+    x = torch.randn(2, 3, 4, 5) * 4
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x), x.clamp(0, 6))
+    with torch.no_grad():
+        assert torch.equal(compiled(x.requires_grad_(True)), x.detach().clamp(0, 6))
+
+
 def test_bad_arguments_name_the_argument():
     with pytest.raises(TypeError, match="x must be a floating-point tensor"):
         ops.guided_relu(torch.ones(3, dtype=torch.int64))
