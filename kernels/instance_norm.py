@@ -49,6 +49,13 @@ MAX_SPLIT = 64  # slices per plane: [64, ROWS <= 64] partials per apply program,
 
 
 @triton.jit
+def _inverse_std(var_eps):
+    """1 / sqrt(var + eps), 0 where that is 0 (a constant plane with eps = 0), as ATen's batch norm."""
+    positive = var_eps > 0
+    return tl.where(positive, tl.rsqrt(tl.where(positive, var_eps, 1.0)), 0.0)
+
+
+@triton.jit
 def _tile(rows_start, k0, k_end, C, ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
     """Channels c (ROWS,), plane indices k (BLOCK_K,) and the [ROWS, BLOCK_K] mask of a tile."""
     c = rows_start + tl.arange(0, ROWS)
@@ -118,7 +125,7 @@ def _fwd_fused_kernel(
     x = tl.load(x_ptr + _offsets(n, c, k, x_sn, x_sc, x_sk), mask=mask, other=0.0).to(tl.float32)
     mean = tl.sum(x, 1) / K
     diff = tl.where(mask, x - mean[:, None], 0.0)
-    rstd = tl.rsqrt(tl.sum(diff * diff, 1) / K + eps)
+    rstd = _inverse_std(tl.sum(diff * diff, 1) / K + eps)
     tl.store(mean_ptr + n * C + c, mean, mask=c_ok)
     tl.store(rstd_ptr + n * C + c, rstd, mask=c_ok)
     w, b = _scale_shift(n, c, c_ok, w_ptr, w_sn, w_sc, b_ptr, b_sn, b_sc, HAS_W, HAS_B)
@@ -182,7 +189,7 @@ def _fwd_apply_kernel(
     mean = tl.sum(p_mean * counts[:, None], 0) / K
     delta = p_mean - mean[None, :]
     m2 = tl.sum(p_m2 + counts[:, None] * delta * delta, 0)
-    rstd = tl.rsqrt(m2 / K + eps)
+    rstd = _inverse_std(m2 / K + eps)
     first = c_ok & (s == 0)
     tl.store(mean_ptr + n * C + c, mean, mask=first)
     tl.store(rstd_ptr + n * C + c, rstd, mask=first)

@@ -218,6 +218,14 @@ def test_conditional_blend_stays_fp32_under_autocast(monkeypatch):
     torch.testing.assert_close(bias, blend @ module.bias, rtol=1e-6, atol=1e-6)
 
 
-def test_eps_zero_is_taken_as_torch_takes_it():
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_eps_zero_is_taken_as_torch_takes_it(backend):
+    """A constant plane has variance 0: with eps = 0 torch's instance norm gives 0 there, not NaN."""
     x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    x[1, 2] = 7.0
+    x.requires_grad_(True)
+    ours = instance_norm(x, eps=0, backend=backend)
+    theirs = nn.functional.instance_norm(x, eps=0)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(*(torch.autograd.grad(y.square().sum(), x)[0] for y in (ours, theirs)))
     torch.testing.assert_close(pnn.InstanceNorm2d(3, eps=0)(x), nn.InstanceNorm2d(3, eps=0)(x))

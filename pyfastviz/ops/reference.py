@@ -150,7 +150,8 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
     mean = work.mean(dim=(2, 3), keepdim=True)
     centred = work - mean
     var = centred.square().mean(dim=(2, 3), keepdim=True)  # var() warns on empty input; this does not
-    y = centred * torch.rsqrt(var + eps)
+    flat = var + eps == 0  # a constant plane with eps = 0: 1 / sqrt is 0 there, as ATen's batch norm has it
+    y = centred * torch.where(flat, 0.0, torch.rsqrt(torch.where(flat, 1.0, var + eps)))
     if weight is not None:
         y = y * weight.to(work.dtype).expand(n, c)[:, :, None, None]
     if bias is not None:

@@ -327,3 +327,15 @@ def test_works_under_torch_compile(monkeypatch):
     with monkeypatch.context() as patch:  # and both agree with the reference
         patch.setattr(op_module, "use_triton", lambda x, backend, *params: False)
         close(loss, block(x).detach(), 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 300, 300)], ids=["one-block", "split"])
+def test_a_constant_plane_with_eps_zero_normalises_to_zero(shape):
+    """1 / sqrt(0 + 0) is taken as 0 there, as ATen's batch norm (and F.instance_norm) take it."""
+    x = randn(shape)
+    x[0, 1] = 3.0
+    grad = randn(shape, seed=1)
+    (y, dx, _, _), (y_ref, dx_ref, _, _) = triton_and_reference(x, None, None, grad, eps=0)
+    assert torch.isfinite(y).all() and torch.isfinite(dx).all() and (y[0, 1] == 0).all()
+    close(y, y_ref, 1e-5)
+    close(dx, dx_ref, 1e-4)
