@@ -57,6 +57,16 @@ def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride
         out.copy_(reference.occlusion_batch(images, baseline, window, stride, first, count))
 
 
+def _share_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a and b are views of one allocated storage (False where storage cannot be read:
+    meta and fake tensors, functorch's wrappers)."""
+    try:
+        pointer = a.untyped_storage().data_ptr()
+        return pointer != 0 and pointer == b.untyped_storage().data_ptr()
+    except (NotImplementedError, RuntimeError):
+        return False
+
+
 def _check_tensors(images: torch.Tensor, baseline: torch.Tensor, out: torch.Tensor) -> torch.memory_format:
     """images (N, C, H, W), baseline alike, out (a multiple of N rows, C, H, W) of images' dtype and
     device. Returns out's layout."""
@@ -80,7 +90,7 @@ def _check_tensors(images: torch.Tensor, baseline: torch.Tensor, out: torch.Tens
         raise ValueError("out must not require grad: it is a buffer written in place, which autograd would not "
                          "see (pass torch.empty(...))")
     for name, tensor in (("images", images), ("baseline", baseline)):
-        if out.numel() and tensor.numel() and out.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
+        if _share_storage(out, tensor):
             raise ValueError(f"out shares memory with {name}: it would be read while being written; pass a "
                              "separate buffer")
     if out.is_contiguous():
