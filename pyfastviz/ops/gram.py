@@ -60,6 +60,7 @@ def gram(features: torch.Tensor, *, normalize: bool = True, allow_tf32: bool | N
     check_float_tensor(features, "features")
     if features.dim() != 4:
         raise ValueError(f"features must be 4-D (N, C, H, W), got shape {tuple(features.shape)}")
+    _check_normalize(normalize)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if allow_tf32 is None:
@@ -67,6 +68,11 @@ def gram(features: torch.Tensor, *, normalize: bool = True, allow_tf32: bool | N
     if use_triton(features, backend):
         return torch.ops.pyfastviz.gram(features, scale(features, normalize), bool(allow_tf32))
     return reference.gram(features, normalize=normalize)
+
+
+def _check_normalize(normalize) -> None:
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be a bool, got {normalize!r}")
 
 
 def scale(features: torch.Tensor, normalize: bool) -> float:
@@ -150,6 +156,7 @@ def gram_style_loss(features: torch.Tensor, target: torch.Tensor, *, normalize: 
     check_float_tensor(target, "target")
     if features.dim() != 4:
         raise ValueError(f"features must be 4-D (N, C, H, W), got shape {tuple(features.shape)}")
+    _check_normalize(normalize)
     n, c = features.shape[:2]
     if tuple(target.shape) not in ((c, c), (n, c, c)):
         raise ValueError(f"target must have shape ({c}, {c}) or ({n}, {c}, {c}), got {tuple(target.shape)}")

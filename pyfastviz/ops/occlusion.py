@@ -17,12 +17,13 @@ BATCH_OP, SCATTER_OP = "occlusion_batch", "occlusion_scatter"
 
 
 def check_geometry(size, window, stride) -> None:
-    """size, window, stride: 3 ints each (channels, rows, cols); window within size. Any stride is
+    """size, window, stride: 3 positive ints each (channels, rows, cols); window within size. Any stride is
     a valid geometry here (past the window it leaves pixels uncovered); occlusion() and the Captum
     adapter add their own rules on it."""
-    for name, values in (("window", window), ("stride", stride)):
-        if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-            raise ValueError(f"{name} must be positive ints (channels, rows, cols), got {tuple(values)}")
+    for name, values in (("size", size), ("window", window), ("stride", stride)):
+        if not isinstance(values, (tuple, list, torch.Size)) or len(values) != 3 \
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ValueError(f"{name} must be 3 positive ints (channels, rows, cols), got {values!r}")
     if any(w > s for w, s in zip(window, size)):
         raise ValueError(f"window {tuple(window)} is larger than the image {tuple(size)} (channels, rows, cols)")
 

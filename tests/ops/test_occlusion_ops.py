@@ -122,10 +122,10 @@ def test_opcheck(layout):
 
 
 @pytest.mark.parametrize("window, stride, message", [
-    ((3, 0, 2), (1, 1, 1), "window must be positive ints"),
-    ((3, 2, 2), (1, -1, 1), "stride must be positive ints"),
+    ((3, 0, 2), (1, 1, 1), "window must be 3 positive ints"),
+    ((3, 2, 2), (1, -1, 1), "stride must be 3 positive ints"),
     ((3, 9, 2), (1, 1, 1), r"window \(3, 9, 2\) is larger than the image \(3, 8, 8\)"),
-    ((3, 2), (1, 1, 1), "window must be positive ints"),
+    ((3, 2), (1, 1, 1), "window must be 3 positive ints"),
 ])
 def test_bad_geometry_gets_a_clear_error(window, stride, message):
     images = torch.randn(1, 3, 8, 8)
@@ -133,6 +133,18 @@ def test_bad_geometry_gets_a_clear_error(window, stride, message):
         ops.occlusion_batch(images, images, window, stride, 0, torch.empty(1, 3, 8, 8))
     with pytest.raises(ValueError, match=message):
         ops.occlusion_scatter(torch.randn(1, 4), window, stride, (3, 8, 8))
+
+
+@pytest.mark.parametrize("size", [(3, 6), (3, 6.0, 6), [3, 6, True]])
+def test_scatter_size_must_be_three_ints(size):
+    with pytest.raises(ValueError, match="size must be 3 positive ints"):
+        ops.occlusion_scatter(torch.randn(1, 4), (3, 2, 2), (3, 2, 2), size)
+
+
+def test_gram_normalize_must_be_a_bool():
+    for call in (ops.gram, lambda f, **k: ops.gram_style_loss(f, torch.zeros(2, 2), **k)):
+        with pytest.raises(TypeError, match="normalize must be a bool, got None"):
+            call(torch.randn(1, 2, 3, 3), normalize=None)
 
 
 @pytest.mark.parametrize("backend", ["native", "reference"])
