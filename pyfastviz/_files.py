@@ -18,6 +18,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     file or the new one, never a truncated one); a failed write leaves nothing behind (and an
     earlier file at path untouched). The temporary name is short, so any name the folder
     takes works."""
+    path = os.fsdecode(path)  # str, bytes or os.PathLike
     path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None

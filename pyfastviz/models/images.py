@@ -63,8 +63,9 @@ def to_unit_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Read any image file PIL can open (any mode, any size; EXIF rotation applied) as RGB."""
-    path = Path(path)
+    """Read any image file PIL can open (any mode, any size; EXIF rotation applied) as RGB.
+    path: str, bytes or os.PathLike."""
+    path = Path(os.fsdecode(path))
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {str(path)!r}")
     try:
@@ -132,8 +133,11 @@ def image_grid(
         raise ValueError("image_grid needs at least one image")
     if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
         raise ValueError(f"image_grid needs ncols >= 1 (or None), got {ncols!r}")
-    if pad < 0:
-        raise ValueError(f"image_grid needs pad >= 0, got {pad}")
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"image_grid needs pad, an int >= 0, got {pad!r}")
+    if not (isinstance(background, (tuple, list)) and len(background) == 3
+            and all(isinstance(v, int) and 0 <= v <= 255 for v in background)):
+        raise ValueError(f"image_grid needs background, an (R, G, B) of ints in 0..255, got {background!r}")
     ncols = min(ncols or math.ceil(math.sqrt(len(images))), len(images))
     nrows = math.ceil(len(images) / ncols)
     cell_w = max(image.width for image in images)

@@ -291,3 +291,14 @@ def test_maps_may_be_numpy_and_bad_maps_or_percentiles_are_named():
         heatmap_overlay(Image.new("RGB", (4, 4)), torch.zeros(0, 0))
     with pytest.raises(TypeError, match="a map must be an .* got list"):
         map_to_pil([[0.0, 1.0]])
+
+
+def test_paths_may_be_bytes_and_grid_arguments_are_named(tmp_path):
+    import os
+
+    target = os.fsencode(tmp_path / "grid.png")
+    save_png(Image.new("RGB", (4, 4), (9, 9, 9)), target)
+    assert pixel(load_image(target)) == (9, 9, 9)
+    for bad in (dict(pad=1.5), dict(pad=-1), dict(background=128), dict(background=(0, 0, 300))):
+        with pytest.raises(ValueError, match="image_grid needs (pad|background)"):
+            image_grid([Image.new("RGB", (2, 2))], **bad)
