@@ -16,8 +16,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     replaced); the file keeps an earlier file's permissions, else gets the usual ones
     (0666 & ~umask); its data reaches the disk before the rename (so a crash leaves the old
     file or the new one, never a truncated one); a failed write leaves nothing behind (and an
-    earlier file at path untouched). The temporary name is short, so any name the folder
-    takes works."""
+    earlier file at path untouched) and its error names path. The temporary name is short, so
+    any name the folder takes works."""
     path = os.fsdecode(path)  # str, bytes or os.PathLike
     path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +31,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno is not None and err.filename is None:  # a failed write or fsync (disk full) names no file
+            raise OSError(err.errno, f"{err.strerror} (writing {path})") from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)  # after a failure; after the rename it is gone already
     return path

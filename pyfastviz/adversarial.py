@@ -90,7 +90,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
         delta = torch.zeros_like(wide)  # pixel units
         taken = torch.zeros(count, dtype=torch.int64, device=images.device)
         for step in tqdm(range(steps + 1), desc="fooling images", disable=not progress, leave=False):
-            x = _within_budget(images, (wide + delta / std).clamp(low, high)).requires_grad_(True)
+            x = _within_budget((wide + delta / std).clamp(low, high), images, wide).requires_grad_(True)
             logits = check_logits(model(x), classes)
             predictions = logits.argmax(1)
             success = predictions == classes if targeted else predictions != classes
@@ -113,12 +113,13 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
                              predictions=predictions)
 
 
-def _within_budget(images: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-    """`wanted` (float32 or wider) in images' dtype, each element rounded toward its image where
+def _within_budget(wanted: torch.Tensor, images: torch.Tensor, wide: torch.Tensor) -> torch.Tensor:
+    """`wanted` (in wide's dtype) in images' dtype, each element rounded toward its image where
     rounding moved it further away: no change exceeds the one asked for, so the perturbation
-    stays inside the budget in fp16 and bf16 too."""
+    stays inside the budget in fp16 and bf16 too. wide: images widened (float32 at least)."""
     x = wanted.to(images.dtype)
-    wide = widened(images)
+    if x.dtype == wanted.dtype:  # nothing was rounded
+        return x.detach()
     overshoot = (widened(x) - wide).abs() > (wanted - wide).abs()
     return torch.where(overshoot, torch.nextafter(x, images), x).detach()
 

@@ -162,29 +162,27 @@ def _every_row(queries: torch.Tensor, features: torch.Tensor, count: int, metric
     return best_scores, best_rows
 
 
-def _largest_norm(rows: torch.Tensor, batch_size: int) -> float | None:
-    """The largest row norm of rows (N, D), or None where float32 cannot hold them: a nonzero row
-    of norm outside [2^-50, 2^50], whose squares would over- or underflow."""
-    largest = rows.new_zeros((), dtype=torch.float64)
+def _largest_norm(rows: torch.Tensor, batch_size: int) -> tuple[float, bool]:
+    """(the largest row norm of rows (N, D), from float64 norms; whether float32 holds the rows:
+    no nonzero row of norm outside [2^-50, 2^50], whose squares would over- or underflow), in
+    one pass over the rows and one sync."""
+    largest, outside = rows.new_zeros((), dtype=torch.float64), rows.new_zeros((), dtype=torch.bool)
     for start in range(0, rows.shape[0], batch_size):
-        block = rows[start : start + batch_size]
-        norms = torch.linalg.vector_norm(block, dim=1, dtype=torch.promote_types(block.dtype, torch.float32))
-        if norms.max() > 2.0 ** 50 or block[norms < 2.0 ** -50].any():
-            return None
-        largest = torch.maximum(largest, norms.max().double())
-    return largest.item() * (1 + 2.0 ** -10)  # above the float32 rounding of the norms
+        norms = torch.linalg.vector_norm(rows[start : start + batch_size], dim=1, dtype=torch.float64)
+        largest = torch.maximum(largest, norms.amax())
+        outside |= ((norms > 2.0 ** 50) | ((norms > 0) & (norms < 2.0 ** -50))).any()
+    largest, outside = torch.stack([largest, outside.double()]).tolist()
+    return largest * (1 + 2.0 ** -40), not outside
 
 
 def _row_scale(features: torch.Tensor, queries: torch.Tensor | None, metric: str, batch_size: int
                ) -> tuple[float, bool]:
     """(the largest row norm the error bounds assume (1: cosine's unit rows), whether float32
     holds the rows of features and queries (None: the features themselves))."""
-    holds = all(_largest_norm(rows, batch_size) is not None for rows in (features, queries) if rows is not None)
-    if metric == "cosine":
-        return 1.0, holds
-    largest = max(torch.linalg.vector_norm(features[start : start + batch_size], dim=1, dtype=torch.float64).max()
-                  for start in range(0, features.shape[0], batch_size))
-    return largest.item() * (1 + 2.0 ** -40), holds
+    largest, holds = _largest_norm(features, batch_size)
+    if queries is not None:
+        holds = holds and _largest_norm(queries, batch_size)[1]
+    return (1.0 if metric == "cosine" else largest), holds
 
 
 def nearest_neighbours(features: torch.Tensor, queries: torch.Tensor | None = None, k: int = 5,

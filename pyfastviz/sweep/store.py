@@ -6,8 +6,8 @@
     DIR/shards/000007.json          {"rows": [index rows], "errors": [error rows]}: shard 7 is done
     DIR/index.jsonl, errors.jsonl   every shard's rows merged in order: the sweep is done
 
-Every file is written to NAME.tmp, fsynced and renamed, so a kill at any moment leaves
-whole files only; a shard counts as done once its .json exists (written after its .npy).
+Every file is written to a .tmp file beside it, fsynced and renamed, so a kill at any moment
+leaves whole files only; a shard counts as done once its .json exists (written after its .npy).
 """
 
 from __future__ import annotations
@@ -20,32 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
+from pyfastviz._files import write_atomic
+
 INDEX, ERRORS, SHARDS = "index.jsonl", "errors.jsonl", "shards"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to path via path.tmp + fsync + rename: readers see the old file or all of the new;
-    a failed write removes path.tmp."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write bytes to path atomically (pyfastviz._files.write_atomic), then sync the folder, so
+    that the rename too survives a crash (a shard's .json is its done mark)."""
+    write_atomic(path, lambda file: file.write(data))
+    folder = os.open(path.parent, os.O_RDONLY)
     try:
-        with open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.filename is None:  # a failed write or fsync (disk full, file too large) names no file
-            raise OSError(err.errno, f"{err.strerror} (writing {path})") from err
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
+        os.fsync(folder)
     finally:
-        os.close(directory)
+        os.close(folder)
 
 
 def shard_path(out: Path, shard: int, suffix: str) -> Path:
