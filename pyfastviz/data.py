@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from pyfastviz.models import load_image
 
 
-def _image_extensions() -> set[str]:
+def image_extensions() -> set[str]:
     """Every file extension PIL can open (not those of formats it can only save, such as .pdf),
     lower case with the dot. MPO files have no opener of their own: the JPEG one reads them."""
     Image.init()
@@ -28,7 +28,7 @@ def find_image_files(root: Path, suffixes: set[str] | None = None) -> list[Path]
     as .ipynb_checkpoints) are left out; folder links are followed after the real tree, each
     real folder listed once, under its real path where it has one; a folder that cannot be
     read is warned about."""
-    suffixes = _image_extensions() if suffixes is None else suffixes
+    suffixes = image_extensions() if suffixes is None else suffixes
     found, seen, links = [], set(), [Path(root)]
 
     def unreadable(error: OSError) -> None:

@@ -40,10 +40,10 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, layer: str 
     and underflows float16 on small models.
     samples > 0: SmoothGrad, the mean gradient of `samples` copies with Gaussian noise of
     std noise * (max - min) of each image. batch_size caps images per forward pass (default: all
-    of them without SmoothGrad; 8 on the CPU, 64 on a GPU with it). seed: an int (one generator on the images' device, fast;
-    the same maps again for the same batch_size and device), None (seeded from torch's global
-    RNG), or N ints, one per image, each image's noise then
-    drawn on the CPU from its own generator: its map depends on neither its batch nor the device.
+    of them without SmoothGrad; 8 on the CPU, 64 on a GPU with it). seed: an int (one generator
+    on the images' device, fast; the same maps again for the same batch_size and device), None
+    (seeded from torch's global RNG), or N ints, one per image, each image's noise then drawn
+    on the CPU from its own generator: its map depends on neither its batch nor the device.
     SmoothGrad reduces the mean gradient (energy: squared norm of the mean, not mean of squares).
     Returns (N, H, W), or (N, K, H, W) for K targets/channels; (N, [K,] C, H, W) if reduce="none".
     The model is run in eval mode and left as found.

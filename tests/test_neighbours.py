@@ -122,7 +122,8 @@ def test_rows_float64_cannot_tell_apart_are_compared_with_every_row(metric, all_
     queries = None if all_vs_all else 1 + 1e-7 * torch.randn(6, 256, generator=generator, dtype=torch.float64)
     exhaustive = []
     every_row = neighbours_module._every_row
-    monkeypatch.setattr(neighbours_module, "_every_row", lambda q, *args: exhaustive.append(len(q)) or every_row(q, *args))
+    monkeypatch.setattr(neighbours_module, "_every_row",
+                        lambda q, *args: exhaustive.append(len(q)) or every_row(q, *args))
     distances, indices = nearest_neighbours(features, queries, k=3, metric=metric, batch_size=64)
     expected_d, expected_i = brute_force(features, queries, 3, metric)
     assert exhaustive and torch.equal(indices, expected_i)

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import torch
 
+from pyfastviz.data import image_extensions
 from pyfastviz.models import available_models, find_layer, load_image, load_model
-
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def model_options(sub: argparse.ArgumentParser, flag: str = "--model", weights_flag: str | None = "--weights",
                   what: str = "model") -> None:
@@ -134,7 +132,7 @@ def output_folder(name: str, flag: str = "--out") -> Path:
     path = _non_empty(name, flag)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {name!r} is a file: give a folder")
-    if not path.exists() and path.suffix.lower() in PICTURE_SUFFIXES:
+    if not path.exists() and path.suffix.lower() in image_extensions():
         raise ValueError(f"{flag} {name!r} names a file, but this command writes a folder of PNGs: give a folder")
     _check_parents(path, name, flag)
     return path

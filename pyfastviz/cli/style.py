@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 
-from pyfastviz.cli.common import (PICTURE_SUFFIXES, at_least, device, device_option, image_files, model_options,
-                                  output_file, quiet_option)
+from pyfastviz.cli.common import at_least, device, device_option, image_files, model_options, output_file, quiet_option
+from pyfastviz.data import image_extensions
 from pyfastviz.fast_style import load_style_network, save_style_network, stylize, train_style
 from pyfastviz.models import load_image, load_model, save_png, to_pil
 from pyfastviz.style import image_input, style_transfer, texture_synthesis
@@ -69,7 +69,8 @@ def add_commands(commands) -> None:
     device_option(train)
     model_options(train, "--loss-model", "--loss-weights", "loss network")
     quiet_option(train)
-    train.add_argument("--out", required=True, metavar="MODEL", help="output network file: .safetensors, or .pth for a plain state_dict")
+    train.add_argument("--out", required=True, metavar="MODEL",
+                       help="output network file: .safetensors, or .pth for a plain state_dict")
     train.set_defaults(run=_train_style, keyword_flags={"content_images": "--content"})  # for cli.in_flags
 
     styl = commands.add_parser("stylize", help="paint images with a trained fast style network",
@@ -129,7 +130,7 @@ def _style(args: argparse.Namespace) -> None:
 
 def _train_style(args: argparse.Namespace) -> None:
     out = output_file(args.out, inputs=args.styles)
-    if out.suffix.lower() in PICTURE_SUFFIXES:
+    if out.suffix.lower() in image_extensions():
         raise ValueError(f"--out {args.out!r} names a picture: a network file ends in .safetensors (or .pth for "
                          "a plain state_dict)")
     styles = [load_image(p) for p in args.styles]

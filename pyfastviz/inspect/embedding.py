@@ -44,7 +44,8 @@ def pca(features: torch.Tensor, k: int = 2, backend: str = "torch") -> tuple[tor
         ratio = torch.from_numpy(fitted.explained_variance_ratio_).to(x)
     else:
         components, variances = (_exact_components if min(n, d) <= EXACT_PCA_SIZE else _randomised_components)(x, k)
-        ratio = variances / x.double().square().sum().clamp_min(torch.finfo(torch.float64).tiny)
+        total = torch.linalg.vector_norm(x, dtype=torch.float64).square()  # the summed squares, no float64 copy
+        ratio = variances / total.clamp_min(torch.finfo(torch.float64).tiny)
     signs = components.gather(1, components.abs().argmax(1, keepdim=True)).sign()
     components = components * torch.where(signs == 0, 1, signs)
     return (x @ components.T).float(), ratio.float()

@@ -73,8 +73,8 @@ class ActivationTap:
 
     With `detach=False` the outputs keep their autograd graph (for objectives on layers).
     Tensor outputs (also inside tuples, lists and dicts) are recorded as copies, so an in-place
-    op after the layer (torchvision's Conv2d -> ReLU(inplace=True)) does not change them. A torch.compile'd model runs eagerly
-    inside the block (run_eagerly).
+    op after the layer (torchvision's Conv2d -> ReLU(inplace=True)) does not change them. A
+    torch.compile'd model runs eagerly inside the block (run_eagerly).
     """
 
     def __init__(self, model: nn.Module, names: str | Sequence[str], detach: bool = True):

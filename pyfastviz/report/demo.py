@@ -330,7 +330,8 @@ def style_section(ctx: DemoContext) -> Section:
     ]
     transfer = [ctx.photo(PHOTOS.index("china"))]
     if ctx.style_image is not None:
-        transfer.append(ctx.save(to_pil(preprocess.denormalize(style[0])), "style/style_image.png", "style: your image"))
+        transfer.append(ctx.save(to_pil(preprocess.denormalize(style[0])), "style/style_image.png",
+                                 "style: your image"))
     transfer.append(ctx.save(to_pil(preprocess.denormalize(styled.image[0])), "style/china_styled.png",
                              f"china in the style of {style_name}: style loss {styled.history['style'][0]:.2f} -> "
                              f"{styled.history['style'][-1]:.2f}"))
@@ -384,9 +385,10 @@ def fast_style_section(ctx: DemoContext) -> Section:
         "Johnson et al. (2016): a feed-forward network (downsampling convolutions, five residual blocks, "
         "upsampling, instance norm) trained to minimise the perceptual loss of the style-transfer section, then "
         f"run in one forward pass on any photo ({size} px crops of the sample photos, {steps} Adam steps, "
-        f"style weight {style_weight:g}, the default model as loss network). Then one network for two styles (Dumoulin et al. 2017: each style "
-        "owns only its instance-norm scale and shift), run with either style or a blend of their scales and "
-        "shifts. Captions give the relative style loss of each output to each style image.",
+        f"style weight {style_weight:g}, the default model as loss network). Then one network for two styles "
+        "(Dumoulin et al. 2017: each style owns only its instance-norm scale and shift), run with either style "
+        "or a blend of their scales and shifts. Captions give the relative style loss of each output to each "
+        "style image.",
         [style_row, single_row, blend_row],
     )
 

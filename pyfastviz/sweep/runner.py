@@ -86,10 +86,11 @@ def sweep(data: str | os.PathLike, out: str | os.PathLike, *, method: str = "occ
     image, or a pathlib.Path to a label file of `relative/path<TAB>class` lines.
     Unreadable, empty or truncated files, images the label file lacks, images that
     preprocess gives another size than the first one, and maps with NaN or inf go to the error
-    list. Rerunning the same call resumes after a crash; other options, or images added,
-    removed or replaced by a file of another size, against the same `out` raise ValueError. batch_size and device may change
-    on resume (maps then equal to rounding): SmoothGrad draws each image's noise on the CPU,
-    seeded by (seed, its position in the sorted list).
+    list. Rerunning the same call resumes after a crash; other options (another model structure
+    or preprocess result too), or images added, removed or replaced by a file of another size,
+    against the same `out` raise ValueError. batch_size and device may change on resume (maps
+    then equal to rounding): SmoothGrad draws each image's noise on the CPU, seeded by (seed,
+    its position in the sorted list).
     Under torchrun each rank (NCCL on its GPU, gloo on the CPU) maps every world-th shard of
     those left, and rank 0 merges the index.
     workers: decoding processes per rank (default: the CPU cores per local rank, at most 8).
