@@ -265,10 +265,15 @@ def saliency_to_pil(m: torch.Tensor, percentile: float = 99.0) -> Image.Image:
 
 
 def saliency_overlay(photo: Image.Image, m: torch.Tensor, percentile: float = 99.0, sigma: float = 3.0) -> Image.Image:
-    """The saliency map, capped at its `percentile` and Gaussian-blurred (`sigma` pixels), over the photo."""
+    """The saliency map, capped at its `percentile` and Gaussian-blurred (`sigma` pixels; 0: not
+    blurred), over the photo."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < math.inf:
+        raise ValueError(f"sigma must be a finite number >= 0 (pixels; 0: no blur), got {sigma!r}")
+    capped = _clip(m, percentile)
     kernel = min(2 * round(3 * sigma) + 1, 2 * min(m.shape[-2:]) - 1)  # reflect padding: narrower than the map
-    blurred = gaussian_blur(_clip(m, percentile)[None], kernel_size=kernel, sigma=sigma)[0]
-    return heatmap_overlay(photo, blurred)
+    if sigma == 0 or kernel == 1:
+        return heatmap_overlay(photo, capped)
+    return heatmap_overlay(photo, gaussian_blur(capped[None], kernel_size=kernel, sigma=sigma)[0])
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:

@@ -187,6 +187,18 @@ def test_saliency_overlay_of_tiny_maps(side):
     assert saliency_overlay(Image.new("RGB", (20, 20)), heat).size == (20, 20)
 
 
+def test_saliency_overlay_sigma_zero_is_unblurred_and_bad_sigmas_are_named():
+    photo, heat = Image.new("RGB", (16, 16)), torch.rand(16, 16)
+    assert saliency_overlay(photo, heat, sigma=0).tobytes() == heatmap_overlay(photo, _capped(heat)).tobytes()
+    for bad in (-1, float("nan"), float("inf"), "3", True):
+        with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
+            saliency_overlay(photo, heat, sigma=bad)
+
+
+def _capped(heat, percentile=99.0):
+    return heat.clamp(max=torch.quantile(heat.flatten(), percentile / 100))
+
+
 def test_save_png_creates_folders_atomically(tmp_path):
     target = tmp_path / "a" / "b" / "out.png"
     assert save_png(Image.new("RGB", (3, 2), (1, 2, 3)), target) == target
