@@ -93,10 +93,14 @@ def aten_instance_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch
         param = param.to(work)  # first: the gradient's sum over images in fp32
         return param.repeat(n) if param.dim() == 1 else param.reshape(n * c)
 
-    # contiguous: ATen's CPU batch_norm backward gets a channels_last input (what x.reshape is
-    # for N = 1) with a contiguous gradient wrong
+    # ATen's CPU batch_norm backward is wrong unless its input and output gradient have one layout
+    # (a channels_last view of N * C planes for N = 1 with a contiguous gradient, or the reverse: the
+    # gradient off by O(1); a strided fp16 gradient: inf): both are made contiguous
     y = torch.batch_norm(x.contiguous().view(1, n * c, h, w), per_plane(weight, 1.0), per_plane(bias, 0.0), None,
-                         None, True, 0.0, eps, False).view(n, c, h, w)
+                         None, True, 0.0, eps, False)
+    if y.requires_grad:
+        y.register_hook(torch.Tensor.contiguous)
+    y = y.view(n, c, h, w)
     if relu:
         y = y.relu_()  # batch_norm's backward reads its input, not y
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):

@@ -103,6 +103,38 @@ def test_aten_path_equals_the_reference(dtype, kind, layout, relu, batch):
         torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * expected.abs().max().item())
 
 
+def gradient_in_layout(grad: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as `grad`, stored another way."""
+    if layout == "channels_last":
+        return grad.contiguous(memory_format=torch.channels_last)
+    if layout == "hwnc":  # N and C adjacent: a (1, N*C, H, W) view of it is channels_last
+        return grad.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
+    return grad[:, :, :1].expand(grad.shape)  # "expanded": stride 0 over H
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("grad_layout", ["channels_last", "hwnc", "expanded"])
+@pytest.mark.parametrize("x_layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_aten_path_gradients_for_any_output_gradient_layout(dtype, grad_layout, x_layout, batch):
+    """ATen's CPU batch_norm backward mishandles a gradient laid out unlike its input (off by O(1); an
+    expanded fp16 gradient of large activations: inf), as torch's own F.instance_norm does for N = 1."""
+    generator = torch.Generator().manual_seed(0)
+    scale = 1e4 if dtype == torch.float16 else 1.0
+    x = (torch.randn(batch, 3, 4, 5, generator=generator) * scale).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last) if x_layout == "channels_last" else x
+    weight, bias = torch.randn(3, generator=generator).to(dtype), torch.randn(3, generator=generator).to(dtype)
+    grad = gradient_in_layout(torch.randn(x.shape, generator=generator).to(dtype), grad_layout)
+    results = []
+    for backend in ("auto", "reference"):
+        leaves = leaves_of(x, weight, bias)
+        results.append(torch.autograd.grad(instance_norm(*leaves, backend=backend), leaves, grad))
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-5
+    for actual, wanted in zip(*results):
+        assert torch.isfinite(actual).all()
+        torch.testing.assert_close(actual, wanted, rtol=tolerance, atol=tolerance * wanted.abs().max().item())
+
+
 @pytest.mark.filterwarnings("error")  # no "degrees of freedom <= 0" from var() on empty input, as torch
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 1, 7), (2, 3, 1, 1), (0, 3, 4, 4), (2, 0, 3, 3), (2, 3, 0, 4)])
 def test_aten_path_on_odd_and_empty_shapes(shape):
