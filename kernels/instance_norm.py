@@ -95,15 +95,15 @@ def _reversed_ids():
 def _normalize_store(y_ptr, offs, mask, x, mean, rstd, w, b, RELU: tl.constexpr):
     y = (x - mean[:, None]) * rstd[:, None] * w[:, None] + b[:, None]
     if RELU:
-        y = tl.maximum(y, 0.0)
+        y = tl.maximum(y, 0.0, propagate_nan=tl.PropagateNan.ALL)  # NaN stays NaN, as torch.relu
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _relu_grad(dy, xhat, w, b, RELU: tl.constexpr):
-    """dy where the forward's output y = xhat * w + b is > 0 (ReLU), else dy."""
+    """dy, but 0 where the forward's output y = xhat * w + b is <= 0 (ReLU, as torch's: NaN passes)."""
     if RELU:
-        dy = tl.where(xhat * w[:, None] + b[:, None] > 0.0, dy, 0.0)
+        dy = tl.where(xhat * w[:, None] + b[:, None] <= 0.0, 0.0, dy)
     return dy
 
 

@@ -329,6 +329,20 @@ def test_works_under_torch_compile(monkeypatch):
         close(loss, block(x).detach(), 1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's numpy
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 300, 300)], ids=["one-block", "split"])
+def test_fused_relu_keeps_nan_as_torch_relu_does(shape):
+    """A plane with a NaN or inf is NaN throughout; the fused ReLU must not turn it into zeros."""
+    x = randn(shape)
+    x[0, 0, 0, 0], x[0, 1, 0, 0] = float("nan"), float("inf")
+    grad = randn(shape, seed=1)
+    (y, dx, _, _), (y_ref, dx_ref, _, _) = triton_and_reference(x, None, None, grad, relu=True)
+    assert y[0, :2].isnan().all() and y_ref[0, :2].isnan().all()
+    assert dx[0, :2].isnan().all() and dx_ref[0, :2].isnan().all()
+    close(y[1:], y_ref[1:], 1e-5)
+    close(dx[1:], dx_ref[1:], 1e-4)
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 300, 300)], ids=["one-block", "split"])
 def test_a_constant_plane_with_eps_zero_normalises_to_zero(shape):
     """1 / sqrt(0 + 0) is taken as 0 there, as ATen's batch norm (and F.instance_norm) take it."""
