@@ -50,7 +50,8 @@ MAX_SPLIT = 64  # slices per plane: [64, ROWS <= 64] partials per apply program,
 
 @triton.jit
 def _inverse_std(var_eps):
-    """1 / sqrt(var + eps), 0 where that is 0 (a constant plane with eps = 0), as ATen's batch norm."""
+    """1 / sqrt(var + eps), 0 where var + eps is exactly 0 (eps = 0, a constant plane whose mean is
+    exact), as ATen's batch norm."""
     positive = var_eps > 0
     return tl.where(positive, tl.rsqrt(tl.where(positive, var_eps, 1.0)), 0.0)
 

@@ -220,7 +220,8 @@ def test_conditional_blend_stays_fp32_under_autocast(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_eps_zero_is_taken_as_torch_takes_it(backend):
-    """A constant plane has variance 0: with eps = 0 torch's instance norm gives 0 there, not NaN."""
+    """A constant plane of 7s has variance exactly 0: with eps = 0 torch's instance norm gives 0
+    there, not NaN."""
     x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
     x[1, 2] = 7.0
     x.requires_grad_(True)

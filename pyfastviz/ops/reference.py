@@ -150,7 +150,9 @@ def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: tor
     mean = work.mean(dim=(2, 3), keepdim=True)
     centred = work - mean
     var = centred.square().mean(dim=(2, 3), keepdim=True)  # var() warns on empty input; this does not
-    flat = var + eps == 0  # a constant plane with eps = 0: 1 / sqrt is 0 there, as ATen's batch norm has it
+    # eps = 0 and a variance that comes out exactly 0 (a constant plane whose mean is exact; other
+    # constant planes get a rounding-sized variance and +-1, in torch too): 1 / sqrt is 0, as ATen's
+    flat = var + eps == 0
     y = centred * torch.where(flat, 0.0, torch.rsqrt(torch.where(flat, 1.0, var + eps)))
     if weight is not None:
         y = y * weight.to(work.dtype).expand(n, c)[:, :, None, None]
