@@ -415,10 +415,12 @@ def style_loss_forward(features: torch.Tensor, target: torch.Tensor, scale: floa
 def style_loss_backward(grad: torch.Tensor, features: torch.Tensor, target: torch.Tensor, scale: float,
                         allow_tf32: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(dF, dT) of loss = sum (G - T)^2: with R = 2 grad[n] (G - T), dF = scale (R + R^T) F
-    and dT = -R. Recomputes G (N, C, C) in fp32 with the Gram kernel: the backward does
+    and dT = -R, summed over the images for a (C, C) target (in fp32, rounded once). target:
+    (N, C, C) or (C, C). Recomputes G (N, C, C) in fp32 with the Gram kernel: the backward does
     write G, the forward does not. R stays fp32 in the dot (rounded to fp16, a small G - T
     would lose its low bits or underflow)."""
     g = gram_forward(features, scale, allow_tf32, out_dtype=torch.float32)
     residual = (g - target.float()) * (2 * grad.float())[:, None, None]
     df = gram_backward(residual, features, scale, allow_tf32, fp32_dot=True)
-    return df, (-residual).to(target.dtype)
+    dt = -residual if target.dim() == 3 else -residual.sum(0)
+    return df, dt.to(target.dtype)

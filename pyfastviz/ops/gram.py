@@ -167,17 +167,18 @@ def gram_style_loss(features: torch.Tensor, target: torch.Tensor, *, normalize: 
     if allow_tf32 is None:
         allow_tf32 = matmul_tf32()
     if use_triton(features, backend, target):
-        return torch.ops.pyfastviz.gram_style_loss(features, target.expand(n, c, c), scale(features, normalize),
-                                                   bool(allow_tf32))
+        return torch.ops.pyfastviz.gram_style_loss(features, target, scale(features, normalize), bool(allow_tf32))
     return reference.gram_style_loss(features, target, normalize=normalize)
 
 
 @torch.library.custom_op("pyfastviz::gram_style_loss", mutates_args=())
 def _style_loss_op(features: torch.Tensor, target: torch.Tensor, scale: float, allow_tf32: bool) -> torch.Tensor:
-    """(N,) fp32: sum over i, j of (scale * F F^T - target)^2 (Triton kernels, kernels.gram.style_loss_forward)."""
+    """(N,) fp32: sum over i, j of (scale * F F^T - target)^2 (Triton kernels, kernels.gram.style_loss_forward).
+    target: (C, C), the same for every image (read in place), or (N, C, C)."""
     if _kernels is None:
         raise RuntimeError(f"pyfastviz::gram_style_loss needs Triton ({TRITON_ERROR})")
-    return _kernels.style_loss_forward(features, target, scale, allow_tf32)
+    n, c = features.shape[:2]
+    return _kernels.style_loss_forward(features, target.expand(n, c, c), scale, allow_tf32)
 
 
 @_style_loss_op.register_fake
@@ -188,7 +189,8 @@ def _(features, target, scale, allow_tf32):
 @torch.library.custom_op("pyfastviz::gram_style_loss_backward", mutates_args=())
 def _style_loss_backward_op(grad: torch.Tensor, features: torch.Tensor, target: torch.Tensor, scale: float,
                             allow_tf32: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dF, dT): R = 2 grad[n] (G - T), dF = scale (R + R^T) F, dT = -R (Triton kernels)."""
+    """(dF, dT): R = 2 grad[n] (G - T), dF = scale (R + R^T) F, dT = -R (summed over images in fp32
+    for a (C, C) target, rounded to its dtype once) (Triton kernels)."""
     if _kernels is None:
         raise RuntimeError(f"pyfastviz::gram_style_loss_backward needs Triton ({TRITON_ERROR})")
     return _kernels.style_loss_backward(grad, features, target, scale, allow_tf32)
@@ -196,8 +198,7 @@ def _style_loss_backward_op(grad: torch.Tensor, features: torch.Tensor, target: 
 
 @_style_loss_backward_op.register_fake
 def _(grad, features, target, scale, allow_tf32):
-    n, c = features.shape[:2]
-    return torch.empty_like(features), target.new_empty((n, c, c))
+    return torch.empty_like(features), target.new_empty(target.shape)
 
 
 def _style_setup_context(ctx, inputs, output):

@@ -241,6 +241,21 @@ def test_style_loss_gradient_keeps_a_small_residual_in_fp32():
     close(df, df_ref, RTOL[torch.float16])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_shared_target_gradient_is_summed_over_images_before_rounding(dtype):
+    """A (C, C) target's gradient sums the images' -R. Two nearly equal images with output gradients
+    1 and -1 cancel: rounded to 16 bits per image first, dT was off by an ulp of the terms (1000x
+    the result's); summed in fp32 and rounded once it is as exact as the reference's."""
+    first = features((1, 16, 4, 4))
+    x = torch.cat([first, first + 0.01 * features((1, 16, 4, 4), seed=2)]).to(dtype)
+    target = (features((16, 16), seed=1) * 0.1).to(dtype)
+    grad = torch.tensor([1.0, -1.0], device=DEVICE)
+    (_, _, dt), (_, _, dt_ref) = style_triton_and_reference(x, target, grad)
+    wide = x.double().flatten(2)
+    exact = (-2 * (wide @ wide.mT / 256 - target.double()) * grad.double()[:, None, None]).sum(0)
+    assert (dt.double() - exact).abs().max() <= 2 * (dt_ref.double() - exact).abs().max()
+
+
 @pytest.mark.parametrize("split", [1, 3, 7])
 def test_style_loss_split_k_slices_agree(split):
     x = features((2, 40, 10, 30))
@@ -300,9 +315,10 @@ def test_style_loss_channels_last_and_opcheck():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_style_loss_ops_opcheck(dtype):
+@pytest.mark.parametrize("target_shape", [(2, 9, 9), (9, 9)], ids=["per_image_target", "shared_target"])
+def test_style_loss_ops_opcheck(dtype, target_shape):
     x = features((2, 9, 3, 5), dtype)
-    target = (features((2, 9, 9), seed=1) * 0.05).to(dtype)
+    target = (features(target_shape, seed=1) * 0.05).to(dtype)
     torch.library.opcheck(torch.ops.pyfastviz.gram_style_loss.default,
                           (x.requires_grad_(True), target.requires_grad_(True), 1 / 135, False))
     grad = features((2,), seed=2)
