@@ -128,14 +128,16 @@ def occlusion_batch(images: torch.Tensor, baseline: torch.Tensor, window, stride
 
 def occlusion_scatter(drops: torch.Tensor, window, stride, size) -> torch.Tensor:
     """Score drops (R, P) -> (R, C, H, W): each pixel's mean drop over the positions whose window
-    covers it, as Captum's Occlusion; 0 where no window does (a stride larger than the window)."""
-    total = drops.new_zeros((drops.shape[0], *size))
-    covering = drops.new_zeros(tuple(size))
+    covers it, as Captum's Occlusion; 0 where no window does (a stride larger than the window).
+    Summed in fp32 for fp16/bf16 drops (bf16 cannot count past 256), returned in their dtype."""
+    work = torch.promote_types(drops.dtype, torch.float32)
+    total = drops.new_zeros((drops.shape[0], *size), dtype=work)
+    covering = drops.new_zeros(tuple(size), dtype=work)
     for position in range(drops.shape[1]):
         box = occlusion_box(position, size, window, stride)
         total[(slice(None), *box)] += drops[:, position, None, None, None]
         covering[box] += 1
-    return torch.where(covering > 0, total / covering.clamp(min=1), torch.zeros_like(total))
+    return torch.where(covering > 0, total / covering.clamp(min=1), torch.zeros_like(total)).to(drops.dtype)
 
 
 def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,

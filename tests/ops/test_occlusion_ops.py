@@ -75,6 +75,18 @@ def test_scatter_matches_reference(dtype, atol, size, window, stride):
     torch.testing.assert_close(heat, expected, atol=atol, rtol=atol)
 
 
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_scatter_of_16_bit_drops_counts_many_overlapping_windows(backend, dtype):
+    """289 windows of 17 x 17 at stride 1 cover the centre of 33 x 33: bf16 counts stop at 256."""
+    size, window, stride = (1, 33, 33), (1, 17, 17), (1, 1, 1)
+    drops = torch.zeros(1, positions(size, window, stride), dtype=dtype)
+    drops[0, 0] = 1.0  # only the first window drops: the centre gets 1 / 289
+    heat = ops.occlusion_scatter(drops, window, stride, size, backend=backend)
+    assert heat.dtype == dtype
+    torch.testing.assert_close(heat[0, 0, 16, 16], torch.tensor(1 / 289, dtype=dtype), atol=0, rtol=0)
+
+
 def test_scatter_averages_overlapping_windows_and_zeroes_uncovered_pixels():
     # one row of 1 x 4 pixels; windows of 2 at stride 1 -> positions 0..2 with drops 1, 2, 4
     heat = ops.occlusion_scatter(torch.tensor([[1.0, 2.0, 4.0]]), (1, 1, 2), (1, 1, 1), (1, 1, 4), backend="native")
