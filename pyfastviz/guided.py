@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.checkpoint import CheckpointError
 
 from pyfastviz import ops
 from pyfastviz.ops._checks import check_backend
@@ -138,8 +139,13 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, target=None, *, laye
         raise TypeError("guided backprop cannot reach the activations of a TorchScript model (it runs "
                         "outside Python): pass the eager nn.Module, or torch.compile it instead")
     mode = GuidedReLUMode(backend, strict)
-    with mode:
-        maps = gradient_maps(model, images, target, layer=layer, channel=channel, neuron=neuron, reduce=reduce)
+    try:
+        with mode:
+            maps = gradient_maps(model, images, target, layer=layer, channel=channel, neuron=neuron, reduce=reduce)
+    except CheckpointError as error:  # the backward's recomputation runs outside the mode
+        raise ValueError("guided backprop cannot go through activation checkpointing (torch.utils.checkpoint; "
+                         "timm: model.set_grad_checkpointing()): the forward it recomputes during the backward "
+                         "is not guided; turn checkpointing off for the call") from error
     if images.shape[0]:
         mode.report()
     return maps

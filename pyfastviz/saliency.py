@@ -7,6 +7,7 @@ image (e.g. the top-5 classes) come from one forward and one batched backward pa
 
 import numbers
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -91,15 +92,29 @@ def input_gradients(model: nn.Module, objective, x: torch.Tensor) -> torch.Tenso
     K > 1 uses one batched backward pass (is_grads_batched) over one forward pass.
     """
     x = x.detach().requires_grad_(True)
-    if objective.count == 1:
-        (grad,) = torch.autograd.grad(objective(model, x).sum(), x)
-        return grad[:, None]
-    with run_eagerly(model):  # a torch.compile'd backward cannot be batched
-        scores = objective(model, x)
-        one_hot = torch.eye(objective.count, dtype=scores.dtype, device=scores.device)[:, None, :]
-        (grads,) = torch.autograd.grad(scores, x, one_hot.expand(objective.count, *scores.shape),
-                                       is_grads_batched=True)
+    with _reentrant_checkpoints_refused():
+        if objective.count == 1:
+            (grad,) = torch.autograd.grad(objective(model, x).sum(), x)
+            return grad[:, None]
+        with run_eagerly(model):  # a torch.compile'd backward cannot be batched
+            scores = objective(model, x)
+            one_hot = torch.eye(objective.count, dtype=scores.dtype, device=scores.device)[:, None, :]
+            (grads,) = torch.autograd.grad(scores, x, one_hot.expand(objective.count, *scores.shape),
+                                           is_grads_batched=True)
     return grads.movedim(0, 1)
+
+
+@contextmanager
+def _reentrant_checkpoints_refused():
+    """torch's error for reentrant activation checkpointing names .grad(), which the user never called."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "use_reentrant=True" not in str(error):
+            raise
+        raise ValueError("the model uses reentrant activation checkpointing (torch.utils.checkpoint with "
+                         "use_reentrant=True), which gives no input gradients: use use_reentrant=False or turn "
+                         "checkpointing off for the call") from error
 
 
 def smoothgrad(model, objective, images, samples, noise, seed, batch_size, progress) -> torch.Tensor:

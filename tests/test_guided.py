@@ -4,11 +4,13 @@ import warnings
 
 import pytest
 import torch
+import torch.utils.checkpoint
 import torchvision
 from torch import nn
 
 from helpers import FunctionalReLUNet, ModuleReLUNet, assert_same_state, model_state, quadrant_shares
 from pyfastviz.guided import guided_backprop, guided_backprop_hooks
+from pyfastviz.saliency import saliency
 
 
 @pytest.fixture
@@ -191,3 +193,26 @@ def test_neuron_of_an_early_layer_sees_only_its_receptive_field(default_model):
     rows, cols = unit.nonzero().unbind(1)
     assert rows.numel() > 0
     assert 60 <= rows.min() and rows.max() <= 100 and 100 <= cols.min() and cols.max() <= 140
+
+
+class Checkpointed(nn.Module):
+    def __init__(self, use_reentrant: bool):
+        super().__init__()
+        self.block, self.fc = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Linear(4, 3)
+        self.use_reentrant = use_reentrant
+
+    def forward(self, x):
+        x = torch.utils.checkpoint.checkpoint(self.block, x, use_reentrant=self.use_reentrant)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_activation_checkpointing_gets_a_clear_error():
+    """The backward's recomputation runs outside the guiding mode (torch's CheckpointError before);
+    reentrant checkpointing gives no input gradients at all (torch's error named .grad())."""
+    x = torch.randn(2, 3, 8, 8)
+    assert saliency(Checkpointed(use_reentrant=False).eval(), x, progress=False).shape == (2, 8, 8)
+    with pytest.raises(ValueError, match="guided backprop cannot go through activation checkpointing"):
+        guided_backprop(Checkpointed(use_reentrant=False).eval(), x)
+    for technique in (lambda m: saliency(m, x, progress=False), lambda m: guided_backprop(m, x)):
+        with pytest.raises(ValueError, match="reentrant activation checkpointing"):
+            technique(Checkpointed(use_reentrant=True).eval())
