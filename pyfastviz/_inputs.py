@@ -90,13 +90,15 @@ def pixel_range(preprocess, images: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return low.to(images), high.to(images)
 
 
-def check_logits(outputs, classes: torch.Tensor | None = None) -> torch.Tensor:
+def check_logits(outputs, classes: torch.Tensor | None = None, *, takes_layer: bool = True) -> torch.Tensor:
     """A model's outputs as (N, classes) logits; a clear error for a tuple, a dict or maps, and
-    for `classes` (class indices, any shape) that are not among its classes."""
+    for `classes` (class indices, any shape) that are not among its classes. takes_layer: the
+    technique can explain a layer's units instead (layer=), which the error then suggests."""
     if not isinstance(outputs, torch.Tensor):
+        alternative = ", or use layer=" if takes_layer else ""
         raise TypeError(f"a class target (given, or the predicted class) needs a model that returns an (N, classes) "
-                        f"logits tensor, got a {type(outputs).__name__}: wrap the model to return the logits, or "
-                        "use layer=")
+                        f"logits tensor, got a {type(outputs).__name__}: wrap the model to return the logits"
+                        f"{alternative}")
     if outputs.dim() != 2:
         raise ValueError(f"a class target (given, or the predicted class) needs a model that returns (N, classes) "
                          f"logits, got shape {tuple(outputs.shape)}")

@@ -83,7 +83,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
             classes = _one_class_per_image(target, count, "target")
         elif label is None:
             with torch.no_grad():
-                classes = check_logits(model(images)).argmax(1)
+                classes = check_logits(model(images), takes_layer=False).argmax(1)
         else:
             classes = _one_class_per_image(label, count, "label")
         classes = classes.to(images.device)
@@ -91,7 +91,7 @@ def fooling_images(model: nn.Module, images: torch.Tensor, target=None, *, label
         taken = torch.zeros(count, dtype=torch.int64, device=images.device)
         for step in tqdm(range(steps + 1), desc="fooling images", disable=not progress, leave=False):
             x = _within_budget((wide + delta / std).clamp(low, high), images, wide).requires_grad_(True)
-            logits = check_logits(model(x), classes)
+            logits = check_logits(model(x), classes, takes_layer=False)
             predictions = logits.argmax(1)
             success = predictions == classes if targeted else predictions != classes
             if success.all() or step == steps:

@@ -12,6 +12,7 @@ from torch import nn
 
 from pyfastviz._inputs import check_index, check_logits, resolve_targets
 from pyfastviz.models import ActivationTap, find_layer
+from pyfastviz.models.layers import channels_first
 
 
 class ClassObjective:
@@ -56,10 +57,7 @@ class UnitObjective:
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with ActivationTap(model, self.layer, detach=False) as tap:
             model(x)
-        activation = tap[self.layer]
-        if not isinstance(activation, torch.Tensor):
-            raise TypeError(f"layer {self.layer!r} outputs a {type(activation).__name__}, not a tensor: pick a "
-                            "layer whose output is one tensor (e.g. one of its submodules)")
+        activation = channels_first(model, self.layer, tap[self.layer], x.shape[0])
         self._check_unit(activation)
         if self.neuron is not None:
             channel, row, col = self.neuron

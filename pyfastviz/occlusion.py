@@ -137,7 +137,7 @@ def occlusion_drops(forward: Callable, scorer: Callable, images: torch.Tensor, f
             x_fill = fill[begin:begin + group].to(work_dtype).contiguous(memory_format=layout)
             m = x.shape[0]
             given = None if indices is None else indices[begin:begin + m].to(x.device)
-            outputs = check_logits(forward(x), given)
+            outputs = check_logits(forward(x), given, takes_layer=False)
             chosen = outputs.argmax(1, keepdim=True) if given is None else given
             initial = scorer(outputs, chosen)
             for first in range(0, total, per_chunk):

@@ -82,8 +82,9 @@ CLASS_TECHNIQUES = {
 def test_a_model_without_a_logits_tensor_is_a_clear_error(resnet, images, wrapper, technique):
     model = wrapper(resnet)
     before = model_state(model)
-    with pytest.raises(TypeError, match=f"logits tensor, got a {'tuple' if wrapper is _TupleOutput else 'dict'}"):
+    with pytest.raises(TypeError, match=f"logits tensor, got a {'tuple' if wrapper is _TupleOutput else 'dict'}") as error:
         CLASS_TECHNIQUES[technique](model, images)
+    assert ("layer=" in str(error.value)) == (technique.split("_")[0] not in ("occlusion", "fooling"))  # what it takes
     assert_same_state(before, model_state(model))
 
 
@@ -130,3 +131,60 @@ def test_bools_are_not_ints(resnet, images):
         pyfastviz.saliency(resnet, images, layer="layer2", neuron=(True, 0, 0), progress=False)
     with pytest.raises(ValueError, match="batch_size must be"):
         inspect.extract_features(resnet, images, batch_size=True, progress=False)
+
+
+class ChannelsLastBlocks(nn.Module):
+    """A ConvNeXt-like block (permute, LayerNorm and Linears over the last axis, permute back),
+    a vision-transformer-like stage (patches folded into the batch) and a multi-branch layer that
+    returns a list; a Linear head, or none (an embedding model)."""
+
+    def __init__(self, head: bool = True):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.norm, self.fc1, self.act, self.fc2 = nn.LayerNorm(8), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)
+        self.tokens = nn.Identity()  # sees (N * 4, h * w / 4, C)
+        self.branches = Branches()
+        self.head = nn.Linear(8, 10) if head else nn.Identity()
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.fc2(self.act(self.fc1(self.norm(x.permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
+        n, c, h, w = x.shape
+        patches = self.tokens(x.reshape(n, c, 4, h * w // 4).permute(0, 2, 3, 1).reshape(n * 4, h * w // 4, c))
+        x = patches.reshape(n, 4, h * w // 4, c).permute(0, 3, 1, 2).reshape(n, c, h, w)
+        return self.head(sum(self.branches(x)).mean((2, 3)))
+
+
+class Branches(nn.Module):
+    def forward(self, x):
+        return [x, x.relu()]
+
+
+@pytest.mark.parametrize("layer, problem", [("fc1", "has channels last"), ("norm", "has channels last"),
+                                            ("tokens", "first axis is not the batch"), ("branches", "not one tensor")])
+def test_layers_whose_axis_1_is_not_the_channels_are_refused_everywhere(images, layer, problem):
+    """Channels were read from axis 1 of these: rows of an (N, H, W, C) map, tokens, or images
+    the patches of one image (other images got no gradient); a list crashed in extract_features."""
+    torch.manual_seed(0)
+    model = ChannelsLastBlocks().eval()
+    before = model_state(model)
+    calls = [lambda: pyfastviz.saliency(model, images, layer=layer, channel=0, progress=False),
+             lambda: pyfastviz.guided_backprop(model, images, layer=layer, neuron=(0, 1, 1)),
+             lambda: inspect.activations(model, images, layer),
+             lambda: inspect.extract_features(model, images, layer=layer, progress=False),
+             lambda: inspect.top_patches(model, images, layer, channel=0, k=2, progress=False),
+             lambda: pyfastviz.StyleTargets(model, images, layers=[layer])]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"layer={layer!r}.*{problem}"):
+            call()
+    assert_same_state(before, model_state(model))
+    assert inspect.extract_features(model, images, layer="stem", progress=False).shape == (2, 8)
+
+
+def test_penultimate_features_of_a_model_without_a_head_are_refused(images):
+    """The last nn.Linear to run is then inside a block: its input is no (N, D) feature row per image."""
+    torch.manual_seed(0)
+    headless, with_head = ChannelsLastBlocks(head=False).eval(), ChannelsLastBlocks().eval()
+    with pytest.raises(ValueError, match=r"'fc2'\) takes a \(2, 16, 16, 16\) input, not one row per image"):
+        inspect.extract_features(headless, images, progress=False)
+    assert inspect.extract_features(with_head, images, progress=False).shape == (2, 8)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from pyfastviz._inputs import check_images, check_model, input_dtype, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, layer_names
-from pyfastviz.models.layers import run_eagerly
+from pyfastviz.models.layers import channels_first, run_eagerly
 
 def _batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
     """(N, C, H, W) tensor -> its slices; a loader -> its batches (the first item of tuple batches)."""
@@ -53,7 +53,12 @@ def _last_linear_input(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     if calls[latest["name"]] != 1:
         raise ValueError(f"the last nn.Linear to run ({latest['name']!r}) ran {calls[latest['name']]} times per "
                          "forward; pass layer=")
-    return latest["input"].flatten(1)
+    features = latest["input"]
+    if features.dim() != 2 or features.shape[0] != batch.shape[0]:
+        raise ValueError(f"the last nn.Linear to run ({latest['name']!r}) takes a {tuple(features.shape)} input, not "
+                         f"one row per image ({batch.shape[0]}, D): it is inside a block, not a classifier head "
+                         "(a model built without one, num_classes=0?); pass layer=")
+    return features
 
 
 def extract_features(model: nn.Module, images_or_loader, layer: str | None = None, batch_size: int = 32,
@@ -63,11 +68,11 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
 
     images_or_loader: preprocessed (N, C, H, W), or an iterable of such batches (e.g.
     data.image_loader; (images, ...) tuples are fine), moved to the model's dtype.
-    layer=None: the input of the nn.Linear that runs last (the penultimate features); else
-    `layer`'s output, read as (N, C, *spatial) and averaged over *spatial (a layer with
-    channels last, (N, H, W, C) as inside ConvNeXt blocks, would be averaged over W and C:
-    pick one whose output is channels first). The model runs in eval mode, without
-    gradients, and is left as found.
+    layer=None: the input of the nn.Linear that runs last (the penultimate features), which
+    must be one row per image; else `layer`'s output, read as (N, C, *spatial) and averaged
+    over *spatial (outputs that are not, e.g. channels last after an nn.Linear or nn.LayerNorm
+    inside ConvNeXt blocks, are refused: see models.layers.channels_first). The model runs in
+    eval mode, without gradients, and is left as found.
     """
     check_model(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -86,7 +91,7 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
             else:
                 with ActivationTap(model, layer) as tap:
                     model(batch)
-                out = tap[layer]
+                out = channels_first(model, layer, tap[layer], batch.shape[0])
                 out = out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
             features.append(widened(out))
     if not features:

@@ -174,6 +174,31 @@ def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     return output
 
 
+def channels_first(model: nn.Module, layer: str, output, batch: int) -> torch.Tensor:
+    """`layer`'s recorded output, checked to be what units and feature maps are read from: one
+    tensor (N, C, *spatial) whose first axis is the `batch` of N images and whose axis 1 holds
+    the channels. Refused with a ValueError naming the layer: other outputs (lists, tuples), a
+    first axis that is not the batch (a transformer's patches folded into it), and channels last
+    after an nn.Linear or nn.LayerNorm over the last axis ((N, H, W, C) inside ConvNeXt blocks,
+    (N, tokens, C)); a channels-last activation between two such modules cannot be told apart."""
+    if not isinstance(output, torch.Tensor):
+        raise ValueError(f"layer={layer!r} outputs a {type(output).__name__}, not one tensor: pick a layer whose "
+                         "output is a tensor (e.g. one of its submodules)")
+    shape = tuple(output.shape)
+    if output.dim() < 2 or shape[0] != batch:
+        raise ValueError(f"layer={layer!r} outputs shape {shape}, whose first axis is not the batch of {batch} "
+                         "image(s) (patches or tokens folded into it, as in a vision transformer's blocks): pick a "
+                         "layer whose output is (N, C, ...)")
+    module = find_layer(model, layer)
+    over_last_axis = isinstance(module, nn.Linear) or (type(module) is nn.LayerNorm
+                                                       and len(module.normalized_shape) == 1)
+    if output.dim() > 2 and over_last_axis:
+        raise ValueError(f"layer={layer!r} is an nn.{type(module).__name__} over the last axis: its output {shape} "
+                         "has channels last ((N, H, W, C) or (N, tokens, C)), and channels are read from axis 1: "
+                         "pick the enclosing block or a convolution")
+    return output
+
+
 def check_layer_once(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
     """Runs the whole model once (no grad, eval mode is the caller's job) and returns `layer`'s
     detached output; clear errors when the layer is unknown, does not run, or is reused."""
