@@ -8,6 +8,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -264,12 +265,27 @@ def load_model(
 
 def preprocess_of(model: nn.Module, size: int | None = None) -> Preprocess:
     """The Preprocess load_model gave `model` (at `size` when given, its resize scaled alike),
-    else ImageNet's mean/std (torchvision's convention) at `size` (default 224): what a technique
-    uses without preprocess=."""
+    else a timm model's own (its `pretrained_cfg`: mean, std, input size, crop), else ImageNet's
+    mean/std (torchvision's convention) at `size` (default 224): what a technique uses without
+    preprocess=."""
     found = getattr(model, PREPROCESS_ATTRIBUTE, None)
     if not isinstance(found, Preprocess):
+        found = _timm_preprocess(getattr(model, "pretrained_cfg", None))
+    if found is None:
         return Preprocess(size or 224)
     if size is None:
         return found
     resize = None if found.resize is None else round(found.resize * size / found.size)  # the same crop ratio
     return replace(found, size=size, resize=resize)
+
+
+def _timm_preprocess(config) -> Preprocess | None:
+    """The Preprocess of a timm model's pretrained_cfg (mean and std of 3 channels, input_size
+    (3, H, W), crop_pct: the centre crop's share of the resized side), or None if it has none."""
+    if not isinstance(config, Mapping) or len(config.get("mean") or ()) != 3 or len(config.get("std") or ()) != 3:
+        return None
+    input_size = config.get("input_size") or (3, 224, 224)
+    size = int(input_size[-1])
+    crop = config.get("crop_pct")
+    resize = max(size, round(size / crop)) if isinstance(crop, (int, float)) and crop > 0 else None
+    return Preprocess(size, tuple(map(float, config["mean"])), tuple(map(float, config["std"])), resize)

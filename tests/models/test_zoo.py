@@ -279,3 +279,22 @@ def test_preprocess_sides_are_checked_and_preprocess_of_keeps_the_crop_ratio():
     net.pyfastviz_preprocess = Preprocess(224, resize=256)
     assert preprocess_of(net, 448) == Preprocess(448, resize=512)
     assert preprocess_of(net) is net.pyfastviz_preprocess
+
+
+def test_preprocess_of_a_timm_model_is_its_pretrained_config():
+    """timm models carry their normalisation in pretrained_cfg (MobileViT: mean 0, std 1; Inception:
+    0.5/0.5); ImageNet's was assumed, which put fooling images 4.5x over their pixel budget."""
+    import pyfastviz
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5)).eval()
+    net.pretrained_cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "input_size": (3, 32, 32),
+                          "crop_pct": 0.875, "num_classes": 5}
+    assert preprocess_of(net) == Preprocess(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize=37)
+    assert preprocess_of(net, 64) == Preprocess(64, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize=74)
+    images = torch.rand(2, 3, 32, 32)  # pixels in [0, 1] are the input itself
+    net(images)
+    fooled = pyfastviz.fgsm(net, images, epsilon=8 / 255)
+    assert (fooled.images - images).abs().max() <= 8 / 255 + 1e-6
+    net.pretrained_cfg = {"mean": (0.5, 0.5), "std": (0.5, 0.5)}  # not RGB: not used
+    assert preprocess_of(net) == Preprocess(224)
