@@ -12,7 +12,6 @@ from torch import nn
 
 from pyfastviz._inputs import check_index, check_logits, resolve_targets
 from pyfastviz.models import ActivationTap, find_layer
-from pyfastviz.models.layers import channels_first
 
 
 class ClassObjective:
@@ -57,7 +56,7 @@ class UnitObjective:
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with ActivationTap(model, self.layer, detach=False) as tap:
             model(x)
-        activation = channels_first(model, self.layer, tap[self.layer], x.shape[0])
+        activation = tap.channels_first(self.layer, x.shape[0])
         self._check_unit(activation)
         if self.neuron is not None:
             channel, row, col = self.neuron

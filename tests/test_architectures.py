@@ -142,13 +142,14 @@ class ChannelsLastBlocks(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
         self.norm, self.fc1, self.act, self.fc2 = nn.LayerNorm(8), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)
+        self.drop = nn.Dropout(0.1)  # in eval mode its output is its input
         self.tokens = nn.Identity()  # sees (N * 4, h * w / 4, C)
         self.branches = Branches()
         self.head = nn.Linear(8, 10) if head else nn.Identity()
 
     def forward(self, x):
         x = self.stem(x)
-        x = x + self.fc2(self.act(self.fc1(self.norm(x.permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
+        x = x + self.fc2(self.drop(self.act(self.fc1(self.norm(x.permute(0, 2, 3, 1)))))).permute(0, 3, 1, 2)
         n, c, h, w = x.shape
         patches = self.tokens(x.reshape(n, c, 4, h * w // 4).permute(0, 2, 3, 1).reshape(n * 4, h * w // 4, c))
         x = patches.reshape(n, 4, h * w // 4, c).permute(0, 3, 1, 2).reshape(n, c, h, w)
@@ -160,11 +161,13 @@ class Branches(nn.Module):
         return [x, x.relu()]
 
 
-@pytest.mark.parametrize("layer, problem", [("fc1", "has channels last"), ("norm", "has channels last"),
+@pytest.mark.parametrize("layer, problem", [("fc1", "with channels last"), ("norm", "with channels last"),
+                                            ("act", "with channels last"), ("drop", "with channels last"),
                                             ("tokens", "first axis is not the batch"), ("branches", "not one tensor")])
 def test_layers_whose_axis_1_is_not_the_channels_are_refused_everywhere(images, layer, problem):
-    """Channels were read from axis 1 of these: rows of an (N, H, W, C) map, tokens, or images
-    the patches of one image (other images got no gradient); a list crashed in extract_features."""
+    """Channels were read from axis 1 of these: rows of an (N, H, W, C) map (also after the Linear,
+    through an activation and dropout), tokens, or the patches of one image as images (other images
+    got no gradient); a list crashed in extract_features."""
     torch.manual_seed(0)
     model = ChannelsLastBlocks().eval()
     before = model_state(model)
@@ -188,3 +191,25 @@ def test_penultimate_features_of_a_model_without_a_head_are_refused(images):
     with pytest.raises(ValueError, match=r"'fc2'\) takes a \(2, 16, 16, 16\) input, not one row per image"):
         inspect.extract_features(headless, images, progress=False)
     assert inspect.extract_features(with_head, images, progress=False).shape == (2, 8)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """Channels-first layer norm as timm writes it: a LayerNorm subclass that permutes."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def test_channels_last_is_told_from_the_outputs_axes_not_guessed_from_module_types(images):
+    """torchvision's ConvNeXt: Permute, LayerNorm, Linear, GELU, Linear, Permute inside each block;
+    a LayerNorm subclass that permutes back (timm's LayerNorm2d) is channels first."""
+    torch.manual_seed(0)
+    convnext = torchvision.models.convnext_tiny(weights=None).eval()
+    for layer in ("features.1.0.block.2", "features.1.0.block.3", "features.1.0.block.4"):  # norm, fc1, GELU
+        with pytest.raises(ValueError, match="with channels last"):
+            inspect.activations(convnext, images, layer)
+    assert inspect.activations(convnext, images, "features.1.0.block").shape == (2, 96, 8, 8)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), LayerNorm2d(5), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4)).eval()
+    model(images)
+    for layer in ("1", "2"):
+        assert inspect.activations(model, images, layer).shape == (2, 5, 30, 30)

@@ -9,7 +9,6 @@ from torch import nn
 from pyfastviz._inputs import check_images, check_model
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, image_grid, map_to_pil
-from pyfastviz.models.layers import channels_first
 
 
 def activations(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
@@ -19,7 +18,7 @@ def activations(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Ten
     check_images(images, model)
     with evaluation_mode(model), ActivationTap(model, layer) as tap, torch.no_grad():
         model(images)
-    return channels_first(model, layer, tap[layer], images.shape[0])
+    return tap.channels_first(layer, images.shape[0])
 
 
 def _check_maps(act: torch.Tensor, name: str, dims: int, shape: str) -> torch.Tensor:

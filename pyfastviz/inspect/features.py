@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from pyfastviz._inputs import check_images, check_model, input_dtype, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, layer_names
-from pyfastviz.models.layers import channels_first, run_eagerly
+from pyfastviz.models.layers import run_eagerly
 
 def _batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
     """(N, C, H, W) tensor -> its slices; a loader -> its batches (the first item of tuple batches)."""
@@ -71,7 +71,7 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
     layer=None: the input of the nn.Linear that runs last (the penultimate features), which
     must be one row per image; else `layer`'s output, read as (N, C, *spatial) and averaged
     over *spatial (outputs that are not, e.g. channels last after an nn.Linear or nn.LayerNorm
-    inside ConvNeXt blocks, are refused: see models.layers.channels_first). The model runs in
+    inside ConvNeXt blocks, are refused: see ActivationTap.channels_first). The model runs in
     eval mode, without gradients, and is left as found.
     """
     check_model(model)
@@ -91,7 +91,7 @@ def extract_features(model: nn.Module, images_or_loader, layer: str | None = Non
             else:
                 with ActivationTap(model, layer) as tap:
                     model(batch)
-                out = channels_first(model, layer, tap[layer], batch.shape[0])
+                out = tap.channels_first(layer, batch.shape[0])
                 out = out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
             features.append(widened(out))
     if not features:

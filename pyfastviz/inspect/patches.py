@@ -15,7 +15,6 @@ from pyfastviz._inputs import check_images, check_model
 from pyfastviz._state import evaluation_mode, gradients_enabled, usable_for_autograd
 from pyfastviz.guided import GuidedReLUMode
 from pyfastviz.models import ActivationTap
-from pyfastviz.models.layers import channels_first
 
 
 class Patch(NamedTuple):
@@ -78,7 +77,7 @@ def _channel_maps(model, images, layer, channel, batch_size, progress) -> torch.
         for batch in tqdm(images.split(batch_size), desc="activations", disable=not progress, leave=False):
             tap.clear()
             model(batch)
-            out = channels_first(model, layer, tap[layer], batch.shape[0])
+            out = tap.channels_first(layer, batch.shape[0])
             if out.dim() != 4:
                 raise ValueError(f"layer={layer!r} gives shape {tuple(out.shape)}, not (N, C, h, w) maps")
             if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < out.shape[1]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Sequence
@@ -74,7 +75,8 @@ class ActivationTap:
     With `detach=False` the outputs keep their autograd graph (for objectives on layers).
     Tensor outputs (also inside tuples, lists and dicts) are recorded as copies, so an in-place
     op after the layer (torchvision's Conv2d -> ReLU(inplace=True)) does not change them. A
-    torch.compile'd model runs eagerly inside the block (run_eagerly).
+    torch.compile'd model runs eagerly inside the block (run_eagerly). `tap.channels_first(name, N)`
+    reads an output as (N, C, ...) feature maps, refusing those whose axis 1 is not the channels.
     """
 
     def __init__(self, model: nn.Module, names: str | Sequence[str], detach: bool = True):
@@ -83,6 +85,8 @@ class ActivationTap:
         self._modules = {name: find_layer(model, name) for name in names}
         self._detach = detach
         self._outputs: dict[str, list] = {name: [] for name in names}
+        self._channels_last: dict[str, list[bool]] = {name: [] for name in names}  # per call, see channels_first
+        self._marked: dict[int, weakref.ref] = {}  # this forward's channels-last tensors, by id
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._eager = ExitStack()
 
@@ -92,8 +96,30 @@ class ActivationTap:
 
         def record(module, inputs, output):  # tensors inside tuples, lists and dicts (LSTM, attention) too
             self._outputs[name].append(tree_map_only(torch.Tensor, copy, output))
+            self._channels_last[name].append(self._computes_channels_last(module, inputs, output))
 
         return record
+
+    def _computes_channels_last(self, module: nn.Module, inputs, output) -> bool:
+        """Whether a module call gave a tensor with channels last: an nn.Linear or nn.LayerNorm over
+        the last axis of a >= 3-D tensor, or the same-shaped result of a module (an activation,
+        dropout, a block) applied to such a tensor."""
+        if not isinstance(output, torch.Tensor) or output.dim() < 3:
+            return False
+        if isinstance(module, nn.Linear):
+            return True
+        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:  # subclasses (timm's
+            width = module.normalized_shape[0]  # LayerNorm2d) may permute: read the output's axes
+            return type(module) is nn.LayerNorm or output.shape[-1] == width != output.shape[1]
+        source = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+        if source is None or source.shape != output.shape:
+            return False
+        marked = self._marked.get(id(source))
+        return marked is not None and marked() is source
+
+    def _mark_channels_last(self, module, inputs, output) -> None:
+        if self._computes_channels_last(module, inputs, output):
+            self._marked[id(output)] = weakref.ref(output)
 
     def __enter__(self) -> ActivationTap:
         if self._handles:
@@ -102,6 +128,10 @@ class ActivationTap:
         try:
             for name, module in self._modules.items():
                 self._handles.append(module.register_forward_hook(self._hook(name)))
+            modules = list(self._model.modules())
+            if any(isinstance(m, nn.LayerNorm) for m in modules) or sum(isinstance(m, nn.Linear) for m in modules) > 1:
+                for module in modules:  # after the taps: a tapped call is judged on its own
+                    self._handles.append(module.register_forward_hook(self._mark_channels_last))
             self._eager.enter_context(run_eagerly(self._model))
         except BaseException:
             self._remove()
@@ -119,8 +149,9 @@ class ActivationTap:
 
     def clear(self) -> None:
         """Forget every recorded output."""
-        for outputs in self._outputs.values():
+        for outputs in (*self._outputs.values(), *self._channels_last.values()):
             outputs.clear()
+        self._marked.clear()
 
     def calls(self, name: str) -> list[torch.Tensor]:
         """All outputs `name` produced, one per call, in call order."""
@@ -142,6 +173,29 @@ class ActivationTap:
                 f"or `pyfastviz layers` lists every call); with a tap, read all of them: tap.calls({name!r})"
             )
         return outputs[0]
+
+
+    def channels_first(self, name: str, batch: int) -> torch.Tensor:
+        """The output of `name`'s single call, checked to be what units and feature maps are read
+        from: one tensor (N, C, *spatial) whose first axis is the `batch` of N images and whose axis
+        1 holds the channels. A ValueError naming the layer refuses other outputs (lists, tuples),
+        a first axis that is not the batch (a transformer's patches folded into it), and channels
+        last: an nn.Linear or nn.LayerNorm over the last axis ((N, H, W, C) inside ConvNeXt blocks,
+        (N, tokens, C)), or an activation, dropout or block applied to such a tensor."""
+        output = self[name]
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(f"layer={name!r} outputs a {type(output).__name__}, not one tensor: pick a layer whose "
+                             "output is a tensor (e.g. one of its submodules)")
+        shape = tuple(output.shape)
+        if output.dim() < 2 or shape[0] != batch:
+            raise ValueError(f"layer={name!r} outputs shape {shape}, whose first axis is not the batch of {batch} "
+                             "image(s) (patches or tokens folded into it, as in a vision transformer's blocks): pick "
+                             "a layer whose output is (N, C, ...)")
+        if self._channels_last[name][0]:
+            raise ValueError(f"layer={name!r} outputs {shape} with channels last ((N, H, W, C) or (N, tokens, C): an "
+                             "nn.Linear or nn.LayerNorm over the last axis, or a module applied to its output), and "
+                             "channels are read from axis 1: pick the enclosing block or a convolution")
+        return output
 
 
 class _StopForward(Exception):
@@ -171,31 +225,6 @@ def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     output = captured[0]
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"layer={layer!r} must output a tensor, got {type(output).__name__}")
-    return output
-
-
-def channels_first(model: nn.Module, layer: str, output, batch: int) -> torch.Tensor:
-    """`layer`'s recorded output, checked to be what units and feature maps are read from: one
-    tensor (N, C, *spatial) whose first axis is the `batch` of N images and whose axis 1 holds
-    the channels. Refused with a ValueError naming the layer: other outputs (lists, tuples), a
-    first axis that is not the batch (a transformer's patches folded into it), and channels last
-    after an nn.Linear or nn.LayerNorm over the last axis ((N, H, W, C) inside ConvNeXt blocks,
-    (N, tokens, C)); a channels-last activation between two such modules cannot be told apart."""
-    if not isinstance(output, torch.Tensor):
-        raise ValueError(f"layer={layer!r} outputs a {type(output).__name__}, not one tensor: pick a layer whose "
-                         "output is a tensor (e.g. one of its submodules)")
-    shape = tuple(output.shape)
-    if output.dim() < 2 or shape[0] != batch:
-        raise ValueError(f"layer={layer!r} outputs shape {shape}, whose first axis is not the batch of {batch} "
-                         "image(s) (patches or tokens folded into it, as in a vision transformer's blocks): pick a "
-                         "layer whose output is (N, C, ...)")
-    module = find_layer(model, layer)
-    over_last_axis = isinstance(module, nn.Linear) or (type(module) is nn.LayerNorm
-                                                       and len(module.normalized_shape) == 1)
-    if output.dim() > 2 and over_last_axis:
-        raise ValueError(f"layer={layer!r} is an nn.{type(module).__name__} over the last axis: its output {shape} "
-                         "has channels last ((N, H, W, C) or (N, tokens, C)), and channels are read from axis 1: "
-                         "pick the enclosing block or a convolution")
     return output
 
 

@@ -18,7 +18,6 @@ from pyfastviz import ops
 from pyfastviz._inputs import check_images, check_model, widened
 from pyfastviz._state import evaluation_mode
 from pyfastviz.models import ActivationTap, Preprocess, find_layer, preprocess_of
-from pyfastviz.models.layers import channels_first
 
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
@@ -77,7 +76,7 @@ def extract_features(model: nn.Module, images: torch.Tensor, layers: Sequence[st
     whose output is no (N, C, H, W) map (a Linear's, say) is a ValueError naming it."""
     with ActivationTap(model, layers, detach=False) as tap:
         model(images)
-    features = {name: channels_first(model, name, tap[name], images.shape[0]) for name in layers}
+    features = {name: tap.channels_first(name, images.shape[0]) for name in layers}
     for name, output in features.items():
         if output.dim() != 4:
             raise ValueError(f"layer {name!r} gives {tuple(output.shape)}, not an (N, C, H, W) feature map: pick a "
