@@ -44,6 +44,22 @@ def layer_energy(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Te
     return widened(layer_output(model, layer, images)).flatten(1).pow(2).mean(1)
 
 
+def _check_smallest_octave(model: nn.Module, layer: str, images: torch.Tensor, size: tuple[int, int],
+                           octaves: int, octave_scale: float) -> None:
+    """The layer checks of check_layer_once, run at the smallest octave's size before any work: a
+    model that cannot take that size (sides not a multiple of 32, say) is named with the octave."""
+    smallest = images if size == tuple(images.shape[-2:]) else F.interpolate(
+        images.to(torch.promote_types(images.dtype, torch.float32)), size=size, mode="bilinear",
+        align_corners=False).to(images.dtype)
+    try:
+        check_layer_once(model, layer, smallest)
+    except RuntimeError as error:
+        if smallest is images:
+            raise
+        raise ValueError(f"the model fails on the smallest octave's {size[0]}x{size[1]} px input (octaves={octaves}, "
+                         f"octave_scale={octave_scale}): {error}; use fewer octaves or another octave_scale") from error
+
+
 def octave_sizes(height: int, width: int, octaves: int, octave_scale: float) -> list[tuple[int, int]]:
     """(H, W) per octave, smallest first, the last one the input's."""
     return [(max(1, round(height / octave_scale ** k)), max(1, round(width / octave_scale ** k)))
@@ -85,7 +101,7 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
     history = []
     with evaluation_mode(model), gradients_enabled():
         source = usable_for_autograd(images.detach())
-        check_layer_once(model, layer, source)
+        _check_smallest_octave(model, layer, source, sizes[0], octaves, octave_scale)
         detail = torch.zeros_like(source[..., :sizes[0][0], :sizes[0][1]])
         bar = tqdm(total=octaves * steps_per_octave, desc="deepdream", disable=not progress, leave=False)
         try:

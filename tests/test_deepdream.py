@@ -46,6 +46,25 @@ def test_small_model_energy_rises_and_model_untouched():
         assert (layer_energy(model, "conv2", result.images) > layer_energy(model, "conv2", images)).all()
 
 
+class SidesOf32(FunctionalReLUNet):
+    """Like DLA or HRNet in timm, which reject inputs whose sides are not multiples of 32."""
+
+    def forward(self, x):
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise RuntimeError(f"Sizes of tensors must match: got {tuple(x.shape)}")
+        return super().forward(x)
+
+
+def test_an_octave_size_the_model_cannot_take_is_named_before_any_work():
+    images = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"smallest octave's 33x33 px input \(octaves=3, octave_scale=1.4\): Sizes"):
+        deepdream(SidesOf32(), images, "conv1", octaves=3, progress=False)
+    assert deepdream(SidesOf32(), images, "conv1", octaves=2, octave_scale=2, steps_per_octave=1,
+                     progress=False).octave_sizes == [(32, 32), (64, 64)]
+    with pytest.raises(RuntimeError, match="Sizes of tensors"):  # one octave: the model's own error
+        deepdream(SidesOf32(), torch.randn(1, 3, 48, 48), "conv1", octaves=1, progress=False)
+
+
 def test_seeded_jitter_is_reproducible():
     model, images = FunctionalReLUNet(), torch.randn(1, 3, 24, 24)
     run = lambda: deepdream(model, images, "conv1", octaves=1, steps_per_octave=3, jitter=3, seed=1,
