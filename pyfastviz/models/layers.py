@@ -118,8 +118,9 @@ class ActivationTap:
         return marked is not None and marked() is source
 
     def _mark_channels_last(self, module, inputs, output) -> None:
-        if self._computes_channels_last(module, inputs, output):
-            self._marked[id(output)] = weakref.ref(output)
+        if self._computes_channels_last(module, inputs, output):  # forgotten when the tensor is freed
+            key = id(output)
+            self._marked[key] = weakref.ref(output, lambda _: self._marked.pop(key, None))
 
     def __enter__(self) -> ActivationTap:
         if self._handles:
