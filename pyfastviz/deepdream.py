@@ -44,13 +44,20 @@ def layer_energy(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Te
     return widened(layer_output(model, layer, images)).flatten(1).pow(2).mean(1)
 
 
+def _resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """images antialiased to `size` (themselves at their own size), computed in fp32 at least (no
+    bf16 antialias on the CPU) and returned in their dtype."""
+    if size == tuple(images.shape[-2:]):
+        return images
+    wide = images.to(torch.promote_types(images.dtype, torch.float32))
+    return F.interpolate(wide, size=size, mode="bilinear", align_corners=False, antialias=True).to(images.dtype)
+
+
 def _check_smallest_octave(model: nn.Module, layer: str, images: torch.Tensor, size: tuple[int, int],
                            octaves: int, octave_scale: float) -> None:
     """The layer checks of check_layer_once, run at the smallest octave's size before any work: a
     model that cannot take that size (sides not a multiple of 32, say) is named with the octave."""
-    smallest = images if size == tuple(images.shape[-2:]) else F.interpolate(
-        images.to(torch.promote_types(images.dtype, torch.float32)), size=size, mode="bilinear",
-        align_corners=False).to(images.dtype)
+    smallest = _resized(images, size)
     try:
         check_layer_once(model, layer, smallest)
     except RuntimeError as error:
@@ -106,9 +113,7 @@ def deepdream(model: nn.Module, images: torch.Tensor, layer: str, *, octaves: in
         bar = tqdm(total=octaves * steps_per_octave, desc="deepdream", disable=not progress, leave=False)
         try:
             for size in sizes:
-                base = source if size == (height, width) else F.interpolate(  # >= fp32: no bf16 antialias on CPU
-                    source.to(torch.promote_types(source.dtype, torch.float32)), size=size, mode="bilinear",
-                    align_corners=False, antialias=True).to(source.dtype)
+                base = _resized(source, size)
                 if detail.shape[-2:] != size:
                     detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
                 x = torch.maximum(torch.minimum(base + detail, high), low)

@@ -271,7 +271,7 @@ def saliency_overlay(photo: Image.Image, m: torch.Tensor, percentile: float = 99
         raise ValueError(f"sigma must be a finite number >= 0 (pixels; 0: no blur), got {sigma!r}")
     capped = _clip(m, percentile)
     kernel = min(2 * round(3 * sigma) + 1, 2 * min(m.shape[-2:]) - 1)  # reflect padding: narrower than the map
-    if sigma == 0 or kernel == 1:
+    if kernel == 1:  # sigma 0 (or too small to blur)
         return heatmap_overlay(photo, capped)
     return heatmap_overlay(photo, gaussian_blur(capped[None], kernel_size=kernel, sigma=sigma)[0])
 

@@ -175,7 +175,6 @@ class ActivationTap:
             )
         return outputs[0]
 
-
     def channels_first(self, name: str, batch: int) -> torch.Tensor:
         """The output of `name`'s single call, checked to be what units and feature maps are read
         from: one tensor (N, C, *spatial) whose first axis is the `batch` of N images and whose axis
